@@ -1,0 +1,72 @@
+"""One registry for the zoo: a dict of builder functions (like timm's `create_model`).
+
+    @register_model("unet", modes=("semantic",), description="classic U-Net")
+    def unet(num_classes: int = 2, in_channels: int = 3, width: int = 32) -> nn.Module: ...
+
+    model = build_model("unet", num_classes=4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from segcli.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    modes: tuple[str, ...]
+    description: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, modes: tuple[str, ...], description: str
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that adds a builder to the zoo under `name`; duplicate names are a bug."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name, builder, tuple(modes), description)
+        return builder
+
+    return wrap
+
+
+def _ensure_zoo_loaded() -> None:
+    # Importing the package runs every @register_model in it.
+    import segcli.models  # noqa: F401
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    _ensure_zoo_loaded()
+    if name not in _MODELS:
+        known = ", ".join(sorted(_MODELS)) or "(none)"
+        raise ModelError(f"unknown model {name!r}; available models: {known}")
+    return _MODELS[name]
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a zoo model by name. Options left as None keep the builder's own defaults."""
+    entry = get_model_entry(name)
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    return entry.builder(**options)
+
+
+def list_models(mode: str | None = None) -> list[ModelEntry]:
+    """Every registered model, sorted by name, optionally only those that support `mode`."""
+    _ensure_zoo_loaded()
+    entries = sorted(_MODELS.values(), key=lambda e: e.name)
+    return [e for e in entries if mode is None or mode in e.modes]
+
+
+def models_for_mode(mode: str) -> list[str]:
+    return [e.name for e in list_models(mode)]

@@ -1,0 +1,188 @@
+"""The data types every part of segcli shares.
+
+Conventions (the contract between datasets, models, predict, eval and visualize):
+- Images are RGB uint8 arrays of shape (H, W, 3).
+- A *class index* is the contiguous 0..C-1 index into a `LabelSpace`; semantic maps hold
+  class indices (uint8 when C <= 255), with 255 = ignore/void.
+- A *category id* is the id written to COCO json files; `LabelSpace.category_ids[i]` maps
+  class index i to it (default i + 1, since COCO reserves 0).
+- Instance masks are boolean (H, W) arrays; instance ids in PNGs run 1..N, 0 = none.
+- Panoptic maps hold segment ids (int32, 0 = void); each id is described by one `Segment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def default_palette(n: int) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC colour map, extended to n entries: distinct, stable, widely recognised."""
+    colors = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors.append((r, g, b))
+    return colors
+
+
+@dataclass
+class LabelSpace:
+    """Class names in index order, with thing/stuff flags, colours and COCO category ids."""
+
+    names: list[str]
+    isthing: list[bool] | None = None
+    colors: list[tuple[int, int, int]] | None = None
+    category_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.isthing is None:
+            self.isthing = [False] * n
+        if self.colors is None:
+            self.colors = default_palette(n)
+        if self.category_ids is None:
+            self.category_ids = list(range(1, n + 1))
+        self.colors = [tuple(int(v) for v in c) for c in self.colors]
+        if not (len(self.isthing) == len(self.colors) == len(self.category_ids) == n):
+            raise ValueError("LabelSpace: names, isthing, colors and category_ids differ in length")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def thing_indices(self) -> list[int]:
+        return [i for i, t in enumerate(self.isthing) if t]
+
+    @property
+    def stuff_indices(self) -> list[int]:
+        return [i for i, t in enumerate(self.isthing) if not t]
+
+    def index_of_category(self, category_id: int) -> int:
+        return self.category_ids.index(category_id)
+
+    def to_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "isthing": list(self.isthing),
+            "colors": [list(c) for c in self.colors],
+            "category_ids": list(self.category_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LabelSpace:
+        return cls(
+            names=list(d["names"]),
+            isthing=d.get("isthing"),
+            colors=[tuple(c) for c in d["colors"]] if d.get("colors") else None,
+            category_ids=d.get("category_ids"),
+        )
+
+    def coco_categories(self) -> list[dict]:
+        """The `categories` list of COCO / COCO panoptic json files."""
+        return [
+            {"id": cid, "name": name, "isthing": int(thing), "color": list(color), "supercategory": name}
+            for cid, name, thing, color in zip(self.category_ids, self.names, self.isthing, self.colors)
+        ]
+
+
+@dataclass
+class Instance:
+    """One object: a boolean mask, its class index, a confidence and an xywh box."""
+
+    mask: np.ndarray
+    label: int
+    score: float = 1.0
+    bbox: tuple[float, float, float, float] | None = None
+    iscrowd: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bbox is None:
+            self.bbox = mask_to_xywh(self.mask)
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass
+class Segment:
+    """One panoptic segment: its id in the panoptic map, class index and COCO fields."""
+
+    id: int
+    label: int
+    area: int
+    bbox: tuple[float, float, float, float]
+    iscrowd: bool = False
+    score: float | None = None
+
+
+@dataclass
+class Sample:
+    """One dataset item; fields a format cannot provide stay None."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    name: str  # the image's file stem: COCO image_id for predict/eval
+    semantic: np.ndarray | None = None  # (H, W) class indices, 255 = ignore
+    instances: list[Instance] = field(default_factory=list)
+    panoptic: np.ndarray | None = None  # (H, W) int32 segment ids, 0 = void
+    segments: list[Segment] = field(default_factory=list)
+    path: str | None = None
+
+
+@dataclass
+class Prediction:
+    """What any model family produces for one image, at the image's own resolution."""
+
+    semantic: np.ndarray | None = None  # (H, W) uint8 class indices
+    instances: list[Instance] = field(default_factory=list)  # sorted by descending score
+    panoptic: np.ndarray | None = None  # (H, W) int32 segment ids, 0 = void
+    segments: list[Segment] = field(default_factory=list)
+    probabilities: np.ndarray | None = None  # optional (C, H, W) float32 softmax
+
+
+def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """COCO-style [x, y, w, h] of a boolean mask's tight box (zeros for an empty mask)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return (float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1))
+
+
+def panoptic_from_instances(
+    semantic: np.ndarray, instances: list[Instance], isthing: list[bool]
+) -> tuple[np.ndarray, list[Segment]]:
+    """Build a panoptic map: one segment per instance, one per stuff class present.
+
+    Instances are pasted in list order (earlier wins); stuff pixels come from `semantic`.
+    Segment ids are 1..K in that order.
+    """
+    panoptic = np.zeros(semantic.shape, dtype=np.int32)
+    segments: list[Segment] = []
+    next_id = 1
+    for inst in instances:
+        free = inst.mask & (panoptic == 0)
+        if not free.any():
+            continue
+        panoptic[free] = next_id
+        segments.append(Segment(next_id, inst.label, int(free.sum()), mask_to_xywh(free), inst.iscrowd, inst.score))
+        next_id += 1
+    for label in np.unique(semantic):
+        if label == IGNORE_INDEX or isthing[int(label)]:
+            continue
+        region = (semantic == label) & (panoptic == 0)
+        if region.any():
+            panoptic[region] = next_id
+            segments.append(Segment(next_id, int(label), int(region.sum()), mask_to_xywh(region)))
+            next_id += 1
+    return panoptic, segments
