@@ -1,0 +1,57 @@
+"""Small building blocks shared by every approach in the zoo."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """convolution (k x k, dilation d, stride s) => BN => ReLU; "same" padding unless padding=0."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, padding: int | None = None) -> None:
+        if padding is None:
+            padding = dilation * (kernel - 1) // 2
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """(convolution 3x3 => BN => ReLU) * 2, the unit of U-Net and of the shared encoder."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__(ConvBNReLU(cin, cout, dilation=dilation), ConvBNReLU(cout, cout, dilation=dilation))
+
+
+class Up(nn.Module):
+    """upsample x2 (bilinear, or learned transposed convolution) => concat skip => DoubleConv."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, bilinear: bool = True) -> None:
+        super().__init__()
+        if bilinear:
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            up_channels = cin
+        else:
+            self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
+            up_channels = cin // 2
+        self.conv = DoubleConv(up_channels + cskip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        if x.shape[-2:] != skip.shape[-2:]:  # odd input sizes: align to the skip's grid
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+def bilinear_kernel(channels: int, kernel: int) -> torch.Tensor:
+    """Weights that make a transposed convolution start as bilinear upsampling (FCN's initialisation)."""
+    factor = (kernel + 1) // 2
+    center = factor - 1 if kernel % 2 == 1 else factor - 0.5
+    og = torch.arange(kernel, dtype=torch.float32)
+    filt = (1 - (og - center).abs() / factor).clamp(min=0)
+    weight = torch.zeros(channels, channels, kernel, kernel)
+    weight[range(channels), range(channels)] = filt[:, None] * filt[None, :]
+    return weight
