@@ -186,3 +186,12 @@ def panoptic_from_instances(
             segments.append(Segment(next_id, int(label), int(region.sum()), mask_to_xywh(region)))
             next_id += 1
     return panoptic, segments
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """COCO RLE of a boolean mask through pycocotools, with `counts` as str so it fits in JSON."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle

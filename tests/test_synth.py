@@ -28,7 +28,10 @@ def test_layout_and_splits(shapes_dir):
     train = (shapes_dir / "splits" / "train.txt").read_text().split()
     val = (shapes_dir / "splits" / "val.txt").read_text().split()
     assert len(train) == 9 and len(val) == 3 and not set(train) & set(val)
-    assert (shapes_dir / "classes.txt").read_text().split() == synth_label_space("shapes").names
+    from segcli.data.classes import parse_classes_txt
+
+    assert parse_classes_txt(shapes_dir / "classes.txt").to_dict() == synth_label_space("shapes").to_dict() | {
+        "category_ids": list(range(1, 7))}
     for stem in train + val:
         for folder in ("images", "masks", "instances"):
             assert (shapes_dir / folder / f"{stem}.png").exists()

@@ -22,7 +22,7 @@ import numpy as np
 
 from segcli import io
 from segcli.errors import UsageError
-from segcli.structures import Instance, LabelSpace, Sample, panoptic_from_instances
+from segcli.structures import Instance, LabelSpace, Sample, mask_to_rle, panoptic_from_instances
 
 KINDS = ("shapes", "context")
 MIN_VISIBLE_PIXELS = 16  # occluded objects smaller than this are dropped: nobody could label them
@@ -248,7 +248,8 @@ def generate(kind: str, out: Path, n: int = 64, size: int = 128, seed: int = 0, 
         io.write_json(out / "annotations" / f"instances_{split}.json", coco[split])
         io.write_json(out / "annotations" / f"panoptic_{split}.json", panoptic[split])
     with io.atomic_path(out / "classes.txt") as tmp:
-        tmp.write_text("".join(f"{name}\n" for name in label_space.names))
+        tmp.write_text("".join(f"{name} {'thing' if thing else 'stuff'} color={','.join(map(str, color))}\n"
+                               for name, thing, color in zip(label_space.names, label_space.isthing, label_space.colors)))
     io.write_json(out / "dataset.json", {"generator": "segcli data synth", "kind": kind, "n": n, "size": size, "seed": seed,
                                          "label_space": label_space.to_dict()}, indent=2)
     return out
@@ -283,15 +284,12 @@ def _coco_skeleton(label_space: LabelSpace) -> dict:
 
 
 def _add_coco(coco: dict, panoptic: dict, sample: Sample, image_id: int, label_space: LabelSpace) -> None:
-    from pycocotools import mask as mask_utils
-
     height, width = sample.semantic.shape
     image = {"id": image_id, "file_name": f"{sample.name}.png", "height": height, "width": width}
     coco["images"].append(image)
     panoptic["images"].append(dict(image))
     for inst in sample.instances:
-        rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
+        rle = mask_to_rle(inst.mask)
         coco["annotations"].append({
             "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": label_space.category_ids[inst.label],
             "segmentation": rle, "area": inst.area, "bbox": list(inst.bbox), "iscrowd": 0,

@@ -70,7 +70,11 @@ def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None) 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load with a message that names the first missing and unexpected keys."""
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes differ: another width or class count
+        first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
+        raise ModelError(f"{source}: weights do not fit this model ({first.strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"{source}: weights do not fit this model (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "

@@ -1,0 +1,156 @@
+"""Checkpoints: `NAME.safetensors` (weights only) beside `NAME.json` (the card).
+
+The card says how to rebuild the model (`model`, `model_args`), what it predicts (`mode`,
+`label_space`), how to feed it (`normalization`, `img_size`) and where it came from (`command`,
+`data`, `metrics`, `segcli_version`). Loading never unpickles anything.
+
+Training state for `--resume` follows the same rule: tensors (optimizer moments, RNG states) in
+`NAME.state.safetensors`, everything else (steps, scheduler, optimizer hyper-parameters) in
+`NAME.state.json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from segcli import __version__, io
+from segcli.errors import ModelError
+from segcli.structures import LabelSpace
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, card) for a stem, a .safetensors path or a .json path."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def make_card(model_name: str, model_args: dict, mode: str, label_space: LabelSpace, **extra) -> dict:
+    """A card with the required keys; `extra` adds normalization, img_size, command, data, metrics, ..."""
+    from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD
+
+    card = {
+        "segcli_version": __version__,
+        "model": model_name,
+        "model_args": model_args,
+        "mode": mode,
+        "label_space": label_space.to_dict(),
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    card.update(extra)
+    return card
+
+
+def save_checkpoint(stem: str | Path, model: nn.Module, card: dict) -> Path:
+    """Write weights then card, each atomically; returns the weights path."""
+    weights, card_path = checkpoint_paths(stem)
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with io.atomic_path(weights) as tmp:
+        save_file(_unshare(state), str(tmp), metadata={"model": card["model"], "segcli_version": __version__})
+    io.write_json(card_path, card, indent=2)
+    return weights
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory; tied weights are stored twice."""
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+        out[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
+def read_card(path: str | Path) -> dict:
+    _, card_path = checkpoint_paths(path)
+    if not card_path.is_file():
+        raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside NAME.json")
+    card = io.read_json(card_path)
+    for key in ("model", "model_args", "mode", "label_space"):
+        if key not in card:
+            raise ModelError(f"{card_path}: not a segcli checkpoint card (no {key!r})")
+    return card
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from its card and load its weights strictly."""
+    from segcli.models.registry import build_model
+
+    weights, _ = checkpoint_paths(path)
+    card = read_card(path)
+    if not weights.is_file():
+        raise ModelError(f"{weights}: weights file missing beside its card")
+    model = build_model(card["model"], **_builder_args(card))
+    state = load_file(str(weights), device="cpu")
+    from segcli.models.pretrained import load_into
+
+    load_into(model, state, f"{weights} ({card['model']} {card['model_args']})")
+    return model.to(device).eval(), card
+
+
+def _builder_args(card: dict) -> dict:
+    args = dict(card["model_args"])
+    if card["model"].startswith("tv_"):
+        args["pretrained"] = False  # the checkpoint carries the weights
+    return args
+
+
+def card_label_space(card: dict) -> LabelSpace:
+    return LabelSpace.from_dict(card["label_space"])
+
+
+# ---------------------------------------------------------------- training state for --resume
+
+
+def _flatten(prefix: str, value, tensors: dict, plain: dict) -> None:
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().cpu().contiguous()
+    elif isinstance(value, dict):
+        plain[prefix] = {"__dict__": [str(k) for k in value], "__int_keys__": all(isinstance(k, int) for k in value)}
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}", v, tensors, plain)
+    elif isinstance(value, (list, tuple)):
+        plain[prefix] = {"__list__": len(value)}
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}/{i}", v, tensors, plain)
+    else:
+        plain[prefix] = value
+
+
+def _unflatten(prefix: str, tensors: dict, plain: dict):
+    if prefix in tensors:
+        return tensors[prefix]
+    value = plain[prefix]
+    if isinstance(value, dict) and "__dict__" in value:
+        keys = [int(k) for k in value["__dict__"]] if value["__int_keys__"] else value["__dict__"]
+        return {k: _unflatten(f"{prefix}/{k}", tensors, plain) for k in keys}
+    if isinstance(value, dict) and "__list__" in value:
+        return [_unflatten(f"{prefix}/{i}", tensors, plain) for i in range(value["__list__"])]
+    return value
+
+
+def save_training_state(stem: str | Path, state: dict) -> None:
+    """Nested dicts/lists of tensors and plain values, without pickle."""
+    tensors, plain = {}, {}
+    _flatten("state", state, tensors, plain)
+    stem = Path(stem)
+    with io.atomic_path(stem.with_name(stem.name + ".state.safetensors")) as tmp:
+        save_file(tensors, str(tmp))
+    io.write_json(stem.with_name(stem.name + ".state.json"), plain)
+
+
+def load_training_state(stem: str | Path) -> dict:
+    stem = Path(stem)
+    tensor_path, plain_path = stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
+    if not tensor_path.is_file() or not plain_path.is_file():
+        raise ModelError(f"{stem}: no training state to resume from ({tensor_path.name} / {plain_path.name} missing)")
+    return _unflatten("state", load_file(str(tensor_path)), io.read_json(plain_path))

@@ -1,0 +1,65 @@
+"""`coco-panoptic`: a COCO panoptic json with its PNG folder (named like the json without .json,
+panopticapi's convention, unless --masks DIR). Crowd segments become crowd instances (ignored as
+false positives by PQ, left out of training targets); pixels of no segment are void (255)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segcli import io
+from segcli.data.classes import from_coco_categories
+from segcli.data.coco import find_json, image_dir, safe_join
+from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, select_split
+from segcli.errors import DataError
+from segcli.structures import IGNORE_INDEX, Instance, Sample, Segment, mask_to_xywh
+
+
+def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
+    json_path, own_split = find_json(path, "panoptic", split, options)
+    data = io.read_json(json_path)
+    if not isinstance(data, dict) or not data.get("annotations") or "segments_info" not in data["annotations"][0]:
+        raise DataError(f"{json_path}: not a COCO panoptic json (annotations need segments_info)")
+    categories = data.get("categories") or _categories_beside(json_path)
+    label_space = from_coco_categories(categories, panoptic=True)
+    index = {cid: i for i, cid in enumerate(label_space.category_ids)}
+    png_dir = Path(options.masks) if options.masks else json_path.with_suffix("")
+    if not png_dir.is_dir() and (json_path.parent / "panoptic").is_dir():
+        png_dir = json_path.parent / "panoptic"  # a common layout besides panopticapi's
+    folder = image_dir(json_path, options)
+    images = {img["id"]: img for img in data.get("images", [])}
+    records = []
+    for ann in data["annotations"]:
+        file_name = images.get(ann["image_id"], {}).get("file_name") or Path(ann["file_name"]).with_suffix(".jpg").name
+        image = safe_join(folder, file_name, json_path)
+        if not image.is_file():
+            image = next((p for p in image.parent.glob(image.stem + ".*")), image)
+        records.append(Record(Path(file_name).stem, image, {"png": safe_join(png_dir, ann["file_name"], json_path), "ann": ann}))
+
+    def load(record: Record) -> Sample:
+        image = io.read_image(record.image)
+        ids = io.read_panoptic_png(record.files["png"])
+        check_same_size(image, ids, record.files["png"])
+        semantic = np.full(ids.shape, IGNORE_INDEX, np.uint8)
+        instances, segments = [], []
+        for info in record.files["ann"]["segments_info"]:
+            if info["category_id"] not in index:
+                raise DataError(f"{json_path}: segment {info['id']} has unknown category_id {info['category_id']}")
+            mask = ids == info["id"]
+            label = index[info["category_id"]]
+            semantic[mask] = label
+            crowd = bool(info.get("iscrowd", 0))
+            if label_space.isthing[label]:
+                instances.append(Instance(mask=mask, label=label, iscrowd=crowd))
+            segments.append(Segment(info["id"], label, int(info.get("area", mask.sum())), mask_to_xywh(mask), crowd))
+        return Sample(image=image, name=record.name, semantic=semantic, instances=instances, panoptic=ids, segments=segments)
+
+    chosen = records if own_split or split == "all" else select_split(records, json_path.parent, split, options.seed)
+    return SegDataset(json_path.parent, "coco-panoptic", label_space, chosen, load, split)
+
+
+def _categories_beside(json_path: Path) -> list[dict]:
+    for candidate in json_path.parent.glob("*categories*.json"):
+        return io.read_json(candidate)
+    raise DataError(f"{json_path}: no categories in the json and no *categories*.json beside it")

@@ -1,0 +1,196 @@
+"""The common dataset type and `load_dataset`, whatever the format on disk.
+
+Every reader gives a list of `Record`s (one per image: its name and the files it needs) and a
+function that turns a record into a `Sample`. What a format does not store is derived here, the
+same way for all: instances from the connected components of thing classes, the semantic map by
+painting instances over the background, the panoptic map from both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segcli.errors import DataError, UsageError
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, panoptic_from_instances
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class Record:
+    name: str  # the image's stem: image_id for predict and eval
+    image: Path
+    files: dict[str, object] = field(default_factory=dict)  # label files or annotations, per format
+
+
+@dataclass
+class DatasetOptions:
+    images: Path | None = None  # where COCO images live
+    masks: Path | None = None  # where panoptic PNGs live
+    classes: Path | None = None  # a classes.txt overriding the format's own
+    binary: bool = False  # 0/255 masks: 255 -> class 1
+    val: Path | None = None  # COCO: the json of the validation split
+    seed: int = 0
+
+
+class SegDataset(Sequence):
+    """Samples of one split; `label_space` names their classes."""
+
+    def __init__(self, root: Path, format: str, label_space: LabelSpace, records: list[Record],
+                 loader: Callable[[Record], Sample], split: str = "all") -> None:
+        self.root, self.format, self.label_space = Path(root), format, label_space
+        self.records, self._loader, self.split = records, loader, split
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:
+        record = self.records[index]
+        sample = self._loader(record)
+        sample.path = str(record.image)
+        return complete_sample(sample, self.label_space)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    def fingerprint(self) -> str:
+        """Changes when any image or label file of the split changes (names, sizes, modification times)."""
+        digest = hashlib.sha1(self.format.encode())
+        for record in self.records:
+            for path in [record.image, *[p for p in record.files.values() if isinstance(p, Path)]]:
+                stat = path.stat() if path.exists() else None
+                digest.update(f"{record.name}|{path.name}|{stat.st_size if stat else -1}|{int(stat.st_mtime) if stat else -1}".encode())
+        return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- deriving what a format lacks
+
+
+def instances_from_semantic(semantic: np.ndarray, label_space: LabelSpace) -> list[Instance]:
+    """One instance per 4-connected component of each thing class."""
+    instances = []
+    for label in label_space.thing_indices:
+        region = (semantic == label).astype(np.uint8)
+        if not region.any():
+            continue
+        count, components = cv2.connectedComponents(region, connectivity=4)
+        for number in range(1, count):
+            instances.append(Instance(mask=components == number, label=label))
+    return instances
+
+
+def semantic_from_instances(shape: tuple[int, int], instances: list[Instance], background: int) -> np.ndarray:
+    semantic = np.full(shape, background, np.uint8)
+    for inst in instances:
+        semantic[inst.mask] = inst.label
+    return semantic
+
+
+def complete_sample(sample: Sample, label_space: LabelSpace) -> Sample:
+    if sample.semantic is None and sample.instances:
+        stuff = label_space.stuff_indices
+        sample.semantic = semantic_from_instances(sample.image.shape[:2], sample.instances, stuff[0] if stuff else IGNORE_INDEX)
+    if sample.semantic is not None and not sample.instances and sample.panoptic is None:
+        sample.instances = instances_from_semantic(sample.semantic, label_space)
+    if sample.panoptic is None and sample.semantic is not None:
+        sample.panoptic, sample.segments = panoptic_from_instances(sample.semantic, sample.instances, label_space.isthing)
+    return sample
+
+
+# ---------------------------------------------------------------- splits
+
+
+def read_split_file(root: Path, split: str) -> list[str] | None:
+    path = Path(root) / "splits" / f"{split}.txt"
+    if not path.is_file():
+        return None
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def select_split(records: list[Record], root: Path, split: str, seed: int) -> list[Record]:
+    """Records of a split: from splits/<split>.txt, else a seeded 10% hold-out for val (the rest is train)."""
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        return records
+    names = read_split_file(root, split)
+    if names is not None:
+        by_name = {r.name: r for r in records}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DataError(f"{Path(root) / 'splits' / (split + '.txt')}: {len(missing)} listed image(s) not found, e.g. {missing[0]!r}")
+        return [by_name[n] for n in names]
+    if split == "test":
+        raise DataError(f"{root}: no splits/test.txt, so there is no test split; use --split val or all")
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = max(1, round(0.1 * len(records))) if len(records) > 1 else 0
+    chosen = set(order[:n_val].tolist()) if split == "val" else set(order[n_val:].tolist())
+    return [r for i, r in enumerate(records) if i in chosen]
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *, images: Path | None = None,
+                 masks: Path | None = None, classes: Path | None = None, binary: bool = False, val: Path | None = None,
+                 seed: int = 0) -> SegDataset:
+    """Read a dataset in any supported format (see segcli.data.detect) and return one split."""
+    from segcli.data.detect import READERS, detect_format
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file or folder")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt not in READERS:
+        raise UsageError(f"--format {format!r}: choose auto or one of {', '.join(READERS)}")
+    options = DatasetOptions(images=images, masks=masks, classes=classes, binary=binary, val=val, seed=seed)
+    dataset = READERS[fmt](path, split, options)
+    if len(dataset) == 0:
+        raise DataError(f"{path}: the {split} split of this {fmt} dataset has no images")
+    return dataset
+
+
+def check_dataset(dataset: SegDataset, mode: str) -> list[str]:
+    """Read every sample once before training: unreadable or impossible labels raise DataError naming the file."""
+    warnings = []
+    empty = 0
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if mode == "semantic" and sample.semantic is None:
+            raise DataError(f"{sample.path}: no semantic labels in this {dataset.format} dataset")
+        if mode in ("instance", "panoptic") and not sample.instances:
+            empty += 1
+        if sample.semantic is not None:
+            valid = sample.semantic[sample.semantic != IGNORE_INDEX]
+            if valid.size and int(valid.max()) >= dataset.label_space.num_classes:
+                raise DataError(f"{sample.path}: class id {int(valid.max())} beyond the {dataset.label_space.num_classes} classes")
+    if not dataset.label_space.thing_indices and mode in ("instance", "panoptic"):
+        raise DataError(f"{dataset.root}: no class is marked as a thing, so there are no instances; mark them in classes.txt")
+    if empty:
+        warnings.append(f"{empty} of {len(dataset)} images have no instances")
+    return warnings
+
+
+def image_mask_pairs(image_dir: Path, mask_dir: Path) -> list[Record]:
+    """Records for images with a same-stem label PNG; an image without one is an error naming it."""
+    from segcli.io import IMAGE_EXTENSIONS
+
+    images = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    masks = {p.stem: p for p in Path(mask_dir).iterdir() if p.suffix.lower() == ".png"}
+    records = []
+    for image in images:
+        if image.stem not in masks:
+            raise DataError(f"{image}: no label file {mask_dir / (image.stem + '.png')}")
+        records.append(Record(image.stem, image, {"mask": masks[image.stem]}))
+    return records
+
+
+def check_same_size(image: np.ndarray, label: np.ndarray, label_path: Path) -> None:
+    if image.shape[:2] != label.shape[:2]:
+        raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} px, its image {image.shape[1]}x{image.shape[0]}")

@@ -1,0 +1,102 @@
+"""`folder`: images/ + masks/ with the same stems; masks are class-index PNGs (or 0/255 with --binary).
+
+Also accepted: `image/` and `label/` (the ISBI 2012 layout). When an `instances/` folder of
+uint16 instance-id PNGs sits beside (as `segcli data synth` writes), each instance takes the class
+that most of its pixels have in the semantic mask; otherwise instances are the connected
+components of the thing classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segcli import io
+from segcli.data.classes import parse_classes_txt
+from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, image_mask_pairs, select_split
+from segcli.errors import DataError
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace
+
+IMAGE_DIRS = ("images", "image")
+MASK_DIRS = ("masks", "label", "labels")
+
+
+def find_dir(root: Path, names: tuple[str, ...], suffix: str | None = None) -> Path | None:
+    for name in names:
+        folder = root / name
+        if folder.is_dir() and (suffix is None or any(p.suffix.lower() == suffix for p in folder.iterdir())):
+            return folder
+    return None
+
+
+def _label_space(root: Path, options: DatasetOptions, records: list[Record]) -> LabelSpace:
+    classes = options.classes or (root / "classes.txt")
+    if Path(classes).is_file():
+        return parse_classes_txt(Path(classes))
+    if options.binary:
+        return LabelSpace(["background", "foreground"], isthing=[False, True])
+    # No class list: as many classes as the largest index found (a quick look at a few masks).
+    largest = 0
+    for record in records[:: max(1, len(records) // 16)]:
+        mask = io.read_label_png(record.files["mask"])
+        values = mask[mask != IGNORE_INDEX]
+        largest = max(largest, int(values.max(initial=0)))
+    if largest == 0:
+        largest = 1
+    return LabelSpace([f"class{i}" for i in range(largest + 1)], isthing=[i > 0 for i in range(largest + 1)])
+
+
+def read_class_mask(path: Path, binary: bool, num_classes: int) -> np.ndarray:
+    mask = io.read_label_png(path)
+    if mask.ndim == 3:
+        raise DataError(f"{path}: an RGB colour mask without a palette; save class indices (a palette PNG or greyscale)")
+    if binary:
+        return (mask > 127).astype(np.uint8)
+    values = np.unique(mask)
+    if 255 in values and set(values.tolist()) <= {0, 255} and num_classes < 255:
+        raise DataError(f"{path}: a 0/255 binary mask; pass --binary to read 255 as class 1 (0 stays class 0)")
+    valid = mask[mask != IGNORE_INDEX]
+    if valid.size and int(valid.max()) >= num_classes:
+        raise DataError(f"{path}: class id {int(valid.max())} beyond the {num_classes} classes of the class list")
+    return mask.astype(np.uint8)
+
+
+def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray) -> list[Instance]:
+    instances = []
+    for number in np.unique(ids):
+        if number == 0:
+            continue
+        mask = ids == number
+        labels = semantic[mask]
+        labels = labels[labels != IGNORE_INDEX]
+        if labels.size:
+            instances.append(Instance(mask=mask, label=int(np.bincount(labels).argmax())))
+    return instances
+
+
+def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
+    image_dir, mask_dir = find_dir(root, IMAGE_DIRS), find_dir(root, MASK_DIRS, ".png")
+    if image_dir is None or mask_dir is None:
+        raise DataError(f"{root}: a folder dataset needs images/ and masks/ (or image/ and label/)")
+    records = image_mask_pairs(image_dir, mask_dir)
+    instance_dir = root / "instances"
+    for record in records:
+        if (instance_dir / f"{record.name}.png").is_file():
+            record.files["instances"] = instance_dir / f"{record.name}.png"
+    label_space = _label_space(root, options, records)
+
+    def load(record: Record):
+        from segcli.structures import Sample
+
+        image = io.read_image(record.image)
+        semantic = read_class_mask(record.files["mask"], options.binary, label_space.num_classes)
+        check_same_size(image, semantic, record.files["mask"])
+        instances = []
+        if "instances" in record.files:
+            ids = io.read_label_png(record.files["instances"])
+            check_same_size(image, ids, record.files["instances"])
+            instances = _instances_from_ids(ids, semantic)
+        return Sample(image=image, name=record.name, semantic=semantic, instances=instances)
+
+    return SegDataset(root, "folder", label_space, select_split(records, root, split, options.seed), load, split)

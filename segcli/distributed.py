@@ -1,0 +1,62 @@
+"""PyTorch's own distributed engine, as `torchrun` sets it up (WORLD_SIZE, RANK, LOCAL_RANK in the environment).
+
+gloo on CPUs, NCCL on GPUs. PITFALLS.md: a barrier right before destroy_process_group() keeps
+gloo from aborting at exit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group torchrun prepared; returns this rank's device."""
+    if world_size() <= 1 or is_distributed():
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def teardown() -> None:
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def gather_objects(obj) -> list:
+    """Every rank's object, on every rank (a one-element list when not distributed)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,182 @@
+"""Run a model on images in memory: padding, flip test-time augmentation, tiling, post-processing.
+
+`predict_arrays` is the one inference path: `segcli predict`, `eval --data`, training validation
+and `compare` all call it. Dense models (every output a per-pixel map) are tiled by blending the
+raw outputs of overlapping tiles with Gaussian weights, as nnU-Net does, and post-processed once
+on the whole image, so objects on a seam come out whole. Models with sparse outputs (Mask R-CNN)
+run per tile; instances cut by an inner tile edge are dropped (their neighbour tile sees them
+whole when the overlap exceeds the object) and duplicates in the overlaps merged by mask IoU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
+from segcli.structures import Instance, Prediction, mask_to_xywh
+
+
+@dataclass
+class InferenceOptions:
+    tile: int | None = None  # images larger than this on any side are tiled (None: never)
+    overlap: float = 0.25  # fraction of the tile shared with each neighbour
+    tta: bool = False  # average with the horizontally flipped image
+    dtype: torch.dtype = torch.float32  # bfloat16 / float16 run under autocast
+    batch_size: int = 4  # tiles or images per forward pass
+
+
+def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    norm = (card or {}).get("normalization") or {}
+    return tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
+
+
+def _stride(model) -> int:
+    return int(getattr(model, "output_stride", 1) or 1)
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))  # zeros: the dataset mean after normalisation
+    return x, (h, w)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def flip_outputs(model, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo a horizontal flip on dense outputs; models whose maps hold x-vectors define `flip_outputs`."""
+    own = getattr(model, "flip_outputs", None)
+    if own is not None:
+        return own(outputs)
+    return {k: v.flip(-1) for k, v in outputs.items()}
+
+
+def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
+    """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
+    x, (h, w) = _pad_to(batch, _stride(model))
+    with torch.inference_mode(), _autocast(x.device, options.dtype):
+        outputs = {k: v.float() for k, v in model(x).items()}
+        if options.tta:
+            flipped = {k: v.float() for k, v in flip_outputs(model, model(x.flip(-1))).items()}
+            outputs = {k: (v + flipped[k]) / 2 for k, v in outputs.items()}
+    return {k: v[..., :h, :w] for k, v in outputs.items()}
+
+
+def gaussian_weight(size: tuple[int, int], sigma_scale: float = 1 / 8) -> torch.Tensor:
+    """nnU-Net's tile weighting: a Gaussian centred on the tile, so tile borders count little."""
+    h, w = size
+    ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+    g = torch.exp(-(ys[:, None] ** 2) / (2 * (h * sigma_scale) ** 2) - (xs[None, :] ** 2) / (2 * (w * sigma_scale) ** 2))
+    return (g / g.max()).clamp(min=1e-3)
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    count = math.ceil((length - tile) / step) + 1
+    return sorted({min(i * step, length - tile) for i in range(count)})
+
+
+def tiled_dense_forward(model, image: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
+    """Blend overlapping tiles' raw outputs for one (1, 3, H, W) image; memory is bounded by the tile."""
+    _, _, h, w = image.shape
+    tile = options.tile
+    weight = gaussian_weight((min(tile, h), min(tile, w))).to(image.device)
+    sums: dict[str, torch.Tensor] = {}
+    total = torch.zeros((h, w), device=image.device)
+    boxes = [(y, x) for y in tile_starts(h, tile, options.overlap) for x in tile_starts(w, tile, options.overlap)]
+    th, tw = weight.shape
+    for i in range(0, len(boxes), options.batch_size):
+        chunk = boxes[i : i + options.batch_size]
+        batch = torch.cat([image[..., y : y + th, x : x + tw] for y, x in chunk])
+        outputs = dense_forward(model, batch, options)
+        for j, (y, x) in enumerate(chunk):
+            for key, value in outputs.items():
+                if key not in sums:
+                    sums[key] = torch.zeros((value.shape[1], h, w), device=image.device)
+                sums[key][:, y : y + th, x : x + tw] += value[j] * weight
+            total[y : y + th, x : x + tw] += weight
+    return {k: (v / total)[None] for k, v in sums.items()}
+
+
+def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: torch.device | str | None = None,
+                   options: InferenceOptions | None = None, **thresholds) -> list[Prediction]:
+    """Predictions for RGB uint8 images of any sizes, each at its own resolution."""
+    options = options or InferenceOptions()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(device).eval()
+    mean, std = normalization(card)
+    predictions = []
+    for image in images:
+        x = image_to_tensor(image, mean, std)[None].to(device)
+        if not getattr(model, "dense", True):
+            predictions.append(_sparse_predict(model, x, options, thresholds))
+            continue
+        too_big = options.tile is not None and max(x.shape[-2:]) > options.tile
+        outputs = tiled_dense_forward(model, x, options) if too_big else dense_forward(model, x, options)
+        predictions.append(model.postprocess(outputs, **thresholds)[0])
+    return predictions
+
+
+# ---------------------------------------------------------------- sparse (Mask R-CNN-style) models
+
+
+def _sparse_predict(model, x: torch.Tensor, options: InferenceOptions, thresholds: dict) -> Prediction:
+    _, _, h, w = x.shape
+    if options.tile is None or max(h, w) <= options.tile:
+        with torch.inference_mode():
+            return model.postprocess(model(x), **thresholds)[0]
+    tile = options.tile
+    kept: list[Instance] = []
+    semantic_parts = []
+    for y in tile_starts(h, tile, options.overlap):
+        for x0 in tile_starts(w, tile, options.overlap):
+            crop = x[..., y : y + tile, x0 : x0 + tile]
+            with torch.inference_mode():
+                part = model.postprocess(model(crop), **thresholds)[0]
+            th, tw = crop.shape[-2:]
+            inner = (y > 0, x0 > 0, y + th < h, x0 + tw < w)  # edges that are not image edges
+            for inst in part.instances:
+                if _touches(inst.mask, inner):
+                    continue  # cut by the tile: a neighbouring tile holds it whole
+                full = np.zeros((h, w), bool)
+                full[y : y + th, x0 : x0 + tw] = inst.mask
+                kept.append(Instance(full, inst.label, inst.score))
+            semantic_parts.append(part)
+    instances = merge_instances(kept)
+    return model.assemble(instances, (h, w), **thresholds) if hasattr(model, "assemble") else Prediction(instances=instances)
+
+
+def _touches(mask: np.ndarray, inner: tuple[bool, bool, bool, bool]) -> bool:
+    top, left, bottom, right = inner
+    return bool((top and mask[0].any()) or (left and mask[:, 0].any()) or (bottom and mask[-1].any())
+                or (right and mask[:, -1].any()))
+
+
+def merge_instances(instances: list[Instance], iou_threshold: float = 0.5) -> list[Instance]:
+    """Greedy mask NMS by score: an instance overlapping a better one by IoU > threshold is a duplicate."""
+    kept: list[Instance] = []
+    for inst in sorted(instances, key=lambda i: -i.score):
+        area = inst.mask.sum()
+        duplicate = False
+        for other in kept:
+            inter = np.logical_and(inst.mask, other.mask).sum()
+            if inter and inter / (area + other.mask.sum() - inter) > iou_threshold:
+                duplicate = True
+                break
+        if not duplicate:
+            inst.bbox = mask_to_xywh(inst.mask)
+            kept.append(inst)
+    return kept

@@ -1,0 +1,76 @@
+"""Training: checkpoints, resume equal to an uninterrupted run, refusals, and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from segcli.checkpoint import load_checkpoint
+from segcli.cli import app
+from segcli.data.synth import generate
+from segcli.errors import ModelError
+from segcli.services.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return generate("shapes", tmp_path_factory.mktemp("train") / "shapes", n=12, size=48, seed=0)
+
+
+def _config(data, out, **kw) -> TrainConfig:
+    base = dict(data=data, model="unet", mode="semantic", out=out, epochs=2, batch_size=3, img_size=32, width=4, seed=3)
+    return TrainConfig(**(base | kw))
+
+
+def test_training_writes_loadable_checkpoints_with_cards(shapes, tmp_path):
+    events = []
+    result = train(_config(shapes, tmp_path / "run"), callback=lambda event, **info: events.append(event))
+    assert result.steps == 2 * (9 // 3) and result.train_images == 9 and result.val_images == 3
+    model, card = load_checkpoint(result.best)
+    assert card["model"] == "unet" and card["mode"] == "semantic" and card["data"]["fingerprint"]
+    assert card["label_space"]["names"][:3] == ["sky", "ground", "water"] and "miou" in card["metrics"]
+    assert events[0] == "start" and events.count("validation") == 2 and events[-1] == "done"
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(shapes, tmp_path):
+    straight = train(_config(shapes, tmp_path / "straight"))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_checkpoint(event, **info):
+        if event == "checkpoint":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(_config(shapes, tmp_path / "resumed"), callback=stop_after_first_checkpoint)
+    resumed = train(_config(shapes, tmp_path / "resumed", resume=True))
+    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_same_seed_same_run_other_seed_differs(shapes, tmp_path):
+    one = load_file(str(train(_config(shapes, tmp_path / "a", epochs=1)).last))
+    two = load_file(str(train(_config(shapes, tmp_path / "b", epochs=1)).last))
+    three = load_file(str(train(_config(shapes, tmp_path / "c", epochs=1, seed=4)).last))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert not all(torch.equal(one[k], three[k]) for k in one)
+
+
+def test_models_that_cannot_do_the_mode_are_refused(shapes, tmp_path):
+    with pytest.raises(ModelError, match="cannot do --mode panoptic"):
+        train(_config(shapes, tmp_path / "x", mode="panoptic"))
+
+
+def test_cli_train_and_bad_data(shapes, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--model", "fullres", "--steps", "2", "--batch-size", "2",
+                                 "--img-size", "32", "--width", "4", "--out", str(tmp_path / "cli"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "best.safetensors").is_file() and (tmp_path / "cli" / "best.json").is_file()
+    missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nothing"), "--model", "unet"])
+    assert missing.exit_code == 2 and "nothing" in missing.output
