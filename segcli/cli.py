@@ -154,6 +154,37 @@ def synth_command(
     _say(f"wrote {n} {kind.value} images of {size}x{size} px to {path}/ (classes: {names})")
 
 
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_weights(items: list[str]) -> dict[str, Path]:
+    parsed = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--weights {item!r}: write NAME=FILE, e.g. --weights unet=runs/unet/best.safetensors")
+        parsed[name] = Path(path)
+    return parsed
+
+
+def _progress():
+    """A rich progress display on stderr (a silent one under --quiet)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=STATE.quiet,
+        transient=False,
+    )
+
+
 class Format(str, Enum):
     auto = "auto"
     folder = "folder"
