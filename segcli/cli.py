@@ -121,9 +121,9 @@ def models_command(
         return
     table = Table(title="segcli model zoo")
     for column in ("name", "modes", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
     for entry in list_models(mode.value if mode else None):
-        table.add_row(entry.name, ",".join(entry.modes), entry.description)
+        table.add_row(entry.name, ", ".join(entry.modes), entry.description)
     Console().print(table)
 
 
@@ -291,7 +291,7 @@ def eval_command(
     ignore_index: Annotated[int, typer.Option("--ignore-index", help="Semantic: label value to ignore.")] = 255,
     classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: one class name per line, in index order.")] = None,
     boundary_px: Annotated[float | None, typer.Option("--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Panoptic: parallel worker processes (default: by image count).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     device: DeviceOpt = "auto",
@@ -310,7 +310,7 @@ def eval_command(
     elif gt is None or pred is None:
         raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
     elif mode is Mode.semantic:
-        result = evaluate.evaluate_semantic(gt, pred, num_classes, ignore_index, classes, boundary_px)
+        result = evaluate.evaluate_semantic(gt, pred, num_classes, ignore_index, classes, boundary_px, workers)
     elif mode is Mode.instance:
         result = evaluate.evaluate_instance(gt, pred)
     else:
@@ -351,12 +351,16 @@ def _render_metrics(mode: str, result: dict) -> None:
             table.add_row(f"[bold]{part}[/]", *(_fmt(result[part][k]) for k in keys), _fmt(result[part]["n"]))
     else:
         table.add_row("[bold]all[/]", *(_fmt(result.get(k)) for k in keys))
-    row_keys = {"semantic": ("iou", "dice", None, "boundary_f1"), "instance": ("ap",), "panoptic": ("pq", "sq", "rq")}[mode]
+    row_keys = {"semantic": ("iou", None, "dice", "boundary_f1"), "instance": keys, "panoptic": keys}[mode]
     main = row_keys[0]
-    rows = sorted(result.get("per_class", []), key=lambda r: -1 if r.get(main) is None else r[main], reverse=True)
+    scored = [r for r in result.get("per_class", []) if r.get(main) is not None]
     table.add_section()
-    for row in rows:
+    for row in sorted(scored, key=lambda r: r[main], reverse=True):
         table.add_row(str(row.get("name", row["id"])), *(_fmt(row.get(k)) if k else "" for k in row_keys))
+    absent = len(result.get("per_class", [])) - len(scored)
+    if absent:
+        where = "the ground truth" if mode == "instance" else "both ground truth and prediction"
+        table.caption = f"{absent} classes not shown: absent from {where} (null in --json)"
     if not STATE.quiet:
         err_console.print(table)
 

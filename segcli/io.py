@@ -129,10 +129,13 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """A COCO panoptic PNG -> (H, W) int32 segment ids (0 = void)."""
-    labels = read_label_png(path)
-    if labels.ndim != 3:
-        raise DataError(f"{path}: a COCO panoptic PNG must be RGB (id = R + 256*G + 256^2*B), got a single-channel image")
-    return rgb_to_id(labels)
+    data = _read_bytes(path)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a PNG OpenCV can decode")
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise DataError(f"{path}: a COCO panoptic PNG is 8-bit RGB (id = R + 256*G + 256^2*B); this one is not")
+    return rgb_to_id(np.ascontiguousarray(image[:, :, 2::-1]))  # BGR(A) -> RGB
 
 
 def read_json(path: str | Path) -> object:

@@ -138,14 +138,20 @@ def _crop_around(masks: tuple[np.ndarray, ...], margin: int) -> tuple[slice, sli
 
 
 def _class_boundary_f1(gt_mask: np.ndarray, pred_mask: np.ndarray, valid: np.ndarray, tolerance_px: float) -> float:
-    """Csurka et al.'s BF of one class in one image: the F1 of boundary precision and recall within the tolerance."""
-    box = _crop_around((gt_mask & valid, pred_mask & valid), int(math.ceil(tolerance_px)) + 2)
+    """Csurka et al.'s BF of one class in one image: the F1 of boundary precision and recall within the tolerance.
+
+    Ground-truth boundaries include edges against ignored pixels (VOC draws every object's outline
+    as an ignored band, so its boundaries are nowhere else). Predicted boundary pixels on ignored
+    ground truth cannot be judged: they count for recall but not for precision.
+    """
+    box = _crop_around((gt_mask, pred_mask), int(math.ceil(tolerance_px)) + 2)
     gt_mask, pred_mask, valid = gt_mask[box], pred_mask[box], valid[box]
-    gt_b, pred_b = _boundary(gt_mask) & valid, _boundary(pred_mask) & valid
+    gt_b, pred_b = _boundary(gt_mask), _boundary(pred_mask)
     if not gt_b.any() or not pred_b.any():
         # No boundary on one side: right only if neither has one and both cover the class (it fills the image).
-        return float(not gt_b.any() and not pred_b.any() and (gt_mask & valid).any() and (pred_mask & valid).any())
-    precision = float((_distance_to(gt_b)[pred_b] <= tolerance_px).mean())
+        return float(not gt_b.any() and not pred_b.any() and gt_mask.any() and (pred_mask & valid).any())
+    judged = pred_b & valid
+    precision = float((_distance_to(gt_b)[judged] <= tolerance_px).mean()) if judged.any() else 1.0
     recall = float((_distance_to(pred_b)[gt_b] <= tolerance_px).mean())
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
@@ -155,8 +161,8 @@ def boundary_f1_per_class(gt, pred, num_classes: int | None = None, tolerance_px
     """BF score of one image for every class present (not ignored) in its ground truth or prediction.
 
     A predicted boundary pixel is correct when a ground-truth boundary pixel of the same class lies
-    within `tolerance_px` (default 2% of the image diagonal), and vice versa for recall. Pixels
-    whose ground truth is `ignore_index` are no boundary pixels; a predicted `ignore_index` is no class.
+    within `tolerance_px` (default 2% of the image diagonal), and vice versa for recall. Classes
+    are taken where the ground truth is not `ignore_index`; a predicted `ignore_index` is no class.
     """
     gt, pred = _numpy(gt), _numpy(pred)
     if gt.shape != pred.shape:
@@ -431,10 +437,10 @@ class ImageIndex:
     """Finds the ground-truth image a prediction is for: by image_id, else by file stem (predict's image_id is the stem)."""
 
     def __init__(self, entries: Iterable[tuple[object, str]]) -> None:
-        self.ids: dict[object, object] = {}
+        self.ids: set = set()
         self.stems: dict[str, object] = {}
         for image_id, file_name in entries:
-            self.ids[image_id] = image_id
+            self.ids.add(image_id)
             self.stems.setdefault(Path(str(file_name)).stem, image_id)
 
     def find(self, image_id: object, file_name: str | None = None) -> object | None:
@@ -571,7 +577,7 @@ def _per_class_ap(evaluator, categories: list[dict]) -> list[dict]:
     names = {c["id"]: c.get("name", str(c["id"])) for c in categories}
     iou_thresholds = evaluator.params.iouThrs
     rows = []
-    for k, category_id in enumerate(evaluator.params.catIds):
+    for k, category_id in enumerate(int(c) for c in evaluator.params.catIds):  # COCOeval made them numpy ints
         row = {"id": category_id, "name": names.get(category_id, str(category_id))}
         for key, area in _AREAS.items():
             row[key] = _mean_defined(precision[:, :, k, area, -1])

@@ -139,3 +139,8 @@ def test_shard_partitions_inputs():
     assert sorted(sum(parts, [])) == items
     with pytest.raises(UsageError):
         io.shard(items, 3, 3)
+
+
+def test_all_void_panoptic_png_reads_as_zeros(tmp_path):
+    io.write_panoptic_png(tmp_path / "void.png", np.zeros((3, 4), np.int32))
+    assert np.array_equal(io.read_panoptic_png(tmp_path / "void.png"), np.zeros((3, 4)))

@@ -39,16 +39,22 @@ def _pngs_by_stem(folder: Path, what: str) -> dict[str, Path]:
 
 
 def _read_classes(path: Path | None) -> list[str] | None:
+    """Class names from a classes.txt (the datasets' format: one class per line, in index order)."""
+    from segcli.data.classes import parse_classes_txt
+
     if path is None:
         return None
     if not Path(path).is_file():
         raise DataError(f"--classes {path}: no such file (one class name per line, in index order)")
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return parse_classes_txt(Path(path)).names
+
+
+MAX_INFERRED_CLASSES = 1024  # without --num-classes, a larger label means an instance or colour mask, not classes
 
 
 def _semantic_job(job: tuple) -> tuple[np.ndarray, dict[int, float]]:
     """One image pair: its label counts and its per-class boundary F1 (run in a worker process)."""
-    gt_path, pred_path, ignore_index, boundary_px = job
+    gt_path, pred_path, num_classes, ignore_index, boundary_px = job
     gt, pred = io.read_label_png(gt_path), io.read_label_png(pred_path)
     for array, path in ((gt, gt_path), (pred, pred_path)):
         if array.ndim != 2:
@@ -56,7 +62,16 @@ def _semantic_job(job: tuple) -> tuple[np.ndarray, dict[int, float]]:
     if gt.shape != pred.shape:
         raise DataError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} px, "
                         f"ground truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}")
-    return label_counts(gt, pred, ignore_index), boundary_f1_per_class(gt, pred, None, boundary_px, ignore_index)
+    limit = num_classes or MAX_INFERRED_CLASSES
+    for array, path in ((gt, gt_path), (pred, pred_path)):
+        largest = int(array[array != ignore_index].max(initial=0))
+        if largest >= limit and (array is gt or num_classes is None):
+            hint = f"only {num_classes} classes (0..{num_classes - 1}); pass the right --num-classes or --classes" \
+                if num_classes else f"over {limit - 1}: an instance or colour mask? Pass --num-classes if it is not"
+            raise DataError(f"{path}: class {largest} but {hint}")
+    if num_classes:
+        pred = np.where((pred > num_classes) & (pred != ignore_index), num_classes, pred)  # all equally wrong
+    return label_counts(gt, pred, ignore_index), boundary_f1_per_class(gt, pred, num_classes, boundary_px, ignore_index)
 
 
 def _add_padded(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -90,12 +105,13 @@ def evaluate_semantic(gt: Path, pred: Path, num_classes: int | None = None, igno
     if missing:
         raise DataError(f"--pred {pred}: no prediction for ground truth {gt_files[missing[0]]} ({len(missing)} in all)")
     names = _read_classes(classes)
-    jobs = [(gt_files[s], pred_files[s], ignore_index, boundary_px) for s in sorted(gt_files)]
+    known = num_classes or (len(names) if names else None)
+    jobs = [(gt_files[s], pred_files[s], known, ignore_index, boundary_px) for s in sorted(gt_files)]
     counts, boundary_scores = np.zeros((0, 0), np.int64), []
     for image_counts, scores in map_images(_semantic_job, jobs, workers):
         counts = _add_padded(counts, image_counts)
         boundary_scores.append(scores)
-    num_classes = num_classes or (len(names) if names else _inferred_classes(counts, ignore_index))
+    num_classes = known or _inferred_classes(counts, ignore_index)
     if names is not None and len(names) != num_classes:
         raise DataError(f"--classes {classes}: {len(names)} names for {num_classes} classes")
     matrix, boundary = ConfusionMatrix(num_classes, ignore_index), BoundaryF1(num_classes)

@@ -270,9 +270,10 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
         nonlocal best, best_metrics, stale, stop, metrics
         model.eval()
         metrics = _validate(model, card, val_samples, config.mode, label_space, device)
-        improved = best is None or metrics[primary] > best
+        score = metrics[primary] if metrics[primary] is not None else 0.0  # None: nothing to score in the split
+        improved = best is None or score > best
         if improved:
-            best, best_metrics, stale = metrics[primary], metrics, 0
+            best, best_metrics, stale = score, metrics, 0
         else:
             stale += 1
         notify("validation", step=step, epoch=epoch_done, metrics=metrics, primary=primary, best=best, improved=improved)
