@@ -232,7 +232,9 @@ def train_command(
     debug: DebugOpt = False,
 ) -> None:
     """Train a zoo model on a dataset, with validation, checkpoints (best, last) and --resume."""
-    _setup(debug, quiet, device)
+    from segcli.distributed import launch_rank
+
+    _setup(debug, quiet or launch_rank() > 0, device)  # under torchrun only rank 0 talks
     if class_weights not in ("auto", "none") or schedule not in ("poly", "cosine"):
         raise UsageError("--class-weights takes auto or none; --schedule takes poly or cosine")
     from segcli.services.train import TrainConfig, train
@@ -254,13 +256,18 @@ def _train_progress(progress):
     tasks: dict[str, int] = {}
 
     def update(event: str, **info) -> None:
+        if STATE.quiet:
+            return
         if event == "start":
             progress.console.print(f"training {info['model']} on {info['device']}: {info['train_images']} training / "
                                    f"{info['val_images']} validation images -> {info['out']}", highlight=False)
+            tasks["epochs"] = progress.add_task("epochs", total=info["epochs"])
             tasks["steps"] = progress.add_task("steps", total=info["total_steps"], completed=info["resumed_at"])
         elif event == "step":
+            progress.update(tasks["epochs"], completed=round(min(info["epochs"], info["step"] / info["steps_per_epoch"]), 2),
+                            description=f"epoch {info['epoch']}/{info['epochs']}")
             progress.update(tasks["steps"], completed=info["step"],
-                            description=f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f} "
+                            description=f"step: loss {info['loss']:.4f} "
                                         f"{info['images_per_s']:.1f} img/s")
         elif event == "validation":
             summary = {k: v for k, v in info["metrics"].items() if isinstance(v, (int, float))}
@@ -363,6 +370,84 @@ def _render_metrics(mode: str, result: dict) -> None:
         table.caption = f"{absent} classes not shown: absent from {where} (null in --json)"
     if not STATE.quiet:
         err_console.print(table)
+
+
+@app.command("compare")
+def compare_command(
+    approaches: Annotated[
+        str, typer.Option("--approaches", help="Comma-separated zoo names, e.g. sliding,fullres,fcn,unet,deeplab.")
+    ] = "sliding,fullres,fcn,unet",
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset to train and score on (default: synthetic 'context' data).")
+    ] = None,
+    data_format: Annotated[str, typer.Option("--format", help="Dataset format (auto detects).")] = "auto",
+    budget_steps: Annotated[int | None, typer.Option("--budget-steps", help="Optimiser steps per approach.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per approach instead of a step budget.")] = None,
+    sizes: Annotated[
+        str | None, typer.Option("--sizes", help="Image sides for latency and memory, e.g. 128,256,512,1024.")
+    ] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Training crop size in pixels.")] = None,
+    weights: Annotated[
+        list[str] | None, typer.Option("--weights", help="NAME=FILE: use this checkpoint instead of training NAME.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json/csv, report.md and the plots.")] = Path(
+        "runs/compare"
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Seed for data, initialisation and sampling.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="A one-minute run on tiny data (tests, demo).")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train the course's approaches on the same data and measure accuracy, boundaries, speed, memory, receptive field."""
+    _setup(debug, quiet, device)
+    from segcli.services.compare import CompareConfig, compare
+    from segcli.services.compare_report import claims, summary_rows
+
+    config = CompareConfig(
+        out=out,
+        approaches=tuple(_split_list(approaches)),
+        data=data,
+        data_format=data_format,
+        steps=budget_steps,
+        epochs=epochs,
+        sizes=tuple(int(s) for s in _split_list(sizes)) if sizes else None,
+        img_size=img_size,
+        seed=seed,
+        device=device,
+        quick=quick,
+        weights=_parse_weights(weights or []),
+    )
+    with _progress() as progress:
+        results = compare(config, callback=_compare_progress(progress))
+    rows = summary_rows(results)
+    table = Table(title="segcli compare")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column == "approach" else "right")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in rows[0]))
+    err_console.print(table)
+    for claim in claims(results):
+        verdict = {True: "[green]held[/]", False: "[red]did not hold[/]", None: "not measurable"}[claim["held"]]
+        _say(f"{verdict}: {claim['claim']}\n  {claim['evidence']}")
+    _say(f"results in {out}/ (results.json, results.csv, report.md, grid.png, scaling.png, tradeoff.png)")
+
+
+def _compare_progress(progress):
+    tasks: dict[str, int] = {}
+
+    def update(event: str, **info) -> None:
+        approach = info.get("approach", "")
+        if event == "train:step":
+            key = f"train {approach}"
+            if key not in tasks:
+                tasks[key] = progress.add_task(key, total=info.get("total_steps"))
+            progress.update(tasks[key], completed=info.get("step", 0), description=f"train {approach} loss {info.get('loss', 0):.3f}")
+        elif event in ("evaluate", "time", "data"):
+            detail = f" at {info['size']} px" if "size" in info else ""
+            progress.console.log(f"{event} {approach}{detail}".strip()) if not STATE.quiet else None
+
+    return update
 
 
 def main(argv: list[str] | None = None) -> None:

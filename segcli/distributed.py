@@ -6,6 +6,7 @@ gloo from aborting at exit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -14,6 +15,11 @@ import torch.distributed as dist
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun announced it, readable before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_distributed() -> bool:
@@ -42,9 +48,11 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-def teardown() -> None:
+def teardown(clean: bool = True) -> None:
+    """Leave the process group; after a failure skip the barrier, which the other ranks may never reach."""
     if is_distributed():
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -60,3 +68,19 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics drift apart: each rank sees its own batches)."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer, in state_dict order: equal digests mean equal weights."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -53,6 +55,38 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(shapes, tmp_path)
         assert torch.equal(a[key], b[key]), key
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at_checkpoint(number: int):
+    seen = []
+
+    def callback(event, **info):
+        if event == "checkpoint":
+            seen.append(info["step"])
+            if len(seen) == number:
+                raise _Interrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_from_a_mid_epoch_save_replays_the_rest_of_that_epoch(shapes, tmp_path, workers):
+    # 9 images in batches of 3: 3 steps per epoch; --val-every 2 saves after step 2, in the middle of epoch 1.
+    options = dict(val_every=2, workers=workers)
+    straight = train(_config(shapes, tmp_path / "straight", **options))
+    with pytest.raises(_Interrupt):
+        train(_config(shapes, tmp_path / "resumed", **options), callback=_interrupt_at_checkpoint(1))
+    card = json.loads((tmp_path / "resumed" / "last.json").read_text())
+    assert card["step"] == 2 and card["epoch"] == pytest.approx(2 / 3, abs=1e-3)
+    resumed = train(_config(shapes, tmp_path / "resumed", resume=True, **options))
+    assert resumed.steps == straight.steps == 6
+    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_same_seed_same_run_other_seed_differs(shapes, tmp_path):
     one = load_file(str(train(_config(shapes, tmp_path / "a", epochs=1)).last))
     two = load_file(str(train(_config(shapes, tmp_path / "b", epochs=1)).last))
@@ -71,6 +105,7 @@ def test_cli_train_and_bad_data(shapes, tmp_path):
     result = runner.invoke(app, ["train", "--data", str(shapes), "--model", "fullres", "--steps", "2", "--batch-size", "2",
                                  "--img-size", "32", "--width", "4", "--out", str(tmp_path / "cli"), "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "validation" not in result.output  # --quiet: no progress, no tables
     assert (tmp_path / "cli" / "best.safetensors").is_file() and (tmp_path / "cli" / "best.json").is_file()
     missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nothing"), "--model", "unet"])
     assert missing.exit_code == 2 and "nothing" in missing.output

@@ -67,9 +67,14 @@ def with_background(names: list[str], ids: list[int] | None = None) -> LabelSpac
 
 
 def from_coco_categories(categories: list[dict], panoptic: bool) -> LabelSpace:
-    """Contiguous indices in category order; instance (non-panoptic) data gets a background class first."""
+    """Contiguous indices in category order; instance (non-panoptic) data gets a background class first.
+
+    `isthing: 0` categories (COCO-Stuff, or the stuff classes `segcli data synth` lists) stay stuff.
+    """
     if not panoptic:
-        return with_background([c["name"] for c in categories], [c["id"] for c in categories])
+        space = with_background([c["name"] for c in categories], [c["id"] for c in categories])
+        space.isthing = [False] + [bool(c.get("isthing", 1)) for c in categories]
+        return space
     palette = default_palette(len(categories))
     return LabelSpace(
         names=[c["name"] for c in categories],

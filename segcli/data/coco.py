@@ -9,19 +9,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from segcli import io
 from segcli.data.classes import from_coco_categories
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, select_split
+from segcli.data.dataset import DatasetOptions, Record, SegDataset, select_split, semantic_from_instances
 from segcli.errors import DataError
-from segcli.structures import Instance, Sample
+from segcli.structures import IGNORE_INDEX, Instance, Sample
+
+
+def json_kind(data: object) -> str | None:
+    """"coco-panoptic", "coco" or None (not a COCO annotation file) for a parsed json."""
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or "images" not in data:
+        return None
+    anns = data["annotations"]
+    return "coco-panoptic" if anns and isinstance(anns[0], dict) and "segments_info" in anns[0] else "coco"
+
+
+def jsons_in_folder(folder: Path, fmt: str) -> list[Path]:
+    """COCO jsons of format `fmt` lying directly in `folder` (as panopticapi's sample data has them)."""
+    return [p for p in sorted(Path(folder).glob("*.json")) if json_kind(io.read_json(p)) == fmt]
+
+
+def _folder_json(folder: Path, kind: str) -> Path:
+    standard = folder / "annotations" / f"{kind}_train.json"
+    if standard.is_file():
+        return standard
+    found = jsons_in_folder(folder, "coco-panoptic" if kind == "panoptic" else "coco")
+    if len(found) > 1:
+        found = [p for p in found if "train" in p.name] or found
+    if len(found) != 1:
+        listed = f" (found {', '.join(p.name for p in found)})" if found else ""
+        raise DataError(f"{folder}: no annotations/{kind}_train.json and no single {kind} json in the folder{listed}; "
+                        "pass the json itself")
+    return found[0]
 
 
 def find_json(path: Path, kind: str, split: str, options: DatasetOptions) -> tuple[Path, bool]:
     """The json for a split, and whether it is a split of its own (True) or needs a hold-out (False)."""
     if path.is_dir():
-        path = path / "annotations" / f"{kind}_train.json"
-        if not path.is_file():
-            raise DataError(f"{path.parent.parent}: no annotations/{kind}_train.json; pass the json itself")
+        path = _folder_json(path, kind)
     if split in ("train", "all"):
         return path, (split == "train") and _val_json(path, options) is not None
     if split == "val":
@@ -84,7 +111,7 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         info = record.files["info"]
         if (info.get("height", h), info.get("width", w)) != (h, w):
             raise DataError(f"{record.image}: image is {w}x{h} px, {json_path} says {info.get('width')}x{info.get('height')}")
-        instances = []
+        instances, stuff = [], []
         for ann in record.files["anns"]:
             if ann["category_id"] not in index:
                 raise DataError(f"{json_path}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
@@ -92,8 +119,18 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
             rles = mask_utils.frPyObjects(segmentation, h, w) if isinstance(segmentation, list) or \
                 isinstance(segmentation.get("counts"), list) else segmentation
             mask = mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles).astype(bool)
-            instances.append(Instance(mask=mask, label=index[ann["category_id"]], iscrowd=bool(ann.get("iscrowd", 0))))
-        return Sample(image=image, name=record.name, instances=instances)
+            label = index[ann["category_id"]]
+            target = instances if label_space.isthing[label] else stuff
+            target.append(Instance(mask=mask, label=label, iscrowd=bool(ann.get("iscrowd", 0))))
+        return Sample(image=image, name=record.name, semantic=_semantic(stuff, instances, (h, w)) if stuff else None,
+                      instances=instances)
 
     chosen = records if own_split or split == "all" else select_split(records, json_path.parent, split, options.seed)
     return SegDataset(json_path.parent, "coco", label_space, chosen, load, split)
+
+
+def _semantic(stuff: list[Instance], things: list[Instance], shape: tuple[int, int]) -> np.ndarray:
+    """Stuff regions (COCO-Stuff style annotations) on the background, things on top of them."""
+    semantic = semantic_from_instances(shape, stuff, 0)
+    painted = semantic_from_instances(shape, things, IGNORE_INDEX)
+    return np.where(painted != IGNORE_INDEX, painted, semantic)

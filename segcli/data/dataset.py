@@ -86,20 +86,32 @@ def instances_from_semantic(semantic: np.ndarray, label_space: LabelSpace) -> li
 
 
 def semantic_from_instances(shape: tuple[int, int], instances: list[Instance], background: int) -> np.ndarray:
+    """Paint instances over the background, smaller ones last: an object lying on another (an orange in
+    a bowl, a COCO polygon drawn around its contents) stays visible, as in COCO panoptic annotations."""
     semantic = np.full(shape, background, np.uint8)
-    for inst in instances:
+    for inst in reversed(smallest_first(instances)):
         semantic[inst.mask] = inst.label
     return semantic
 
 
+def smallest_first(instances: list[Instance]) -> list[Instance]:
+    """Instances by ascending pixel count (stable): the paste order in which small objects stay visible."""
+    areas = [inst.area for inst in instances]
+    return [instances[i] for i in np.argsort(areas, kind="stable")]
+
+
 def complete_sample(sample: Sample, label_space: LabelSpace) -> Sample:
-    if sample.semantic is None and sample.instances:
+    if sample.semantic is None:
+        # Instance formats: pixels outside every object are the first stuff class (background), even
+        # in an image without objects.
         stuff = label_space.stuff_indices
         sample.semantic = semantic_from_instances(sample.image.shape[:2], sample.instances, stuff[0] if stuff else IGNORE_INDEX)
-    if sample.semantic is not None and not sample.instances and sample.panoptic is None:
+    elif not sample.instances and sample.panoptic is None:
         sample.instances = instances_from_semantic(sample.semantic, label_space)
-    if sample.panoptic is None and sample.semantic is not None:
-        sample.panoptic, sample.segments = panoptic_from_instances(sample.semantic, sample.instances, label_space.isthing)
+    if sample.panoptic is None:
+        # Earlier instances win in panoptic_from_instances: smallest first, the overlap order of the semantic map.
+        ordered = smallest_first(sample.instances)
+        sample.panoptic, sample.segments = panoptic_from_instances(sample.semantic, ordered, label_space.isthing)
     return sample
 
 

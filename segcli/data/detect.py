@@ -6,7 +6,12 @@
    as `segcli data synth` writes);
 5. images/ + instances/: `idmap`;  6. images/ + labels/ with .txt files: `yolo`;
 7. <id>/images + <id>/masks subfolders (DSB 2018): `idmap`;
-8. annotations/panoptic_train.json: `coco-panoptic`; annotations/instances_train.json: `coco`.
+8. annotations/panoptic_train.json: `coco-panoptic`; annotations/instances_train.json: `coco`;
+9. a COCO json lying in the folder itself (panopticapi's sample layout): panoptic before instances.
+
+A folder that several rules fit gets the first: `segcli data synth` output (images/, masks/,
+instances/ and annotations/) is read as `folder`, which gives semantic, instance and (derived)
+panoptic ground truth that agree with its COCO files; pass --format to read the jsons instead.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ def detect_format(path: Path) -> str:
     if path.is_file():
         if path.suffix != ".json":
             raise DataError(f"--data {path}: a dataset is a folder or a COCO json")
-        data = io.read_json(path)
-        anns = data.get("annotations") if isinstance(data, dict) else None
-        return "coco-panoptic" if anns and "segments_info" in anns[0] else "coco"
+        kind = coco.json_kind(io.read_json(path))
+        if kind is None:
+            raise DataError(f"--data {path}: not a COCO json (it needs images and annotations)")
+        return kind
     if (path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir():
         return "cityscapes"
     if (path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir():
@@ -52,6 +58,9 @@ def detect_format(path: Path) -> str:
         return "coco-panoptic"
     if (path / "annotations" / "instances_train.json").is_file():
         return "coco"
+    for fmt in ("coco-panoptic", "coco"):
+        if coco.jsons_in_folder(path, fmt):
+            return fmt
     raise DataError(
         f"--data {path}: no known dataset layout (folder: images/ + masks/; idmap: images/ + instances/; yolo: images/ + labels/; "
         "voc; cityscapes; or a COCO json); pass --format to say which"

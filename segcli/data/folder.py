@@ -47,10 +47,14 @@ def _label_space(root: Path, options: DatasetOptions, records: list[Record]) -> 
     return LabelSpace([f"class{i}" for i in range(largest + 1)], isthing=[i > 0 for i in range(largest + 1)])
 
 
-def read_class_mask(path: Path, binary: bool, num_classes: int) -> np.ndarray:
+def read_class_mask(path: Path, binary: bool, num_classes: int, palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """A class-index map from a label PNG; RGB colour masks are decoded with `palette` (the classes.txt colours)."""
     mask = io.read_label_png(path)
     if mask.ndim == 3:
-        raise DataError(f"{path}: an RGB colour mask without a palette; save class indices (a palette PNG or greyscale)")
+        if palette is None:
+            raise DataError(f"{path}: an RGB colour mask without a palette; add a classes.txt (its colours, or the default "
+                            "VOC colours, decode the mask) or save class indices (a palette PNG or greyscale)")
+        return colors_to_classes(mask, palette, path)
     if binary:
         return (mask > 127).astype(np.uint8)
     values = np.unique(mask)
@@ -60,6 +64,20 @@ def read_class_mask(path: Path, binary: bool, num_classes: int) -> np.ndarray:
     if valid.size and int(valid.max()) >= num_classes:
         raise DataError(f"{path}: class id {int(valid.max())} beyond the {num_classes} classes of the class list")
     return mask.astype(np.uint8)
+
+
+def colors_to_classes(rgb: np.ndarray, palette: list[tuple[int, int, int]], path: Path) -> np.ndarray:
+    """(H, W, 3) colours -> class indices; a colour outside the palette is an error naming it."""
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {(r << 16) | (g << 8) | b: index for index, (r, g, b) in enumerate(palette)}
+    values, inverse = np.unique(codes, return_inverse=True)
+    unknown = [int(v) for v in values if int(v) not in table]
+    if unknown:
+        v = unknown[0]
+        raise DataError(f"{path}: colour ({v >> 16}, {(v >> 8) & 255}, {v & 255}) is not a class colour of the class list; "
+                        "give each class its colour in classes.txt (color=r,g,b)")
+    lookup = np.array([table[int(v)] for v in values], np.uint8)
+    return lookup[inverse.reshape(codes.shape)]
 
 
 def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray) -> list[Instance]:
@@ -85,12 +103,14 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         if (instance_dir / f"{record.name}.png").is_file():
             record.files["instances"] = instance_dir / f"{record.name}.png"
     label_space = _label_space(root, options, records)
+    has_class_list = Path(options.classes or (root / "classes.txt")).is_file()
+    palette = label_space.colors if has_class_list else None
 
     def load(record: Record):
         from segcli.structures import Sample
 
         image = io.read_image(record.image)
-        semantic = read_class_mask(record.files["mask"], options.binary, label_space.num_classes)
+        semantic = read_class_mask(record.files["mask"], options.binary, label_space.num_classes, palette)
         check_same_size(image, semantic, record.files["mask"])
         instances = []
         if "instances" in record.files:

@@ -1,9 +1,11 @@
 """Augmentation and tensor conversion with torchvision.transforms.v2, on image and masks together.
 
 Training: random scale and crop (RandomResizedCrop), horizontal flip, colour jitter; the masks follow
-the image geometry (nearest-neighbour), colour changes touch the image only. Validation: resize
-only. Boxes are recomputed from the transformed masks, and instances that the crop removed (fewer
-than MIN_PIXELS left) are dropped, so masks, boxes and labels always agree.
+the image geometry (nearest-neighbour), colour changes touch the image only. Validation: resize to
+fit inside the size, keeping the aspect ratio, then pad right and bottom to exactly that size, so
+batches stack (padding is 0 in the normalised image, i.e. the mean colour, and 255 = ignore in the
+semantic target). Boxes are recomputed from the transformed masks, and instances that the crop
+removed (fewer than MIN_PIXELS left) are dropped, so masks, boxes and labels always agree.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def build_transform(mode: str, train: bool, img_size: int | tuple[int, int], mea
                     ) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
     """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract)."""
     size = _size(img_size)
+    if mode not in SCALE:
+        raise ValueError(f"mode {mode!r}: choose one of {', '.join(SCALE)}")
     if train:
         geometry = v2.Compose([
             v2.RandomResizedCrop(size, scale=SCALE[mode], ratio=(3 / 4, 4 / 3), antialias=True),
@@ -37,16 +41,34 @@ def build_transform(mode: str, train: bool, img_size: int | tuple[int, int], mea
             v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02),
         ])
     else:
-        geometry = v2.Resize(size, antialias=True)
+        def geometry(inputs: dict) -> dict:
+            return v2.Resize(_fit(inputs["image"].shape[-2:], size), antialias=True)(inputs)
     finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     with_instances = mode != "semantic"
 
     def apply(sample: Sample) -> tuple[torch.Tensor, dict]:
         inputs = _as_tv_tensors(sample, with_instances)
         out = geometry(inputs)
-        return finish(out["image"]), _target(out)
+        image, target = finish(out["image"]), _target(out)
+        return (image, target) if train else _pad_to(image, target, size)
 
     return apply
+
+
+def _fit(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The largest (h, w) with the image's aspect ratio that fits inside size."""
+    h, w = int(shape[0]), int(shape[1])
+    scale = min(size[0] / h, size[1] / w)
+    return min(size[0], max(1, round(h * scale))), min(size[1], max(1, round(w * scale)))
+
+
+def _pad_to(image: torch.Tensor, target: dict, size: tuple[int, int]) -> tuple[torch.Tensor, dict]:
+    """Pad right and bottom to `size`: boxes keep their coordinates, padded pixels are ignored."""
+    pad = (0, size[1] - image.shape[-1], 0, size[0] - image.shape[-2])
+    target = dict(target, semantic=torch.nn.functional.pad(target["semantic"], pad, value=IGNORE_INDEX))
+    if "masks" in target:
+        target["masks"] = torch.nn.functional.pad(target["masks"], pad, value=0)
+    return torch.nn.functional.pad(image, pad, value=0.0), target
 
 
 def _as_tv_tensors(sample: Sample, with_instances: bool) -> dict:

@@ -167,22 +167,28 @@ def _validate(model, card, samples: list[Sample], mode: str, label_space, device
     return score_predictions(pairs, mode, label_space)
 
 
-def _rng_state(loader_generator: torch.Generator) -> dict:
+def _rng_state() -> dict:
+    """The global generators (augmentation draws from them); the loader's is reseeded per epoch instead."""
     return {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
         "numpy_pos": int(np.random.get_state()[2]),
         "python": repr(random.getstate()),
-        "loader": loader_generator.get_state(),
     }
 
 
-def _restore_rng(state: dict, loader_generator: torch.Generator) -> None:
+def _restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     random.setstate(_literal(state["python"]))
-    loader_generator.set_state(state["loader"])
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The loader generator's seed for one epoch: its sample order and worker seeds depend on (seed, epoch, rank)
+    alone, so a resumed run replays any epoch without knowing how far the generator had advanced."""
+    entropy = [seed % 2**32, epoch] + ([rank] if rank else [])  # single-process runs: (seed, epoch), as measured in docs
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _literal(text: str):
@@ -196,9 +202,12 @@ def train(config: TrainConfig, callback: Callback | None = None) -> TrainResult:
     notify = callback if callback is not None else (lambda *a, **k: None)
     device = distributed.setup(resolve_device(config.device))
     try:
-        return _train(config, device, notify if distributed.is_main() else (lambda *a, **k: None))
-    finally:
-        distributed.teardown()
+        result = _train(config, device, notify if distributed.is_main() else (lambda *a, **k: None))
+    except BaseException:
+        distributed.teardown(clean=False)
+        raise
+    distributed.teardown()
+    return result
 
 
 def _train(config: TrainConfig, device: torch.device, notify: Callback) -> TrainResult:
@@ -208,7 +217,8 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
         raise UsageError("give --epochs or --steps, not both")
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
-    seed_everything(config.seed)
+    # Each rank its own augmentation stream; DistributedDataParallel copies rank 0's initial weights to all.
+    seed_everything(config.seed + distributed.rank())
     train_set, val_set = _datasets(config)
     for warning in check_dataset(train_set, config.mode):
         notify("warning", message=f"{train_set.root}: {warning}")
@@ -234,10 +244,12 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     generator = torch.Generator().manual_seed(config.seed)
     sampler = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() else \
         RandomSampler(dataset, generator=generator)
-    batch_size = min(config.batch_size, len(dataset))
+    if len(sampler) == 0:
+        raise UsageError(f"{config.data}: no training images for {distributed.world_size()} processes")
+    batch_size = min(config.batch_size, len(sampler))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-                        num_workers=config.workers, worker_init_fn=_seed_worker, generator=generator,
-                        persistent_workers=config.workers > 0)
+                        num_workers=config.workers, worker_init_fn=_seed_worker, generator=generator)
+    # Not persistent_workers: fresh workers each epoch are seeded from (seed, epoch), which keeps --resume exact.
     steps_per_epoch = len(loader)
     total = config.steps or (config.epochs or 30) * steps_per_epoch
     epochs = math.ceil(total / steps_per_epoch)
@@ -245,6 +257,7 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     scheduler = _schedule(optimizer, total, config.warmup if config.warmup is not None else max(1, total // 20), config.schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
     step, start_epoch, best, best_metrics, stale = 0, 0, None, {}, 0
+    skip, rng = 0, None  # batches of start_epoch trained before a mid-epoch save; the RNG state at that save
     if config.resume:
         state = load_training_state(out / "last")
         from segcli.checkpoint import load_checkpoint
@@ -253,8 +266,11 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
         model.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], generator)
+        # One RNG state per rank (a plain dict from a single-process run).
+        rng = state["rng"] if isinstance(state["rng"], dict) else state["rng"][min(distributed.rank(), len(state["rng"]) - 1)]
+        _restore_rng(rng)
         step, start_epoch, best, best_metrics, stale = state["step"], state["epoch"], state["best"], state["best_metrics"], state["stale"]
+        skip = state.get("epoch_batches", 0)
     trainer = _LossModule(model)
     if distributed.is_distributed():
         trainer = DistributedDataParallel(trainer, device_ids=[device.index] if device.type == "cuda" else None)
@@ -266,10 +282,16 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     metrics: dict = {}
     stop = False
 
-    def validate_and_save(epoch_done: int) -> None:
+    def validate_and_save(epoch: int, batches: int) -> None:
+        """After `batches` batches of epoch `epoch` (0-based): validate, then save best, last and the resume state."""
         nonlocal best, best_metrics, stale, stop, metrics
+        finished = batches >= steps_per_epoch
+        epoch_done = epoch + 1 if finished else round(epoch + batches / steps_per_epoch, 4)
         model.eval()
+        distributed.broadcast_buffers(model)  # validate (and save) the same model on every rank
+        sync = _rank_sync(model)
         metrics = _validate(model, card, val_samples, config.mode, label_space, device)
+        rng_states = distributed.gather_objects(_rng_state())
         score = metrics[primary] if metrics[primary] is not None else 0.0  # None: nothing to score in the split
         improved = best is None or score > best
         if improved:
@@ -279,13 +301,14 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
         notify("validation", step=step, epoch=epoch_done, metrics=metrics, primary=primary, best=best, improved=improved)
         if distributed.is_main():
             summary = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+            card.update(sync)
             if improved:
                 save_checkpoint(out / "best", model, {**card, "metrics": summary, "epoch": epoch_done, "step": step})
             save_checkpoint(out / "last", model, {**card, "metrics": summary, "epoch": epoch_done, "step": step})
             save_training_state(out / "last", {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                               # Completed epochs: a run resumed from a mid-epoch save replays that epoch.
-                                               "rng": _rng_state(generator), "step": step, "epoch": int(epoch_done), "best": best,
-                                               "best_metrics": best_metrics, "stale": stale})
+                                               "rng": rng_states, "step": step, "best": best, "best_metrics": best_metrics,
+                                               "stale": stale, "epoch": epoch + 1 if finished else epoch,
+                                               "epoch_batches": 0 if finished else batches})
             notify("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=step)
         distributed.barrier()
         if config.patience is not None and stale >= config.patience:
@@ -297,9 +320,17 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     for epoch in range(start_epoch, epochs):
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
-        for images, targets in loader:
+        generator.manual_seed(_epoch_seed(config.seed, epoch, distributed.rank()))
+        batches, done = iter(loader), 0
+        if skip:  # resuming mid-epoch: replay this epoch's order up to the save, then its RNG state
+            for _ in range(skip):
+                next(batches)
+            _restore_rng(rng)
+            done, skip = skip, 0
+        for images, targets in batches:
             if step >= total:
                 break
+            done += 1
             tick = time.perf_counter()
             images = images.to(device, non_blocking=True)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
@@ -318,17 +349,17 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
             scaler.update()
             scheduler.step()
             step += 1
-            notify("step", step=step, total_steps=total, epoch=epoch + 1, epochs=epochs, loss=float(loss.detach()),
+            notify("step", step=step, total_steps=total, epoch=epoch + 1, epochs=epochs, steps_per_epoch=steps_per_epoch, loss=float(loss.detach()),
                    losses={k: float(v.detach()) for k, v in losses.items()}, lr=scheduler.get_last_lr()[0],
                    images_per_s=len(images) * distributed.world_size() / (time.perf_counter() - tick))
             if config.val_every and step % config.val_every == 0 and step < total:
-                validate_and_save(epoch + (step % steps_per_epoch) / steps_per_epoch)
+                validate_and_save(epoch, done)
                 if stop:
                     break
         if stop:
             break
         if step >= total or config.val_every is None:
-            validate_and_save(epoch + 1)
+            validate_and_save(epoch, done)
             if stop or step >= total:
                 break
     seconds = time.perf_counter() - began
@@ -336,6 +367,14 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
                          len(train_set), len(val_set))
     notify("done", out=str(out), best=str(result.best), metrics=result.metrics, steps=step, seconds=seconds)
     return result
+
+
+def _rank_sync(model: torch.nn.Module) -> dict:
+    """Under torchrun: world size and each rank's weight digest, for the card (they must all agree)."""
+    if not distributed.is_distributed():
+        return {}
+    digests = distributed.gather_objects(distributed.weights_digest(model))
+    return {"distributed": {"world_size": len(digests), "backend": torch.distributed.get_backend(), "rank_weight_sha256": digests}}
 
 
 def _seed_worker(worker_id: int) -> None:

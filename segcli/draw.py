@@ -1,0 +1,228 @@
+"""All drawing: numpy in, numpy out (RGB uint8), OpenCV for text and shapes.
+
+Class colours come from the LabelSpace palette; instances get colours that differ between
+touching neighbours (greedy graph colouring over a fixed set of distinct hues); panoptic segments
+take their class's hue in an instance-specific shade.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+from segcli.structures import IGNORE_INDEX
+
+VOID_COLOR = (255, 255, 255)
+ERROR_COLORS = {"tp": (40, 170, 60), "fp": (230, 60, 40), "fn": (40, 110, 230)}  # green, red, blue
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _distinct_hues(n: int) -> np.ndarray:
+    """n saturated colours spread by the golden ratio, so consecutive ones differ strongly."""
+    colors = []
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95 if i % 2 == 0 else 0.75)
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return np.array(colors, np.uint8)
+
+
+INSTANCE_PALETTE = _distinct_hues(12)
+
+
+def colorize(labels: np.ndarray, colors: list[tuple[int, int, int]]) -> np.ndarray:
+    """Class-index map -> RGB; 255 (ignore/void) is white, unknown indices black."""
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(colors)] = np.array(colors[:256], np.uint8).reshape(-1, 3)
+    table[IGNORE_INDEX] = VOID_COLOR
+    return table[np.clip(labels, 0, 255).astype(np.uint8)]
+
+
+def blend(image: np.ndarray, colored: np.ndarray, alpha: float, where: np.ndarray | None = None) -> np.ndarray:
+    """alpha * colours + (1 - alpha) * image, only where `where` is True (everywhere by default)."""
+    out = image.astype(np.float32)
+    mix = (1 - alpha) * out + alpha * colored.astype(np.float32)
+    if where is None:
+        out = mix
+    else:
+        out[where] = mix[where]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_semantic(image: np.ndarray, labels: np.ndarray, colors, alpha: float = 0.5, skip: tuple[int, ...] = ()) -> np.ndarray:
+    """The image with each pixel tinted by its class colour (classes in `skip`, e.g. background, left clear)."""
+    where = ~np.isin(labels, skip) if skip else None
+    return blend(image, colorize(labels, colors), alpha, where)
+
+
+def _neighbours(ids: np.ndarray) -> dict[int, set[int]]:
+    """Instance ids that touch (4-neighbourhood), from horizontally and vertically adjacent pixel pairs."""
+    pairs = np.concatenate([
+        np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], 1),
+        np.stack([ids[:-1, :].ravel(), ids[1:, :].ravel()], 1),
+    ])
+    pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
+    graph: dict[int, set[int]] = {}
+    for a, b in np.unique(pairs, axis=0).tolist():
+        graph.setdefault(a, set()).add(b)
+        graph.setdefault(b, set()).add(a)
+    return graph
+
+
+def instance_colors(ids: np.ndarray) -> dict[int, tuple[int, int, int]]:
+    """A colour per instance id such that touching instances never share one (greedy colouring)."""
+    graph = _neighbours(ids)
+    chosen: dict[int, int] = {}
+    for number in sorted(int(i) for i in np.unique(ids) if i > 0):
+        taken = {chosen[n] for n in graph.get(number, ()) if n in chosen}
+        # Start from the id's own slot so isolated instances still vary; more than 12 neighbours reuse one.
+        candidates = [(number + k) % len(INSTANCE_PALETTE) for k in range(len(INSTANCE_PALETTE))]
+        chosen[number] = next((c for c in candidates if c not in taken), candidates[0])
+    return {n: tuple(int(v) for v in INSTANCE_PALETTE[s]) for n, s in chosen.items()}
+
+
+def colorize_ids(ids: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np.ndarray:
+    out = np.zeros((*ids.shape, 3), np.uint8)
+    for number, color in colors.items():
+        out[ids == number] = color
+    return out
+
+
+def overlay_instances(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5, contours: bool = True) -> np.ndarray:
+    """Each instance tinted in its own colour, with its outline."""
+    colors = instance_colors(ids)
+    out = blend(image, colorize_ids(ids, colors), alpha, ids > 0)
+    return draw_contours(out, ids, colors) if contours else out
+
+
+def panoptic_colors(segment_labels: dict[int, int], isthing: list[bool], class_colors) -> dict[int, tuple[int, int, int]]:
+    """Stuff: its class colour; things: the class colour in a shade that differs per instance."""
+    colors = {}
+    counts: dict[int, int] = {}
+    for segment_id, label in sorted(segment_labels.items()):
+        base = np.array(class_colors[label], np.float32)
+        if isthing[label]:
+            k = counts.get(label, 0)
+            counts[label] = k + 1
+            shade = 0.55 + 0.45 * ((k * 0.618033988749895) % 1.0)  # 0.55..1.0 of the class colour, then lightened
+            base = np.clip(base * shade + (1 - shade) * 255 * (k % 2), 0, 255)
+        colors[segment_id] = tuple(int(v) for v in base)
+    return colors
+
+
+def overlay_panoptic(image: np.ndarray, panoptic: np.ndarray, segment_labels: dict[int, int], isthing: list[bool],
+                     class_colors, alpha: float = 0.5, contours: bool = True) -> np.ndarray:
+    colors = panoptic_colors(segment_labels, isthing, class_colors)
+    out = blend(image, colorize_ids(panoptic, colors), alpha, panoptic > 0)
+    return draw_contours(out, panoptic, colors, only={s for s, lab in segment_labels.items() if isthing[lab]}) if contours else out
+
+
+def draw_contours(image: np.ndarray, ids: np.ndarray, colors: dict[int, tuple[int, int, int]], thickness: int = 1,
+                  only: set[int] | None = None) -> np.ndarray:
+    """Outline every region of an id map in its colour (darkened, so it shows on its own tint)."""
+    out = image.copy()
+    for number, color in colors.items():
+        if only is not None and number not in only:
+            continue
+        mask = (ids == number).astype(np.uint8)
+        found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        edge = tuple(int(c * 0.6) for c in color)
+        cv2.drawContours(out, found, -1, edge, thickness)
+    return out
+
+
+def text(image: np.ndarray, label: str, origin: tuple[int, int], scale: float = 0.45, color=(255, 255, 255),
+         background=(0, 0, 0)) -> np.ndarray:
+    """Text on a filled box, readable on any image."""
+    out = image.copy()
+    (w, h), base = cv2.getTextSize(label, FONT, scale, 1)
+    x, y = origin
+    cv2.rectangle(out, (x, y), (x + w + 6, y + h + base + 6), background, -1)
+    cv2.putText(out, label, (x + 3, y + h + 3), FONT, scale, color, 1, cv2.LINE_AA)
+    return out
+
+
+def legend(names: list[str], colors, width: int | None = None, row: int = 18) -> np.ndarray:
+    """A white panel with one swatch and name per class."""
+    widths = [cv2.getTextSize(n, FONT, 0.45, 1)[0][0] for n in names]
+    width = width or max(widths, default=60) + row + 16
+    panel = np.full((row * len(names) + 8, width, 3), 255, np.uint8)
+    for i, (name, color) in enumerate(zip(names, colors)):
+        y = 4 + i * row
+        cv2.rectangle(panel, (4, y + 2), (4 + row - 6, y + row - 4), tuple(int(c) for c in color), -1)
+        cv2.rectangle(panel, (4, y + 2), (4 + row - 6, y + row - 4), (0, 0, 0), 1)
+        cv2.putText(panel, name, (row + 4, y + row - 6), FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return panel
+
+
+def with_legend(image: np.ndarray, names: list[str], colors) -> np.ndarray:
+    """The image with a legend panel on its right (padded to the same height)."""
+    panel = legend(names, colors)
+    height = max(image.shape[0], panel.shape[0])
+    return np.concatenate([_pad_to(image, height, image.shape[1]), _pad_to(panel, height, panel.shape[1])], axis=1)
+
+
+def _pad_to(image: np.ndarray, height: int, width: int, value: int = 255) -> np.ndarray:
+    out = np.full((height, width, 3), value, np.uint8)
+    out[: image.shape[0], : image.shape[1]] = image[:height, :width]
+    return out
+
+
+def side_by_side(panels: list[np.ndarray], titles: list[str] | None = None, gap: int = 4) -> np.ndarray:
+    """Panels in a row (scaled to the first one's height), each with its title."""
+    height = panels[0].shape[0]
+    resized = []
+    for i, panel in enumerate(panels):
+        if panel.shape[0] != height:
+            scale = height / panel.shape[0]
+            panel = cv2.resize(panel, (max(1, round(panel.shape[1] * scale)), height), interpolation=cv2.INTER_NEAREST)
+        if titles:
+            panel = text(panel, titles[i], (2, 2))
+        resized.append(panel)
+        if i < len(panels) - 1:
+            resized.append(np.full((height, gap, 3), 255, np.uint8))
+    return np.concatenate(resized, axis=1)
+
+
+def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, background: int | None = 0,
+              ignore_index: int = IGNORE_INDEX, alpha: float = 0.6) -> tuple[np.ndarray, float]:
+    """True positives, false positives and false negatives in distinct colours, and the image's IoU.
+
+    With a background class: foreground pixels (gt or prediction not background) are TP when the
+    classes agree; a predicted class where gt has another is FP, a missed gt class FN (a wrong class
+    on a gt object is both, and drawn as FP). IoU = TP / (TP + FP + FN) over those pixels.
+    """
+    valid = gt != ignore_index
+    gt_fg = valid & (gt != background) if background is not None else valid
+    pred_fg = valid & (pred != background) if background is not None else valid
+    tp = gt_fg & pred_fg & (gt == pred)
+    fp = pred_fg & ~tp
+    fn = gt_fg & ~pred_fg
+    colored = np.zeros_like(image)
+    for name, mask in (("tp", tp), ("fn", fn), ("fp", fp)):
+        colored[mask] = ERROR_COLORS[name]
+    out = blend(image, colored, alpha, tp | fp | fn)
+    denominator = int(tp.sum() + fp.sum() + fn.sum())
+    iou = float(tp.sum() / denominator) if denominator else 1.0
+    return text(out, f"IoU {iou:.3f}", (2, 2)), iou
+
+
+def grid(images: list[np.ndarray], cols: int, labels: list[str] | None = None, cell: int | None = None, gap: int = 4) -> np.ndarray:
+    """A contact sheet: images scaled to square-ish cells in rows of `cols`, each labelled."""
+    if not images:
+        raise ValueError("grid needs at least one image")
+    cell = cell or max(max(i.shape[:2]) for i in images)
+    rows = (len(images) + cols - 1) // cols
+    sheet = np.full((rows * (cell + gap) + gap, cols * (cell + gap) + gap, 3), 255, np.uint8)
+    for index, image in enumerate(images):
+        scale = cell / max(image.shape[:2])
+        tile = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                          interpolation=cv2.INTER_NEAREST if image.shape[0] < cell else cv2.INTER_AREA)
+        if labels:
+            tile = text(tile, labels[index], (1, 1), scale=0.4)
+        r, c = divmod(index, cols)
+        y, x = gap + r * (cell + gap), gap + c * (cell + gap)
+        sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    return sheet

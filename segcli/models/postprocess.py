@@ -1,0 +1,160 @@
+"""Panoptic post-processing as pure functions; every threshold is an argument.
+
+Two references:
+- Bottom-up grouping follows Panoptic-DeepLab (Cheng et al., CVPR 2020) as detectron2's
+  `projects/Panoptic-DeepLab/panoptic_deeplab/post_processing.py` implements it: centres are the
+  local maxima of the centre heatmap (max-pool NMS) above a threshold, at most top-k of them;
+  every thing pixel joins the centre nearest to where its offset points; an instance takes the
+  majority class of its pixels; stuff segments smaller than `stuff_area` become void.
+- Top-down fusion (`combine_semantic_and_instances`) follows panopticapi's
+  `combine_semantic_and_instance_predictions.py` (section 7 of Kirillov et al., "Panoptic
+  Segmentation", CVPR 2019) and detectron2's `combine_semantic_and_instance_outputs` of Panoptic FPN.
+
+Tensors come in (one image, no batch axis); `Prediction`s with numpy arrays go out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segcli.structures import IGNORE_INDEX, Instance, Prediction, Segment, mask_to_xywh
+
+# ---------------------------------------------------------------- bottom-up (Panoptic-DeepLab)
+
+
+def find_instance_centers(heatmap: torch.Tensor, threshold: float = 0.1, nms_kernel: int = 7,
+                          top_k: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) or (1, H, W) heatmap -> centres (K, 2) as (y, x) and their scores (K,), best first.
+
+    A centre is a pixel above `threshold` that equals the maximum of its `nms_kernel` x `nms_kernel`
+    neighbourhood (max-pool NMS); at most `top_k` are kept.
+    """
+    heatmap = heatmap.reshape(heatmap.shape[-2:]).float()
+    if nms_kernel % 2 != 1:
+        raise ValueError(f"nms_kernel must be odd, got {nms_kernel}")
+    pooled = F.max_pool2d(heatmap[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)[0, 0]
+    peaks = (heatmap == pooled) & (heatmap > threshold)
+    centers = peaks.nonzero()
+    scores = heatmap[peaks]
+    order = scores.argsort(descending=True)[:top_k]
+    return centers[order], scores[order]
+
+
+def group_pixels(centers: torch.Tensor, offsets: torch.Tensor, thing_mask: torch.Tensor,
+                 chunk: int = 1 << 16) -> torch.Tensor:
+    """(H, W) int64 instance ids: each pixel of `thing_mask` gets 1 + the index of the centre nearest
+    to (pixel + offset); 0 elsewhere, and everywhere when there is no centre.
+
+    offsets: (2, H, W) as (dy, dx) in pixels. Distances are computed `chunk` pixels at a time, so
+    memory stays K * chunk whatever the image size.
+    """
+    h, w = thing_mask.shape
+    ids = torch.zeros(h * w, dtype=torch.int64, device=offsets.device)
+    if len(centers) == 0:
+        return ids.view(h, w)
+    ys, xs = torch.meshgrid(torch.arange(h, device=offsets.device), torch.arange(w, device=offsets.device), indexing="ij")
+    pointed = torch.stack([ys + offsets[0], xs + offsets[1]], dim=-1).reshape(-1, 2).float()
+    where = thing_mask.reshape(-1).nonzero()[:, 0]
+    centers = centers.float()
+    for part in where.split(chunk):
+        ids[part] = torch.cdist(pointed[part], centers).argmin(1) + 1
+    return ids.view(h, w)
+
+
+def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_instances: int, num_classes: int) -> torch.Tensor:
+    """(K,) int64: the most frequent class of each instance's pixels (ids 1..K), one bincount for all."""
+    inside = instance_ids > 0
+    joint = (instance_ids[inside] - 1) * num_classes + semantic[inside].long()
+    votes = torch.bincount(joint, minlength=num_instances * num_classes).view(num_instances, num_classes)
+    return votes.argmax(1)
+
+
+def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, offsets: torch.Tensor, thing_classes: list[int],
+                         *, center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = 200,
+                         stuff_area: int = 64) -> Prediction:
+    """One image's Panoptic-DeepLab outputs -> `Prediction` (semantic map, instances by score, panoptic map).
+
+    semantic_logits (C, H, W), center (1, H, W) heatmap, offsets (2, H, W). Thing pixels (semantic
+    argmax in `thing_classes`) are grouped around the centres; those no centre claims become void
+    in the panoptic map. An instance's score is its mean class probability times its centre's
+    heatmap value (clamped to [0, 1]), as detectron2's Panoptic-DeepLab scores instances.
+    """
+    num_classes = semantic_logits.shape[0]
+    probabilities = semantic_logits.float().softmax(0)
+    semantic = probabilities.argmax(0)
+    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=semantic.device)
+    is_thing[list(thing_classes)] = True
+    thing_mask = is_thing[semantic]
+    centers, center_scores = find_instance_centers(center, center_threshold, nms_kernel, top_k)
+    ids = group_pixels(centers, offsets, thing_mask)
+    labels = majority_labels(semantic, ids, len(centers), num_classes)
+    instances = []
+    for k in range(len(centers)):
+        mask = ids == k + 1
+        if not mask.any():
+            continue
+        score = probabilities[labels[k]][mask].mean() * center_scores[k].clamp(0, 1)
+        instances.append(Instance(mask=mask.cpu().numpy(), label=int(labels[k]), score=float(score)))
+    instances.sort(key=lambda inst: -inst.score)
+    semantic_np = semantic.to(torch.uint8).cpu().numpy()
+    panoptic, segments = paste_segments(semantic_np, instances, is_thing.tolist(), stuff_area)
+    return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
+
+
+def paste_segments(semantic: np.ndarray, instances: list[Instance], isthing: list[bool], stuff_area: int,
+                   overlap_threshold: float | None = None) -> tuple[np.ndarray, list[Segment]]:
+    """Instances in list order (ids 1..), then one segment per stuff class of at least `stuff_area` free pixels.
+
+    With `overlap_threshold`, an instance whose area is more than that fraction already taken is
+    skipped, and a partly covered one keeps only its free pixels (the fusion rule); without it the
+    instances must already be disjoint. Thing-class pixels of `semantic` that no instance covers stay void (0).
+    """
+    panoptic = np.zeros(semantic.shape, dtype=np.int32)
+    segments: list[Segment] = []
+    for inst in instances:
+        area = inst.area
+        if area == 0:
+            continue
+        free = inst.mask & (panoptic == 0)
+        if overlap_threshold is not None and (area - int(free.sum())) / area > overlap_threshold:
+            continue
+        if not free.any():
+            continue
+        segment_id = len(segments) + 1
+        panoptic[free] = segment_id
+        segments.append(Segment(segment_id, inst.label, int(free.sum()), mask_to_xywh(free), score=inst.score))
+    for label in np.unique(semantic).tolist():
+        if label == IGNORE_INDEX or label >= len(isthing) or isthing[label]:
+            continue
+        region = (semantic == label) & (panoptic == 0)
+        area = int(region.sum())
+        if area < stuff_area:
+            continue
+        segment_id = len(segments) + 1
+        panoptic[region] = segment_id
+        segments.append(Segment(segment_id, label, area, mask_to_xywh(region)))
+    return panoptic, segments
+
+
+# ---------------------------------------------------------------- top-down fusion (Mask R-CNN + semantic)
+
+
+def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instance], isthing: list[bool], *,
+                                   overlap_threshold: float = 0.5, stuff_area: int = 64 * 64,
+                                   score_threshold: float = 0.5) -> tuple[np.ndarray, list[Segment]]:
+    """The standard heuristic fusion of an instance and a semantic prediction into one panoptic map.
+
+    As panopticapi's `combine_semantic_and_instance_predictions.py` and detectron2's Panoptic FPN
+    (`combine_semantic_and_instance_outputs`) define it, with their defaults:
+    1. instances scoring below `score_threshold` are dropped (panopticapi's `confidence_thr`);
+    2. the rest are pasted in descending score; one whose area is more than `overlap_threshold`
+       covered by instances already pasted is skipped, a partly covered one keeps its free pixels;
+    3. every stuff class of `semantic` fills the pixels still free, if they number at least
+       `stuff_area` (panopticapi's `stuff_area_limit`). Thing classes of `semantic` add nothing:
+       things come only from instances, so thing pixels no instance claims stay void.
+    Returns the (H, W) int32 segment-id map (0 = void) and its segments, instances first.
+    """
+    kept = sorted((inst for inst in instances if inst.score >= score_threshold), key=lambda inst: -inst.score)
+    return paste_segments(semantic, kept, isthing, stuff_area, overlap_threshold=overlap_threshold)
