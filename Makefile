@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint weights readme-compare clean
+.PHONY: install test demo bench lint readme-compare clean
 
 install: .venv/.installed
 
@@ -28,8 +28,6 @@ demo: install
 bench: install
 	$(PY) -m benchmarks.run
 
-weights: install
-	bash scripts/train_weights.sh
 
 readme-compare: install
 	$(SEGCLI) compare --out docs/compare
