@@ -99,14 +99,6 @@ def _torchvision_pretrained_architecture() -> MaskRCNN:
     return model.eval()
 
 
-@pytest.fixture
-def hub_dir(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def test_weights_file_gives_torchvision_outputs(tmp_path):
     reference = _torchvision_pretrained_architecture()
     weights = tmp_path / "maskrcnn.pth"

@@ -14,14 +14,6 @@ from segcli.models.pretrained import hub_checkpoint_path, pretrained_state_dict
 from segcli.models.registry import build_model
 
 
-@pytest.fixture
-def hub_dir(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def _reference(builder, **kwargs):
     torch.manual_seed(0)
     return builder(weights=None, weights_backbone=None, num_classes=21, **kwargs).eval()
