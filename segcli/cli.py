@@ -127,6 +127,77 @@ def models_command(
     Console().print(table)
 
 
+@app.command("predict")
+def predict_command(
+    inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (one path per line on stdin).",
+                                                show_default=False)],
+    mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.semantic,
+    model: Annotated[str | None, typer.Option("--model", help="Zoo model with weights of its own (torchvision tv_*).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder: <mode>/<stem>.png, overlays/, instances.json, panoptic.json.")] = Path("runs/predict"),
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per input on stdout (outputs, segments, errors).")] = False,
+    no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlays/<stem>.jpg.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: keep images a previous run finished.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: predict only the I-th (0-based) of N stable shares.")] = None,
+    tile: Annotated[int | None, typer.Option("--tile", help="Tile images larger than this many px (default 1024; 0: never).")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="Fraction of a tile shared with each neighbour.")] = 0.25,
+    tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally flipped image (2x the time).")] = False,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
+    alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Segment images with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
+    _setup(debug, quiet, device)
+    if half and bf16:
+        raise UsageError("--half and --bf16: choose one precision")
+    from segcli.services.predict import PredictConfig, predict
+
+    config = PredictConfig(
+        inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
+        alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
+        batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
+    )
+    # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
+    stdout = sys.stdout
+    progress = _progress()
+    try:
+        summary = predict(config, callback=_predict_progress(progress, stdout if json_lines else None))
+    finally:
+        progress.stop()
+    done = f"{summary.predicted} predicted, {summary.skipped} skipped, {len(summary.failed)} failed"
+    _say(f"{done} -> {out}/" + (" (stopped at the first failure: --fail-fast)" if summary.stopped else ""))
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _predict_progress(progress, json_out):
+    """A bar over the inputs; each failure as one line on stderr; with --json, each record as one line on json_out."""
+    import json
+
+    tasks: dict[str, int] = {}
+
+    def update(event: str, **info) -> None:
+        if event == "start":  # started here, not before predict: a configuration error then prints no empty bar
+            progress.start()
+            tasks["images"] = progress.add_task(f"predict ({info['model']}, {info['device']})", total=info["inputs"])
+        elif event == "image":
+            record = info["record"]
+            progress.advance(tasks["images"])
+            if not record["ok"]:  # shown even with --quiet: it decides the exit code
+                progress.console.print(f"[bold red]failed:[/] {record['error']}", highlight=False, soft_wrap=True)
+            if json_out is not None:
+                json_out.write(json.dumps(record) + "\n")
+                json_out.flush()
+
+    return update
+
+
 class SynthKind(str, Enum):
     shapes = "shapes"
     context = "context"
@@ -402,7 +473,7 @@ def compare_command(
     """Train the course's approaches on the same data and measure accuracy, boundaries, speed, memory, receptive field."""
     _setup(debug, quiet, device)
     from segcli.services.compare import CompareConfig, compare
-    from segcli.services.compare_report import claims, summary_rows
+    from segcli.services.compare_report import claims, terminal_tables
 
     config = CompareConfig(
         out=out,
@@ -420,13 +491,13 @@ def compare_command(
     )
     with _progress() as progress:
         results = compare(config, callback=_compare_progress(progress))
-    rows = summary_rows(results)
-    table = Table(title="segcli compare")
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column == "approach" else "right")
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in rows[0]))
-    err_console.print(table)
+    for title, rows in terminal_tables(results):
+        table = Table(title=f"segcli compare: {title}")
+        for column in rows[0]:
+            table.add_column(column, justify="left" if column == "approach" else "right")
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in rows[0]))
+        err_console.print(table)
     for claim in claims(results):
         verdict = {True: "[green]held[/]", False: "[red]did not hold[/]", None: "not measurable"}[claim["held"]]
         _say(f"{verdict}: {claim['claim']}\n  {claim['evidence']}")
@@ -446,6 +517,71 @@ def _compare_progress(progress):
         elif event in ("evaluate", "time", "data"):
             detail = f" at {info['size']} px" if "size" in info else ""
             progress.console.log(f"{event} {approach}{detail}".strip()) if not STATE.quiet else None
+
+    return update
+
+
+class ImageExt(str, Enum):
+    png = "png"
+    jpg = "jpg"
+
+
+@app.command("visualize")
+def visualize_command(
+    inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (paths on stdin).",
+                                                metavar="IMAGE", show_default=False)],
+    pred: Annotated[Path | None, typer.Option("--pred", help="A `segcli predict --out` folder holding the predictions.")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Instead of --pred: one label PNG for one image.")] = None,
+    mask_kind: Annotated[Mode, typer.Option(
+        "--mask-kind", help="What --mask holds: class indices, instance ids, or COCO panoptic ids "
+                            "(drawn as classless segments: the PNG alone has no classes).")] = Mode.semantic,
+    mode: Annotated[Mode | None, typer.Option("--mode", help="Which prediction of --pred to draw (default: panoptic, "
+                                                             "else instance, else semantic, whichever it has).")] = None,
+    gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a label PNG, or a folder of <stem>.png. "
+                                                         "Draws TP/FP/FN and the image's IoU.")] = None,
+    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: names and colours in index order.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for <stem>.png per image (and grid.png).")] = Path("runs/visualize"),
+    alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the label colours over the image, 0..1.")] = 0.5,
+    contours: Annotated[bool | None, typer.Option(
+        "--contours/--no-contours", help="Outline regions (default: instances and things yes, semantic classes no).",
+        show_default=False)] = None,
+    legend: Annotated[bool, typer.Option("--legend/--no-legend", help="A legend of the classes present.")] = True,
+    side_by_side: Annotated[bool, typer.Option(
+        "--side-by-side", help="Panels image | prediction (| ground truth | errors with --gt).")] = False,
+    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png: a contact sheet of every picture.")] = False,
+    cols: Annotated[int, typer.Option("--cols", help="Columns of the --grid contact sheet.")] = 4,
+    ext: Annotated[ImageExt, typer.Option("--ext", help="Output format: png (exact) or jpg (smaller).")] = ImageExt.png,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw predictions on their images: overlays, contours, legend, error maps against ground truth, grids."""
+    _setup(debug, quiet, device)  # drawing runs on the CPU; --device is accepted like every command's
+    from segcli.services.visualize import VisualizeConfig, visualize
+
+    config = VisualizeConfig(
+        inputs=inputs, out=out, pred=pred, mask=mask, mask_kind=mask_kind.value, mode=mode.value if mode else None,
+        gt=gt, classes=classes, alpha=alpha, contours=contours, legend=legend, side_by_side=side_by_side, grid=grid,
+        cols=cols, ext=ext.value, recursive=recursive,
+    )
+    with _progress() as progress:
+        summary = visualize(config, callback=_visualize_progress(progress))
+    for _input, message in summary.failures:  # each message names its input
+        err_console.print(f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True)
+    _say(f"wrote {len(summary.outputs)} {summary.mode} pictures to {out}/" + (f" and {summary.grid.name}" if summary.grid else ""))
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+def _visualize_progress(progress):
+    tasks: dict[str, int] = {}
+
+    def update(event: str, **info) -> None:
+        if event == "start":
+            tasks["images"] = progress.add_task(f"visualize {info['mode']}", total=info["total"])
+        elif event == "image":
+            progress.advance(tasks["images"])
 
     return update
 

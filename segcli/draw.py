@@ -16,6 +16,7 @@ from segcli.structures import IGNORE_INDEX
 
 VOID_COLOR = (255, 255, 255)
 ERROR_COLORS = {"tp": (40, 170, 60), "fp": (230, 60, 40), "fn": (40, 110, 230)}  # green, red, blue
+ERROR_NAMES = {"tp": "correct (TP)", "fp": "wrong or extra (FP)", "fn": "missed (FN)"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -51,10 +52,15 @@ def blend(image: np.ndarray, colored: np.ndarray, alpha: float, where: np.ndarra
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def overlay_semantic(image: np.ndarray, labels: np.ndarray, colors, alpha: float = 0.5, skip: tuple[int, ...] = ()) -> np.ndarray:
+def overlay_semantic(image: np.ndarray, labels: np.ndarray, colors, alpha: float = 0.5, skip: tuple[int, ...] = (),
+                     contours: bool = False) -> np.ndarray:
     """The image with each pixel tinted by its class colour (classes in `skip`, e.g. background, left clear)."""
     where = ~np.isin(labels, skip) if skip else None
-    return blend(image, colorize(labels, colors), alpha, where)
+    out = blend(image, colorize(labels, colors), alpha, where)
+    if not contours:
+        return out
+    present = [int(c) for c in np.unique(labels) if int(c) not in skip and int(c) < len(colors)]
+    return draw_contours(out, labels, {c: tuple(colors[c]) for c in present})
 
 
 def _neighbours(ids: np.ndarray) -> dict[int, set[int]]:
@@ -133,10 +139,24 @@ def draw_contours(image: np.ndarray, ids: np.ndarray, colors: dict[int, tuple[in
     return out
 
 
+MIN_TEXT_SCALE = 0.3  # smaller Hershey text is unreadable
+
+
+def fit_scale(label: str, scale: float, max_width: int | None) -> float:
+    """The largest font scale up to `scale` at which the label (with its box margin) fits in max_width."""
+    if max_width is None:
+        return scale
+    # Glyph widths round to whole pixels, so text does not shrink in proportion: step down and measure.
+    while scale > MIN_TEXT_SCALE and cv2.getTextSize(label, FONT, scale, 1)[0][0] + 6 > max_width:
+        scale = max(MIN_TEXT_SCALE, scale - 0.02)
+    return scale
+
+
 def text(image: np.ndarray, label: str, origin: tuple[int, int], scale: float = 0.45, color=(255, 255, 255),
-         background=(0, 0, 0)) -> np.ndarray:
-    """Text on a filled box, readable on any image."""
+         background=(0, 0, 0), max_width: int | None = None) -> np.ndarray:
+    """Text on a filled box, readable on any image; shrunk (down to MIN_TEXT_SCALE) to fit max_width."""
     out = image.copy()
+    scale = fit_scale(label, scale, max_width)
     (w, h), base = cv2.getTextSize(label, FONT, scale, 1)
     x, y = origin
     cv2.rectangle(out, (x, y), (x + w + 6, y + h + base + 6), background, -1)
@@ -170,8 +190,11 @@ def _pad_to(image: np.ndarray, height: int, width: int, value: int = 255) -> np.
     return out
 
 
+TITLE_HEIGHT = 18  # the strip above side_by_side panels that holds their titles
+
+
 def side_by_side(panels: list[np.ndarray], titles: list[str] | None = None, gap: int = 4) -> np.ndarray:
-    """Panels in a row (scaled to the first one's height), each with its title."""
+    """Panels in a row (scaled to the first one's height), each titled in a strip above it, not over its pixels."""
     height = panels[0].shape[0]
     resized = []
     for i, panel in enumerate(panels):
@@ -179,50 +202,68 @@ def side_by_side(panels: list[np.ndarray], titles: list[str] | None = None, gap:
             scale = height / panel.shape[0]
             panel = cv2.resize(panel, (max(1, round(panel.shape[1] * scale)), height), interpolation=cv2.INTER_NEAREST)
         if titles:
-            panel = text(panel, titles[i], (2, 2))
+            strip = text(np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, np.uint8), titles[i], (0, 0),
+                         color=(0, 0, 0), background=(255, 255, 255), max_width=panel.shape[1])
+            panel = np.concatenate([strip, panel], axis=0)
         resized.append(panel)
         if i < len(panels) - 1:
-            resized.append(np.full((height, gap, 3), 255, np.uint8))
+            resized.append(np.full((panel.shape[0], gap, 3), 255, np.uint8))
     return np.concatenate(resized, axis=1)
 
 
 def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, background: int | None = 0,
-              ignore_index: int = IGNORE_INDEX, alpha: float = 0.6) -> tuple[np.ndarray, float]:
-    """True positives, false positives and false negatives in distinct colours, and the image's IoU.
+              ignore_index: int = IGNORE_INDEX, alpha: float = 0.6) -> np.ndarray:
+    """True positives, false positives and false negatives of two class maps, in ERROR_COLORS.
 
-    With a background class: foreground pixels (gt or prediction not background) are TP when the
-    classes agree; a predicted class where gt has another is FP, a missed gt class FN (a wrong class
-    on a gt object is both, and drawn as FP). IoU = TP / (TP + FP + FN) over those pixels.
+    A pixel is labelled when its class is neither `background` nor `ignore_index` (void). Where
+    the ground truth is void nothing is drawn. TP: both labelled with the same class; FP: predicted
+    class where ground truth has background or another class (a wrong class on an object is drawn
+    as FP); FN: ground-truth class where the prediction has background or void. Agreeing background
+    is left plain.
     """
     valid = gt != ignore_index
-    gt_fg = valid & (gt != background) if background is not None else valid
-    pred_fg = valid & (pred != background) if background is not None else valid
-    tp = gt_fg & pred_fg & (gt == pred)
-    fp = pred_fg & ~tp
-    fn = gt_fg & ~pred_fg
+    gt_labelled = valid if background is None else valid & (gt != background)
+    pred_labelled = valid & (pred != ignore_index)
+    if background is not None:
+        pred_labelled &= pred != background
+    tp = gt_labelled & pred_labelled & (gt == pred)
+    fp = pred_labelled & ~tp
+    fn = gt_labelled & ~pred_labelled
     colored = np.zeros_like(image)
     for name, mask in (("tp", tp), ("fn", fn), ("fp", fp)):
         colored[mask] = ERROR_COLORS[name]
-    out = blend(image, colored, alpha, tp | fp | fn)
-    denominator = int(tp.sum() + fp.sum() + fn.sum())
-    iou = float(tp.sum() / denominator) if denominator else 1.0
-    return text(out, f"IoU {iou:.3f}", (2, 2)), iou
+    return blend(image, colored, alpha, tp | fp | fn)
+
+
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """The image scaled so its longer side is at most `side` (never enlarged)."""
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def grid(images: list[np.ndarray], cols: int, labels: list[str] | None = None, cell: int | None = None, gap: int = 4) -> np.ndarray:
-    """A contact sheet: images scaled to square-ish cells in rows of `cols`, each labelled."""
+    """A contact sheet in rows of `cols`, each image labelled.
+
+    With `cell`, images are scaled to fit cell x cell squares; without, cells are as tall as the
+    tallest image and as wide as the widest, so wide pictures do not leave square cells half empty.
+    """
     if not images:
         raise ValueError("grid needs at least one image")
-    cell = cell or max(max(i.shape[:2]) for i in images)
+    cell_h = cell or max(i.shape[0] for i in images)
+    cell_w = cell or max(i.shape[1] for i in images)
     rows = (len(images) + cols - 1) // cols
-    sheet = np.full((rows * (cell + gap) + gap, cols * (cell + gap) + gap, 3), 255, np.uint8)
+    sheet = np.full((rows * (cell_h + gap) + gap, cols * (cell_w + gap) + gap, 3), 255, np.uint8)
     for index, image in enumerate(images):
-        scale = cell / max(image.shape[:2])
-        tile = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-                          interpolation=cv2.INTER_NEAREST if image.shape[0] < cell else cv2.INTER_AREA)
+        scale = min(cell_h / image.shape[0], cell_w / image.shape[1])
+        tile = image if scale == 1 else cv2.resize(
+            image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+            interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
         if labels:
-            tile = text(tile, labels[index], (1, 1), scale=0.4)
+            tile = text(tile, labels[index], (1, 1), scale=0.4, max_width=tile.shape[1])
         r, c = divmod(index, cols)
-        y, x = gap + r * (cell + gap), gap + c * (cell + gap)
+        y, x = gap + r * (cell_h + gap), gap + c * (cell_w + gap)
         sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     return sheet

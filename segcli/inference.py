@@ -5,7 +5,9 @@ and `compare` all call it. Dense models (every output a per-pixel map) are tiled
 raw outputs of overlapping tiles with Gaussian weights, as nnU-Net does, and post-processed once
 on the whole image, so objects on a seam come out whole. Models with sparse outputs (Mask R-CNN)
 run per tile; instances cut by an inner tile edge are dropped (their neighbour tile sees them
-whole when the overlap exceeds the object) and duplicates in the overlaps merged by mask IoU.
+whole when the overlap exceeds the object) and duplicates in the overlaps merged by mask IoU; their
+semantic map is blended like a dense output, and `model.assemble` fuses the two once. Consecutive
+same-size images that need no tiling run as one batch.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def tiled_dense_forward(model, image: torch.Tensor, options: InferenceOptions) -
                     sums[key] = torch.zeros((value.shape[1], h, w), device=image.device)
                 sums[key][:, y : y + th, x : x + tw] += value[j] * weight
             total[y : y + th, x : x + tw] += weight
-    return {k: (v / total)[None] for k, v in sums.items()}
+    return {k: v.div_(total)[None] for k, v in sums.items()}  # in place: these maps are the size of the image
 
 
 def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: torch.device | str | None = None,
@@ -118,35 +120,59 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     mean, std = normalization(card)
-    predictions = []
+    predictions: list[Prediction] = []
+    batch: list[torch.Tensor] = []  # consecutive same-size whole images, run as one forward pass
+
+    def flush() -> None:
+        if batch:
+            predictions.extend(model.postprocess(dense_forward(model, torch.cat(batch), options), **thresholds))
+            batch.clear()
+
     for image in images:
         x = image_to_tensor(image, mean, std)[None].to(device)
         if not getattr(model, "dense", True):
             predictions.append(_sparse_predict(model, x, options, thresholds))
-            continue
-        too_big = options.tile is not None and max(x.shape[-2:]) > options.tile
-        outputs = tiled_dense_forward(model, x, options) if too_big else dense_forward(model, x, options)
-        predictions.append(model.postprocess(outputs, **thresholds)[0])
+        elif options.tile is not None and max(x.shape[-2:]) > options.tile:
+            flush()
+            predictions.append(model.postprocess(tiled_dense_forward(model, x, options), **thresholds)[0])
+        else:
+            if batch and batch[0].shape != x.shape:
+                flush()
+            batch.append(x)
+            if len(batch) >= options.batch_size:
+                flush()
+    flush()
     return predictions
 
 
 # ---------------------------------------------------------------- sparse (Mask R-CNN-style) models
 
 
+def _sparse_forward(model, x: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
+    with torch.inference_mode(), _autocast(x.device, options.dtype):
+        outputs = model(x)
+    return {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
+
+
 def _sparse_predict(model, x: torch.Tensor, options: InferenceOptions, thresholds: dict) -> Prediction:
     _, _, h, w = x.shape
     if options.tile is None or max(h, w) <= options.tile:
-        with torch.inference_mode():
-            return model.postprocess(model(x), **thresholds)[0]
+        return model.postprocess(_sparse_forward(model, x, options), **thresholds)[0]
     tile = options.tile
+    weight = gaussian_weight((min(tile, h), min(tile, w))).to(x.device)
+    semantic, total = None, torch.zeros((h, w), device=x.device)
     kept: list[Instance] = []
-    semantic_parts = []
     for y in tile_starts(h, tile, options.overlap):
         for x0 in tile_starts(w, tile, options.overlap):
             crop = x[..., y : y + tile, x0 : x0 + tile]
-            with torch.inference_mode():
-                part = model.postprocess(model(crop), **thresholds)[0]
+            outputs = _sparse_forward(model, crop, options)
+            part = model.postprocess(outputs, **thresholds)[0]
             th, tw = crop.shape[-2:]
+            # The semantic map is dense: blend it as dense models' outputs are blended.
+            if semantic is None:
+                semantic = torch.zeros((outputs["semantic"].shape[1], h, w), device=x.device)
+            semantic[:, y : y + th, x0 : x0 + tw] += outputs["semantic"][0].float() * weight
+            total[y : y + th, x0 : x0 + tw] += weight
             inner = (y > 0, x0 > 0, y + th < h, x0 + tw < w)  # edges that are not image edges
             for inst in part.instances:
                 if _touches(inst.mask, inner):
@@ -154,9 +180,8 @@ def _sparse_predict(model, x: torch.Tensor, options: InferenceOptions, threshold
                 full = np.zeros((h, w), bool)
                 full[y : y + th, x0 : x0 + tw] = inst.mask
                 kept.append(Instance(full, inst.label, inst.score))
-            semantic_parts.append(part)
-    instances = merge_instances(kept)
-    return model.assemble(instances, (h, w), **thresholds) if hasattr(model, "assemble") else Prediction(instances=instances)
+    # Detection thresholds were applied per tile; assemble fuses the blended semantic map with the merged instances.
+    return model.assemble(semantic / total, merge_instances(kept), **thresholds)
 
 
 def _touches(mask: np.ndarray, inner: tuple[bool, bool, bool, bool]) -> bool:

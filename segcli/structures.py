@@ -195,3 +195,10 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def coco_result(instance: Instance, image_id: object, label_space: LabelSpace) -> dict:
+    """One entry of a COCO results list (what COCOeval's loadRes reads) for a predicted instance."""
+    return {"image_id": image_id, "category_id": label_space.category_ids[instance.label],
+            "segmentation": mask_to_rle(instance.mask), "bbox": [float(v) for v in instance.bbox],
+            "score": float(instance.score), "area": instance.area}

@@ -180,20 +180,26 @@ class MaskRCNNModel(SegModel):
     def postprocess(self, outputs: dict[str, torch.Tensor], *, score_threshold: float = 0.05, mask_threshold: float = 0.5,
                     overlap_threshold: float = 0.5, stuff_area: int = 64, fusion_score_threshold: float = 0.5) -> list[Prediction]:
         """One `Prediction` per image: instances scoring at least `score_threshold` (masks cut at
-        `mask_threshold`), the semantic head's argmax, and their fusion into a panoptic map
-        (`combine_semantic_and_instances` with `overlap_threshold`, `stuff_area`, `fusion_score_threshold`)."""
-        semantic = outputs["semantic"].argmax(1).to(torch.uint8).cpu().numpy()
-        isthing = [c in self.thing_classes for c in range(self.num_classes)]
+        `mask_threshold`), the semantic head's argmax, and their fusion into a panoptic map (`assemble`)."""
         keep = outputs["scores"] >= score_threshold
         detections = {k: v[keep].detach().cpu() for k, v in outputs.items() if k != "semantic"}
-        predictions = []
-        for b, semantic_map in enumerate(semantic):
-            instances = _instances(detections, b, mask_threshold)
-            panoptic, segments = combine_semantic_and_instances(
-                semantic_map, instances, isthing, overlap_threshold=overlap_threshold, stuff_area=stuff_area,
-                score_threshold=fusion_score_threshold)
-            predictions.append(Prediction(semantic=semantic_map, instances=instances, panoptic=panoptic, segments=segments))
-        return predictions
+        return [
+            self.assemble(logits, _instances(detections, b, mask_threshold), overlap_threshold=overlap_threshold,
+                          stuff_area=stuff_area, fusion_score_threshold=fusion_score_threshold)
+            for b, logits in enumerate(outputs["semantic"])
+        ]
+
+    def assemble(self, semantic_logits: torch.Tensor, instances: list[Instance], *, overlap_threshold: float = 0.5,
+                 stuff_area: int = 64, fusion_score_threshold: float = 0.5, **detection_thresholds) -> Prediction:
+        """One image's semantic logits (C, H, W) and instances -> `Prediction`, fused by
+        `combine_semantic_and_instances`. Tiled inference calls it once for the whole image, with
+        the thresholds it gave `postprocess`; the detection ones were already applied per tile."""
+        semantic_map = semantic_logits.argmax(0).to(torch.uint8).cpu().numpy()
+        isthing = [c in self.thing_classes for c in range(self.num_classes)]
+        panoptic, segments = combine_semantic_and_instances(
+            semantic_map, instances, isthing, overlap_threshold=overlap_threshold, stuff_area=stuff_area,
+            score_threshold=fusion_score_threshold)
+        return Prediction(semantic=semantic_map, instances=instances, panoptic=panoptic, segments=segments)
 
 
 def _instances(detections: dict[str, torch.Tensor], image: int, mask_threshold: float) -> list[Instance]:

@@ -52,6 +52,22 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
+def terminal_tables(results: dict) -> list[tuple[str, list[dict]]]:
+    """The summary split in two narrow tables (quality, cost) so that both fit an 80-column terminal."""
+    quality, cost = [], []
+    for name, r in results["approaches"].items():
+        quality.append({"approach": name, "mIoU": round(r["miou"], 3), "inside acc": _round(r.get("interior_accuracy"), 3),
+                        "boundary F1": round(r["boundary_f1"], 3), "RF px": r["receptive_field"],
+                        "params M": round(r["params"] / 1e6, 2), "train s": round(r["train_seconds"], 1)})
+        row = {"approach": name, "GFLOPs": round(r["gflops"], 2)}
+        row.update({f"ms@{size}": round(ms, 1) for size, ms in r["latency_ms"].items()})
+        largest = max(r["peak_memory_mb"], key=int, default=None)
+        if largest is not None:
+            row[f"MB@{largest}"] = _round(r["peak_memory_mb"][largest], 1)
+        cost.append(row)
+    return [("quality", quality), (f"cost per image, batch 1, {results['environment']['device']}", cost)]
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 

@@ -24,7 +24,7 @@ from segcli.metrics import (
     map_images,
     pq_compute,
 )
-from segcli.structures import IGNORE_INDEX, Prediction, Sample, mask_to_rle
+from segcli.structures import IGNORE_INDEX, Prediction, Sample, coco_result, mask_to_rle
 
 # ---------------------------------------------------------------- semantic
 
@@ -248,9 +248,7 @@ def score_instances_in_memory(pairs: list[tuple[Sample, Prediction]], label_spac
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": int(inst.iscrowd),
                                 "category_id": label_space.category_ids[inst.label], "area": float(inst.area),
                                 "bbox": list(inst.bbox), "segmentation": mask_to_rle(inst.mask)})
-        for inst in prediction.instances:
-            results.append({"image_id": image_id, "category_id": label_space.category_ids[inst.label],
-                            "segmentation": mask_to_rle(inst.mask), "score": float(inst.score)})
+        results.extend(coco_result(inst, image_id, label_space) for inst in prediction.instances)
     gt = {"images": images, "annotations": annotations, "categories": label_space.coco_categories()}
     return coco_mask_ap(gt, results)
 

@@ -9,6 +9,7 @@ Runs under torchrun use DistributedDataParallel; only rank 0 writes checkpoints 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import random
 import sys
@@ -309,6 +310,8 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
                                                "rng": rng_states, "step": step, "best": best, "best_metrics": best_metrics,
                                                "stale": stale, "epoch": epoch + 1 if finished else epoch,
                                                "epoch_batches": 0 if finished else batches})
+            _append_log(out / "metrics.jsonl", {"step": step, "epoch": epoch_done, "seconds": round(time.perf_counter() - began, 1),
+                                                "lr": scheduler.get_last_lr()[0], "best": improved, **summary})
             notify("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=step)
         distributed.barrier()
         if config.patience is not None and stale >= config.patience:
@@ -381,3 +384,9 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    """One JSON line per validation, so a run can be followed (`tail -f`) and plotted; a resumed run appends."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,431 @@
+"""`segcli predict`: run one model over a batch of images and write SPEC.md's output layout.
+
+The pipeline keeps the model busy: a thread pool decodes images ahead of it (bounded prefetch;
+OpenCV decodes without holding the GIL), `predict_arrays` runs them in batches, and one writer
+thread encodes each image's files while the next batch computes. After an image's files, its part
+`DIR/.parts/<mode>/<stem>.json` is written (atomically, last): an image is done exactly when its
+part exists. So `--skip-existing` resumes an interrupted run, and the aggregates (instances.json,
+panoptic.json) are assembled from the parts at the end, whatever run produced them.
+
+Like `train`, it never prints: `callback("start", ...)`, then `callback("image", record=...)` once
+per input, in input order. A record is the `--json` line of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from segcli import draw, io
+from segcli.checkpoint import card_label_space
+from segcli.device import resolve_device
+from segcli.errors import SegcliError, UsageError
+from segcli.inference import InferenceOptions, predict_arrays
+from segcli.services.resolve import resolve_model
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, coco_result, mask_to_xywh
+
+MODES = ("semantic", "instance", "panoptic")
+DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
+PARTS = ".parts"
+
+Callback = Callable[..., None]
+
+
+@dataclass
+class PredictConfig:
+    inputs: list[str]  # files, folders, quoted globs and "-" (one path per line on stdin)
+    mode: str = "semantic"  # semantic | instance | panoptic
+    model: str | None = None  # zoo name (torchvision models bring their own weights)
+    weights: Path | None = None  # a segcli checkpoint; neither: the bundled default for the mode
+    out: Path = Path("runs/predict")
+    recursive: bool = False  # descend into subfolders of folder inputs
+    overlay: bool = True  # also write overlays/<stem>.jpg
+    alpha: float = 0.5  # overlay opacity
+    skip_existing: bool = False  # images whose part exists are not predicted again
+    fail_fast: bool = False  # stop at the first input that fails
+    shard: str | None = None  # "I/N": the I-th (0-based) of N stable shares of the inputs, for job arrays
+    tile: int | None = None  # tile side in px (None: DEFAULT_TILE; 0: never tile)
+    overlap: float = 0.25  # fraction of a tile shared with each neighbour
+    tta: bool = False  # average with the horizontally flipped image
+    batch_size: int | None = None  # same-size images (or tiles) per forward pass (None: 4 on a GPU, 1 on a CPU)
+    precision: str = "float32"  # float32 | float16 | bfloat16 (autocast)
+    device: str = "auto"
+    readers: int = 2  # threads decoding images ahead of the model
+    stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
+
+
+@dataclass
+class PredictSummary:
+    out: Path
+    inputs: int  # inputs of this run (this shard)
+    predicted: int = 0
+    skipped: int = 0
+    failed: list[dict] = field(default_factory=list)  # the records of failed inputs
+    stopped: bool = False  # --fail-fast ended the run early
+    aggregates: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems)
+
+
+def predict(config: PredictConfig, callback: Callback | None = None) -> PredictSummary:
+    """Predict every input and write the outputs of `config.mode`; failed inputs are reported, not raised."""
+    notify = callback if callback is not None else (lambda *a, **k: None)
+    began = time.perf_counter()
+    _check_config(config)
+    all_jobs = plan_jobs(config.inputs, config.recursive, config.stdin)
+    jobs = _shard(all_jobs, config.shard)
+    device = resolve_device(config.device)
+    dtype = check_precision(config.precision, device)
+    net, card = resolve_model(config.mode, config.model, config.weights, device)
+    if config.tta and not getattr(net, "dense", True):
+        raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
+    options = InferenceOptions(tile=_tile(config.tile), overlap=config.overlap, tta=config.tta, dtype=dtype,
+                               batch_size=_batch_size(config.batch_size, device))
+    run = _Run(config, net, card, device, options, notify)
+    notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
+           out=str(config.out), tile=options.tile)
+    summary = run.run(jobs)
+    summary.aggregates = assemble(config.out, config.mode, all_jobs, run.label_space)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _check_config(config: PredictConfig) -> None:
+    if config.mode not in MODES:
+        raise UsageError(f"--mode {config.mode!r}: choose one of {', '.join(MODES)}")
+    if config.batch_size is not None and config.batch_size < 1:
+        raise UsageError(f"--batch-size {config.batch_size}: use 1 or more")
+    if config.tile is not None and config.tile < 0:
+        raise UsageError(f"--tile {config.tile}: a tile side in pixels, or 0 to never tile")
+    if not 0.0 <= config.overlap < 1.0:
+        raise UsageError(f"--overlap {config.overlap}: a fraction of the tile in [0, 1)")
+    if not 0.0 <= config.alpha <= 1.0:
+        raise UsageError(f"--alpha {config.alpha}: an opacity in [0, 1]")
+
+
+def _batch_size(batch_size: int | None, device: torch.device) -> int:
+    if batch_size is not None:
+        return batch_size
+    # On a CPU a batch is no faster (measured on 2 cores: 1024 px U-Net tiles, 77 s for 4000x4000 px in
+    # batches of 4, 80 s one by one) but holds 4x the activations (3.2 GB against 1 GB): one at a time.
+    return 4 if device.type != "cpu" else 1
+
+
+def _tile(tile: int | None) -> int | None:
+    if tile is None:
+        return DEFAULT_TILE
+    return tile or None  # 0: never tile
+
+
+def check_precision(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for --half/--bf16, refused with a reason where this device cannot use it."""
+    if name not in PRECISIONS:
+        raise UsageError(f"precision {name!r}: choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[name]
+    if dtype == torch.float32:
+        return dtype
+    option = "--half" if dtype == torch.float16 else "--bf16"
+    if dtype == torch.float16 and device.type == "cpu":
+        # torch runs float16 autocast on a CPU, but without AVX-512 FP16/AMX it is slower than float32
+        # (1.2x here) and less exact: no reason to choose it.
+        raise UsageError("--half: float16 gains nothing on a CPU; use --bf16 (bfloat16 autocast) or a GPU")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autocast(device.type, dtype=dtype):
+                pass
+        except RuntimeError as error:  # e.g. a CUDA device without bfloat16
+            raise UsageError(f"{option}: {device} cannot run {name} ({error}); leave it out") from None
+    if any("autocast" in str(w.message).lower() for w in caught):  # torch disables unsupported autocast with a warning
+        raise UsageError(f"{option}: {device} does not support {name} autocast; leave it out")
+    return dtype
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def plan_jobs(inputs: list[str], recursive: bool = False, stdin: TextIO | None = None) -> list[Job]:
+    """Every input with its output stem; stems are computed over all inputs, so every shard agrees on them."""
+    paths = io.expand_inputs(inputs, recursive=recursive, stdin=stdin)
+    if not paths:
+        raise UsageError("no inputs: give image files, folders, quoted globs, or - with paths on stdin")
+    return [Job(path, stem) for path, stem in zip(paths, io.unique_stems(paths))]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N) with 0 <= I < N."""
+    index, sep, count = text.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise UsageError(f"--shard {text!r}: write I/N, e.g. --shard 0/4 for the first of four shares")
+    return int(index), int(count)
+
+
+def _shard(jobs: list[Job], shard: str | None) -> list[Job]:
+    if shard is None:
+        return jobs
+    return io.shard(jobs, *parse_shard(shard))
+
+
+# ---------------------------------------------------------------- outputs of one image
+
+
+def output_paths(out: Path, stem: str, mode: str, overlay: bool) -> dict[str, Path]:
+    """The per-image files of a mode (SPEC.md's layout), by kind."""
+    paths = {mode: Path(out) / mode / f"{stem}.png"}
+    if overlay:
+        paths["overlay"] = Path(out) / "overlays" / f"{stem}.jpg"
+    return paths
+
+
+def part_path(out: Path, mode: str, stem: str) -> Path:
+    return Path(out) / PARTS / mode / f"{stem}.json"
+
+
+def _segment(segment_id: int, label: int, area: int, bbox, space: LabelSpace, score: float | None = None) -> dict:
+    entry = {"id": int(segment_id), "category": space.names[label], "category_id": space.category_ids[label],
+             "isthing": bool(space.isthing[label]), "area": int(area), "bbox": [float(v) for v in bbox]}
+    if score is not None:
+        entry["score"] = float(score)
+    return entry
+
+
+def instance_id_map(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
+    """uint16 ids 1..N in list order (descending score); where masks overlap, the better-scored one shows."""
+    ids = np.zeros(shape, np.uint16)
+    for number in range(len(instances), 0, -1):  # worst first, so better ones paint over it
+        ids[instances[number - 1].mask] = number
+    return ids
+
+
+def _semantic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], None]:
+    labels = prediction.semantic
+    io.write_class_png(path, labels, space.colors)
+    segments = []
+    for label in np.unique(labels):
+        if label != IGNORE_INDEX:
+            mask = labels == label
+            segments.append(_segment(int(label), int(label), int(mask.sum()), mask_to_xywh(mask), space))
+    return segments, None
+
+
+def _instance_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], list[dict]]:
+    instances = ranked_instances(prediction)
+    io.write_instance_png(path, instance_id_map(instances, shape))
+    segments = [_segment(n, inst.label, inst.area, inst.bbox, space, inst.score) for n, inst in enumerate(instances, 1)]
+    results = [coco_result(inst, job.stem, space) | {"file_name": job.path.name} for inst in instances]
+    return segments, results
+
+
+def _panoptic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], dict]:
+    io.write_panoptic_png(path, prediction.panoptic)
+    segments, infos = [], []
+    for s in prediction.segments:
+        segments.append(_segment(s.id, s.label, s.area, s.bbox, space, s.score))
+        info = {"id": int(s.id), "category_id": space.category_ids[s.label], "area": int(s.area),
+                "bbox": [float(v) for v in s.bbox], "iscrowd": 0}
+        if s.score is not None:
+            info["score"] = float(s.score)
+        infos.append(info)
+    # file_name names the PNG in panoptic/, as panopticapi's convention has it.
+    return segments, {"image_id": job.stem, "file_name": f"{job.stem}.png", "segments_info": infos}
+
+
+WRITERS = {"semantic": _semantic_outputs, "instance": _instance_outputs, "panoptic": _panoptic_outputs}
+
+
+def ranked_instances(prediction: Prediction) -> list[Instance]:
+    """Non-empty instances by descending score: the order of the instance PNG's ids."""
+    return sorted((inst for inst in prediction.instances if inst.mask.any()), key=lambda inst: -inst.score)
+
+
+def overlay(image: np.ndarray, prediction: Prediction, mode: str, space: LabelSpace, alpha: float) -> np.ndarray:
+    """The image with the mode's prediction drawn on it; semantic and panoptic with a legend of the classes shown."""
+    if mode == "instance":
+        return draw.overlay_instances(image, instance_id_map(ranked_instances(prediction), image.shape[:2]), alpha)
+    if mode == "semantic":
+        drawn = draw.overlay_semantic(image, prediction.semantic, space.colors, alpha)
+        shown = sorted(int(c) for c in np.unique(prediction.semantic) if c != IGNORE_INDEX)
+    else:
+        labels = {s.id: s.label for s in prediction.segments}
+        drawn = draw.overlay_panoptic(image, prediction.panoptic, labels, space.isthing, space.colors, alpha)
+        shown = sorted(set(labels.values()))
+    if not shown:
+        return drawn
+    return draw.with_legend(drawn, [space.names[c] for c in shown], [space.colors[c] for c in shown])
+
+
+def write_outputs(job: Job, image: np.ndarray, prediction: Prediction, config: PredictConfig, space: LabelSpace,
+                  seconds: float) -> dict:
+    """Write one image's files, then its part (last: the part says the image is done); returns its record."""
+    began = time.perf_counter()
+    paths = output_paths(config.out, job.stem, config.mode, config.overlay)
+    segments, coco = WRITERS[config.mode](paths[config.mode], prediction, space, job, image.shape[:2])
+    if config.overlay:
+        io.write_image(paths["overlay"], overlay(image, prediction, config.mode, space, config.alpha), quality=90)
+    record = {"input": str(job.path), "ok": True, "mode": config.mode, "outputs": {k: str(p) for k, p in paths.items()},
+              "segments": segments, "seconds": round(seconds + time.perf_counter() - began, 4)}
+    io.write_json(part_path(config.out, config.mode, job.stem), {"source": os.path.abspath(job.path), "record": record,
+                                                                   "coco": coco})
+    return record
+
+
+def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> dict | None:
+    """The part of a finished image of this mode and input, or None (missing, another input, a file since removed)."""
+    path = part_path(out, mode, job.stem)
+    if not path.is_file():
+        return None
+    try:
+        part = io.read_json(path)
+    except SegcliError:
+        return None  # unreadable: predict the image again
+    if part.get("source") != os.path.abspath(job.path):
+        return None
+    wanted = output_paths(out, job.stem, mode, overlay_wanted)
+    if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in wanted.items()):
+        return None
+    return part
+
+
+def assemble(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
+    """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
+    if mode not in AGGREGATES:
+        return []
+    parts = [part for job in jobs if (part := read_part(out, mode, job)) is not None]
+    if mode == "instance":
+        data: object = [result for part in parts for result in part["coco"]]
+    else:
+        data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
+    return [io.write_json(Path(out) / AGGREGATES[mode], data)]
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _failure(job: Job, mode: str, message: str) -> dict:
+    if str(job.path) not in message:
+        message = f"{job.path}: {message}"
+    return {"input": str(job.path), "ok": False, "error": message, "mode": mode, "outputs": {}, "segments": [],
+            "seconds": 0.0}
+
+
+def _done(record: dict) -> Future:
+    future: Future = Future()
+    future.set_result(record)
+    return future
+
+
+class _Run:
+    """One pass over the jobs: reading ahead, batching, writing behind, and reporting in input order."""
+
+    def __init__(self, config: PredictConfig, net, card: dict, device: torch.device, options: InferenceOptions,
+                 notify: Callback) -> None:
+        self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
+        self.label_space = card_label_space(card)
+        self.batch: list[tuple[Job, np.ndarray, Future]] = []
+        self.pending: deque[Future] = deque()  # one future record per input, in input order
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write")  # one thread: files in input order
+        self.summary = PredictSummary(out=Path(config.out), inputs=0)
+
+    def run(self, jobs: list[Job]) -> PredictSummary:
+        self.summary.inputs = len(jobs)
+        finished = {job: part for job in jobs if self.config.skip_existing
+                    and (part := read_part(self.config.out, self.config.mode, job, self.config.overlay)) is not None}
+        readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read")
+        try:
+            for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2):
+                if job in finished:
+                    self.pending.append(_done(finished[job]["record"] | {"skipped": True}))
+                elif isinstance(image, str):
+                    self._flush()  # earlier inputs first, so records stay in input order
+                    self.pending.append(_done(_failure(job, self.config.mode, image)))
+                    if self.config.fail_fast:
+                        self.summary.stopped = True
+                        break
+                else:
+                    self.batch.append((job, image, Future()))
+                    self.pending.append(self.batch[-1][2])
+                    if len(self.batch) >= self.options.batch_size:
+                        self._flush()
+                # Outstanding records hold their images: wait for the oldest beyond a few batches. Never fewer
+                # than one batch, or it would wait for images of the batch being gathered.
+                self._report(keep=4 * self.options.batch_size)
+            self._flush()
+            self._report(keep=0)
+        finally:
+            readers.shutdown(wait=True, cancel_futures=True)
+            self.writer.shutdown(wait=True, cancel_futures=True)
+        return self.summary
+
+    def _flush(self) -> None:
+        """Predict the batch, and hand its images to the writer thread."""
+        if not self.batch:
+            return
+        began = time.perf_counter()
+        predictions = predict_arrays(self.net, self.card, [image for _, image, _ in self.batch], self.device, self.options)
+        share = (time.perf_counter() - began) / len(self.batch)
+        for (job, image, slot), prediction in zip(self.batch, predictions):
+            self.writer.submit(_fill, slot, write_outputs, job, image, prediction, self.config, self.label_space, share)
+        self.batch = []
+
+    def _report(self, keep: int) -> None:
+        """Send the records that are ready, in input order, waiting for them while more than `keep` are outstanding."""
+        while self.pending and (self.pending[0].done() or len(self.pending) > keep):
+            record = self.pending.popleft().result()
+            if not record["ok"]:
+                self.summary.failed.append(record)
+            elif record.get("skipped"):
+                self.summary.skipped += 1
+            else:
+                self.summary.predicted += 1
+            self.notify("image", record=record)
+
+
+def _fill(slot: Future, function: Callable, *args) -> None:
+    """Run function in the writer thread and put its result (or its exception) into the input's slot."""
+    try:
+        slot.set_result(function(*args))
+    except BaseException as error:
+        slot.set_exception(error)
+
+
+def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor,
+                ahead: int) -> Iterator[tuple[Job, np.ndarray | str | None]]:
+    """Every job in order with its decoded image (the error message if it failed; None for jobs in `skip`,
+    which are not read); at most `ahead` images are decoded ahead of the consumer."""
+    queue = (job for job in jobs if job not in skip)
+    loading: dict[Job, Future] = {}
+
+    def refill() -> None:
+        while len(loading) < ahead and (job := next(queue, None)) is not None:
+            loading[job] = pool.submit(io.read_image, job.path)
+
+    for job in jobs:
+        refill()
+        if job in skip:
+            yield job, None
+            continue
+        try:
+            image = loading.pop(job).result()
+        except SegcliError as error:
+            image = str(error)
+        yield job, image
