@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint readme-compare clean
+.PHONY: install test demo bench lint readme-compare readme-demo clean
 
 install: .venv/.installed
 
@@ -29,8 +29,17 @@ bench: install
 	$(PY) -m benchmarks.run
 
 
+# The default compare run (synthetic context data, about 9 minutes on 2 cores); the README shows its table and plots.
 readme-compare: install
-	$(SEGCLI) compare --out docs/compare
+	rm -rf runs/compare-default
+	$(SEGCLI) compare --out runs/compare-default
+	mkdir -p docs/compare
+	cd runs/compare-default && cp report.md results.json results.csv grid.png scaling.png tradeoff.png ../../docs/compare/
+	$(PY) scripts/readme_compare.py docs/compare/results.json README.md
+
+# The pictures of the README's predict section, drawn by the demo.
+readme-demo: install
+	README_IMAGES=1 bash scripts/demo.sh
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache runs demo_out

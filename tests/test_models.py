@@ -66,6 +66,22 @@ def test_training_reduces_the_loss(name):
     assert loss_now() < 0.8 * before
 
 
+def test_sliding_dense_training_is_the_loss_over_every_window():
+    torch.manual_seed(0)
+    model = build_model("sliding", num_classes=3, width=4, patch=7).eval()
+    images = torch.randn(2, 3, 12, 10)
+    targets = [{"semantic": torch.randint(0, 3, (12, 10))} for _ in range(2)]
+    dense = model.compute_losses(images, targets)["ce"]
+    model.inference = "naive"  # every window cut out and classified on its own
+    naive_logits = model(images)["semantic"]
+    expected = torch.nn.functional.cross_entropy(naive_logits, torch.stack([t["semantic"] for t in targets]))
+    assert torch.allclose(dense, expected, atol=1e-5) and model.inference == "naive"
+    windows = build_model("sliding", num_classes=3, width=4, patch=7, training="windows")
+    assert windows.compute_losses(images, targets)["ce"].item() > 0
+    with pytest.raises(ValueError):
+        build_model("sliding", training="sometimes")
+
+
 def test_sliding_naive_and_dense_agree():
     torch.manual_seed(0)
     model = build_model("sliding", num_classes=4, width=8, patch=12).eval()

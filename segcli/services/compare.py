@@ -39,7 +39,7 @@ class ComparePreset:
 
 
 PRESETS = {
-    "default": ComparePreset(n_images=96, img_size=128, steps=400, sizes=(128, 256, 512, 1024), batch_size=8),
+    "default": ComparePreset(n_images=96, img_size=128, steps=300, sizes=(128, 256, 512, 1024), batch_size=8),
     "quick": ComparePreset(n_images=16, img_size=64, steps=20, sizes=(64, 128), batch_size=4),
 }
 
@@ -206,17 +206,20 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
     predictions = predict_arrays(model, card, [s.image for s in samples], device=device)
     summary = score_semantic([(s.semantic, p.semantic) for s, p in zip(samples, predictions)],
                              label_space.num_classes, label_space.names)
-    interior_hits = interior_total = 0
+    # Per class, so that the large background does not hide the objects whose interiors need context.
+    hits, totals = np.zeros(label_space.num_classes), np.zeros(label_space.num_classes)
     for sample, prediction in zip(samples, predictions):
-        inside = _interior(sample.semantic, margin=16)
-        interior_hits += int((prediction.semantic[inside] == sample.semantic[inside]).sum())
-        interior_total += int(inside.sum())
+        inside = _interior(sample.semantic, margin=compare_report.INTERIOR_MARGIN)
+        truth = sample.semantic[inside]
+        np.add.at(totals, truth, 1)
+        np.add.at(hits, truth[prediction.semantic[inside] == truth], 1)
+    present = totals > 0
     scores = {
         "miou": summary["miou"],
         "pixel_accuracy": summary["pixel_accuracy"],
         "per_class": summary["per_class"],
         "boundary_f1": summary["boundary_f1"],
-        "interior_accuracy": interior_hits / interior_total if interior_total else None,
+        "interior_accuracy": float((hits[present] / totals[present]).mean()) if present.any() else None,
     }
     return scores, predictions
 
@@ -276,7 +279,8 @@ def _write_grid(path: Path, trained: dict, samples: list) -> Path:
     """Rows of validation images: input | ground truth | each approach's prediction, labelled."""
     from segcli import draw
 
-    colors = _label_space(next(iter(trained.values()))[0]).colors
+    space = _label_space(next(iter(trained.values()))[0])
+    colors = space.colors
     tiles, labels = [], []
     predictions = {name: preds for name, (_, preds) in trained.items()}
     for i, sample in enumerate(samples):
@@ -285,4 +289,5 @@ def _write_grid(path: Path, trained: dict, samples: list) -> Path:
         for name in trained:
             tiles.append(draw.colorize(predictions[name][i].semantic, colors))
             labels.append(name)
-    return io.write_image(path, draw.grid(tiles, cols=2 + len(trained), labels=labels))
+    sheet = draw.grid(tiles, cols=2 + len(trained), labels=labels)
+    return io.write_image(path, draw.with_legend(sheet, space.names, colors))
