@@ -78,7 +78,8 @@ def test_semantic_outputs_are_palette_pngs_and_json_lines_match(shapes, checkpoi
             assert segment["category"] == space.names[label] and segment["category_id"] == space.category_ids[label]
             assert segment["bbox"] == list(mask_to_xywh(labels == label)) and "score" not in segment
         assert io.read_image(out / "overlays" / f"{stem}.jpg").shape[1] > 48  # the image, and a legend beside it
-    assert sorted(p.name for p in out.iterdir()) == [".parts", "overlays", "semantic"]  # only this mode's folders
+    assert io.read_json(out / "categories.json") == {"categories": space.coco_categories()}
+    assert sorted(p.name for p in out.iterdir()) == [".parts", "categories.json", "overlays", "semantic"]  # only this mode's folders
 
 
 def test_instance_png_json_and_coco_results_agree(shapes, checkpoint, tmp_path):
@@ -315,7 +316,7 @@ def test_service_streams_records_in_input_order(shapes, checkpoint, tmp_path):
                            device="cpu", batch_size=3, overlay=False)
     summary = predict(config, callback=lambda event, **info: events.append((event, info)))
     assert summary.predicted == summary.inputs == 15 and not summary.failed
-    assert summary.aggregates == [tmp_path / "out" / "panoptic.json"]
+    assert summary.aggregates == [tmp_path / "out" / "categories.json", tmp_path / "out" / "panoptic.json"]
     assert events[0][0] == "start" and [e for e, _ in events[1:]] == ["image"] * 15
     assert [Path(info["record"]["input"]).name for _, info in events[1:]] == sorted(p.name for p in folder.iterdir())
     assert [j.stem for j in plan_jobs([str(folder)])] == [f"img{number:02d}" for number in range(15)]

@@ -301,3 +301,17 @@ def test_cli_no_inputs_exits_2_with_one_line(tmp_path, pred):
     result = runner.invoke(app, ["visualize", "-", "--pred", str(pred), "--out", str(tmp_path / "o")], input="")
     assert result.exit_code == 2
     assert "no input images" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_semantic_predictions_are_named_by_the_categories_predict_writes(pred, images):
+    from segcli.services.visualize import _prediction, _source
+
+    names = [{"id": 1, "name": "background", "isthing": 0}, {"id": 7, "name": "road", "isthing": 0},
+              {"id": 26, "name": "car", "isthing": 1}]
+    io.write_json(pred / "categories.json", {"categories": names})
+    for mode in ("semantic", "instance"):
+        source = _source(VisualizeConfig(inputs=[str(images)], pred=pred, mode=mode))
+        labels = _prediction(source, images / "a.png", "a", None)
+        assert labels.space.names == ["background", "road", "car"], mode
+    semantic = _prediction(_source(VisualizeConfig(inputs=[str(images)], pred=pred, mode="semantic")), images / "a.png", "a", None)
+    assert semantic.space.colors[:3] == PALETTE  # the colours the PNG was drawn with

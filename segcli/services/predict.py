@@ -39,6 +39,7 @@ DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
 PARTS = ".parts"
+CATEGORIES = "categories.json"  # the label space (COCO categories, in class-index order) for every mode
 
 Callback = Callable[..., None]
 
@@ -150,7 +151,7 @@ def check_precision(name: str, device: torch.device) -> torch.dtype:
         warnings.simplefilter("always")
         try:
             with torch.autocast(device.type, dtype=dtype):
-                pass
+                torch.ones(1, device=device).sum()  # entering autocast is what warns or fails
         except RuntimeError as error:  # e.g. a CUDA device without bfloat16
             raise UsageError(f"{option}: {device} cannot run {name} ({error}); leave it out") from None
     if any("autocast" in str(w.message).lower() for w in caught):  # torch disables unsupported autocast with a warning
@@ -308,14 +309,16 @@ def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> d
 
 def assemble(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
     """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
+    # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
+    written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]
     if mode not in AGGREGATES:
-        return []
+        return written
     parts = [part for job in jobs if (part := read_part(out, mode, job)) is not None]
     if mode == "instance":
         data: object = [result for part in parts for result in part["coco"]]
     else:
         data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
-    return [io.write_json(Path(out) / AGGREGATES[mode], data)]
+    return [*written, io.write_json(Path(out) / AGGREGATES[mode], data)]
 
 
 # ---------------------------------------------------------------- the run

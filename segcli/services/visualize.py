@@ -6,7 +6,8 @@ legend on its right, or with `side_by_side` the panels image | prediction | grou
 
 Conventions:
 - Class names and colours: `classes` (classes.txt) if given, else what the predictions carry
-  (panoptic.json categories, the semantic PNG's palette), else "class i" and the default palette.
+  (categories.json that predict writes, panoptic.json categories, the semantic PNG's palette), else
+  "class i" and the default palette.
 - Background: the first class named "background", else the first class coloured black (the VOC
   convention, and the default palette's class 0). It is left clear and left out of the legend
   and of the IoU; with no such class every class is drawn.
@@ -165,6 +166,8 @@ def _source(config: VisualizeConfig) -> _Source:
     if config.mode is not None and config.mode not in present:
         raise UsageError(f"--pred {pred} has no {config.mode}/ predictions; it has {', '.join(present)} (choose with --mode)")
     source = _Source(mode=config.mode or present[0], pred=pred)
+    if (pred / "categories.json").is_file():  # written by predict for every mode, in class-index order
+        source.categories = _json_object(pred / "categories.json", "categories")["categories"]
     if source.mode == "panoptic":
         data = _json_object(pred / "panoptic.json", "annotations")
         source.panoptic = {_image_key(a): a for a in data["annotations"]}
@@ -197,15 +200,28 @@ def _prediction(source: _Source, path: Path, stem: str, classes: LabelSpace | No
     png = next((source.pred / source.mode / f"{s}.png" for s in candidates if (source.pred / source.mode / f"{s}.png").is_file()), None)
     if png is None:
         raise InputError(f"{path}: no prediction {source.pred / source.mode / (stem + '.png')}; run segcli predict on it first")
+    named = from_coco_categories(source.categories, panoptic=True) if source.categories else None
     if source.mode == "semantic":
-        return _read_semantic(png)
+        labels = _read_semantic(png)
+        labels.space = _named(labels.space, named)
+        return labels
     if source.mode == "instance":
         results = next((source.instances[s] for s in candidates if s in source.instances), [])
-        return _read_instances(png, results)
+        labels = _read_instances(png, results)
+        labels.space = named
+        return labels
     annotation = next((source.panoptic[s] for s in candidates if s in source.panoptic), None)
     if annotation is None:
         raise InputError(f"{path}: {source.pred / 'panoptic.json'} has no annotation for image {stem!r}")
     return _read_panoptic(png, annotation, classes or from_coco_categories(source.categories, panoptic=True))
+
+
+def _named(from_png: LabelSpace | None, named: LabelSpace | None) -> LabelSpace | None:
+    """The names of categories.json with the colours the PNG was written with (they agree unless edited)."""
+    if named is None or from_png is None:
+        return named or from_png
+    colors = [from_png.colors[i] if i < len(from_png.colors) else c for i, c in enumerate(named.colors)]
+    return LabelSpace(named.names, isthing=named.isthing, colors=colors, category_ids=named.category_ids)
 
 
 def _read_semantic(png: Path) -> LabelMap:
