@@ -152,11 +152,12 @@ class Prediction:
 
 def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
     """COCO-style [x, y, w, h] of a boolean mask's tight box (zeros for an empty mask)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    # Row and column projections: O(H + W) memory, where np.nonzero would list every pixel of a large mask.
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
         return (0.0, 0.0, 0.0, 0.0)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return (float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1))
+    x0, y0 = int(cols[0]), int(rows[0])
+    return (float(x0), float(y0), float(cols[-1] - x0 + 1), float(rows[-1] - y0 + 1))
 
 
 def panoptic_from_instances(

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segcli import io
+from segcli.checkpoint import read_card
 from segcli.cli import app
 from segcli.data.synth import generate
 from segcli.errors import DataError
@@ -334,3 +335,21 @@ def test_cli_eval_semantic_table_and_instance_json(synth, tmp_path):
 def test_cli_eval_bad_input_is_one_line_and_exit_2(tmp_path):
     bad = runner.invoke(app, ["eval", "--mode", "semantic", "--gt", str(tmp_path / "nowhere"), "--pred", str(tmp_path)])
     assert bad.exit_code == 2 and "nowhere" in bad.output and "Traceback" not in bad.output
+
+
+def test_eval_data_reads_the_dataset_as_training_did(tmp_path):
+    """0/255 masks and a random split: `eval --data` takes --binary and the seed from the checkpoint's card."""
+    from segcli.services.evaluate import evaluate_model
+    from segcli.services.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:24, 4 + i : 20 + i] = 255
+        io.write_image(tmp_path / "data" / "images" / f"m{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        io.write_instance_png(tmp_path / "data" / "masks" / f"m{i}.png", mask)
+    run = train(TrainConfig(data=tmp_path / "data", model="fcn", mode="semantic", binary=True, steps=2, batch_size=2,
+                            img_size=32, width=4, seed=5, out=tmp_path / "run"))
+    result = evaluate_model(tmp_path / "data", "semantic", weights=run.best, device="cpu")
+    assert result["images"] == run.val_images and 0 <= result["miou"] <= 1
+    assert result["miou"] == pytest.approx(read_card(run.best)["metrics"]["miou"], abs=1e-6)

@@ -279,11 +279,18 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     from segcli.services.resolve import resolve_model
 
     net, card = resolve_model(mode=mode, model=model, weights=weights, device=resolve_device(device))
-    dataset = load_dataset(data, format=data_format, split=split, **dataset_options)
+    dataset = load_dataset(data, format=data_format, split=split, **(_training_data_options(card) | dataset_options))
     label_space = _checked_label_space(card, dataset)
     samples = [dataset[i] for i in range(len(dataset))]
     predictions = predict_arrays(net, card, [s.image for s in samples])
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
+
+
+def _training_data_options(card: dict) -> dict:
+    """How the checkpoint's training read its data: the same 0/255 reading, and the same seed, so that a
+    random train/val split puts the same images in `val` (scoring training images would flatter the model)."""
+    training = card.get("training") or {}
+    return {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
 
 
 def _checked_label_space(card: dict, dataset):

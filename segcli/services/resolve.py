@@ -51,8 +51,10 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
     found = default_checkpoint(mode)
     if found is None:
         raise ModelError(f"no bundled {mode} model here (looked for {mode}-default.safetensors in "
-                         f"{', '.join(str(d) for d in weights_dirs())}); run `make weights` or train one with "
-                         f"`segcli train` and pass --weights, or use --model with a torchvision model")
+                         f"{', '.join(str(d) for d in weights_dirs())}); no weights ship with segcli yet: train one "
+                         f"(segcli train --model unet_panoptic --mode panoptic ...) and pass --weights "
+                         f"runs/.../best.safetensors, put it there as {mode}-default.safetensors, or use --model "
+                         f"with a torchvision model (segcli models)")
     return resolve_model(mode, weights=found, device=device)
 
 
