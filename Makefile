@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q -n 2 --durations=10
 
 lint: install
-	$(PY) -m ruff check segcli tests benchmarks
+	$(PY) -m ruff check segcli tests benchmarks scripts
 
 demo: install
 	bash scripts/demo.sh

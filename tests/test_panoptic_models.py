@@ -1,4 +1,4 @@
-"""Bottom-up panoptic models: targets from masks, every registered head model runs, unet_panoptic learns."""
+"""Bottom-up panoptic models: targets from masks, every registered head model runs, unet_panoptic learns through `train`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from segcli.models.base import image_to_tensor
 from segcli.models.panoptic_deeplab import PanopticDeepLab
 from segcli.models.panoptic_targets import TargetConfig, instance_centers, panoptic_targets
 from segcli.models.registry import build_model
-from segcli.services.evaluate import score_panoptic
 from segcli.structures import Prediction
 
 PANOPTIC_MODELS = ["unet_panoptic", "fcn_panoptic", "deeplab_panoptic"]
@@ -128,27 +127,20 @@ def test_flip_outputs_restores_maps_of_the_mirrored_image():
     assert samples[0].instances  # the check is not vacuous
 
 
-def _validation_pq(model, samples, images) -> float:
-    model.eval()
-    with torch.no_grad():
-        predictions = model.postprocess(model(images))
-    model.train()
-    return score_panoptic(list(zip(samples, predictions)), SHAPES)["pq"]
+def test_segcli_train_panoptic_scores_far_above_an_untrained_model(tmp_path):
+    """The issue's check through the user's path: `segcli data synth`, `segcli train`, `segcli eval --data`."""
+    from segcli.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.data.synth import generate
+    from segcli.services.evaluate import evaluate_model
+    from segcli.services.train import TrainConfig, train
 
-
-def test_unet_panoptic_learns_synthetic_shapes():
+    data = generate("shapes", tmp_path / "shapes", n=64, size=64, seed=0)
+    run = train(TrainConfig(data=data, model="unet_panoptic", mode="panoptic", steps=150, batch_size=8, img_size=64,
+                            width=8, lr=3e-3, seed=0, out=tmp_path / "run", device="cpu"))
+    trained, card = load_checkpoint(run.best)
     torch.manual_seed(0)
-    train_samples, images, targets = _synthetic(48, 64, seed=0)
-    val_samples, val_images, _ = _synthetic(12, 64, seed=1)
-    model = build_model("unet_panoptic", num_classes=SHAPES.num_classes, thing_classes=SHAPES.thing_indices, width=8).train()
-    untrained = _validation_pq(model, val_samples, val_images)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    order = np.random.default_rng(0)
-    for _ in range(150):
-        pick = order.choice(len(images), 8, replace=False)
-        losses = model.compute_losses(images[pick], [targets[i] for i in pick])
-        optimiser.zero_grad()
-        sum(losses.values()).backward()
-        optimiser.step()
-    trained = _validation_pq(model, val_samples, val_images)
-    assert trained > untrained + 0.2, (untrained, trained)
+    untrained = build_model("unet_panoptic", **card["model_args"])
+    save_checkpoint(tmp_path / "untrained", untrained, card)
+    before = evaluate_model(data, "panoptic", weights=tmp_path / "untrained.safetensors", device="cpu")["pq"]
+    after = evaluate_model(data, "panoptic", weights=run.best, device="cpu")["pq"]
+    assert after > before + 0.2, (before, after)

@@ -130,7 +130,8 @@ def _fullres_claim(results: dict) -> dict:
     slope = _slope(sizes, [full["latency_ms"][str(s)] for s in sizes])
     largest = str(max(sizes))
     slower = full["latency_ms"][largest] > unet["latency_ms"][largest]
-    grows = slope is not None and 0.7 <= slope <= 1.3
+    # At least about proportional: above 1 the large maps' cache misses add to the arithmetic, which is the claim too.
+    grows = slope is not None and slope >= 0.7
     return {
         "claim": "A CNN without downsampling keeps a small receptive field, and its cost grows with the pixel count "
         "until it is more expensive than an encoder-decoder on large images.",
