@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -43,7 +44,8 @@ class SegcliGroup(TyperGroup):
         except SegcliError as error:
             if STATE.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            # escape: messages carry paths and hints such as segcli[onnx] that rich would read as markup
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -584,6 +586,29 @@ def _visualize_progress(progress):
             progress.advance(tasks["images"])
 
     return update
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+@app.command("export")
+def export_command(
+    weights: Annotated[Path, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format; onnx is the only one so far.")],
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: the weights path with .onnx).")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
+    size: Annotated[int, typer.Option("--size", help="Example input side in pixels for tracing (a multiple of 32).")] = 256,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export a dense (semantic or panoptic) checkpoint to ONNX, its card in the file's metadata; traced on the CPU."""
+    _setup(debug, quiet, device)
+    from segcli.services.export import export_onnx
+
+    path = export_onnx(weights, out=out, opset=opset, size=size)
+    _say(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
