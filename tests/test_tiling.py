@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segcli.inference import InferenceOptions, dense_forward, predict_arrays, tile_starts, tiled_dense_forward
+from segcli.inference import (
+    InferenceOptions,
+    dense_forward,
+    predict_arrays,
+    prepare_model,
+    tile_starts,
+    tiled_dense_forward,
+)
 from segcli.models.base import SegModel
 from segcli.models.postprocess import bottom_up_prediction
 from segcli.models.registry import build_model
@@ -169,3 +176,16 @@ def test_batched_images_give_the_same_predictions_in_input_order():
     assert [p.semantic.shape for p in batched] == [i.shape[:2] for i in images]
     for a, b in zip(one_by_one, batched):
         assert (a.semantic == b.semantic).mean() > 0.99
+
+
+@pytest.mark.parametrize("name", ["unet", "unet_panoptic", "sliding"])
+def test_channels_last_gives_the_same_predictions(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, width=4).eval()
+    images = [np.random.default_rng(2).integers(0, 255, (48, 40, 3), dtype=np.uint8)]
+    plain = predict_arrays(model, None, images, "cpu")[0]
+    options = InferenceOptions(channels_last=True)
+    fast = predict_arrays(prepare_model(model, options), None, images, "cpu", options)[0]
+    assert (plain.semantic == fast.semantic).mean() > 0.999
+    if plain.panoptic is not None:
+        assert (plain.panoptic == fast.panoptic).mean() > 0.999

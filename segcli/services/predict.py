@@ -30,7 +30,7 @@ from segcli import draw, io
 from segcli.checkpoint import card_label_space
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
-from segcli.inference import InferenceOptions, predict_arrays
+from segcli.inference import InferenceOptions, predict_arrays, prepare_model
 from segcli.services.resolve import resolve_model
 from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, coco_result, mask_to_xywh
 
@@ -98,8 +98,8 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     if config.tta and not getattr(net, "dense", True):
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
     options = InferenceOptions(tile=_tile(config.tile), overlap=config.overlap, tta=config.tta, dtype=dtype,
-                               batch_size=_batch_size(config.batch_size, device))
-    run = _Run(config, net, card, device, options, notify)
+                               batch_size=_batch_size(config.batch_size, device), channels_last=True)
+    run = _Run(config, prepare_model(net, options), card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile)
     summary = run.run(jobs)
