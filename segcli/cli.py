@@ -454,6 +454,7 @@ def compare_command(
         Path | None, typer.Option("--data", help="Dataset to train and score on (default: synthetic 'context' data).")
     ] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset format (auto detects).")] = "auto",
+    binary: Annotated[bool, typer.Option("--binary", help="Masks are 0/255 (ISBI membranes): read 255 as class 1.")] = False,
     budget_steps: Annotated[int | None, typer.Option("--budget-steps", help="Optimiser steps per approach.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per approach instead of a step budget.")] = None,
     sizes: Annotated[
@@ -482,6 +483,7 @@ def compare_command(
         approaches=tuple(_split_list(approaches)),
         data=data,
         data_format=data_format,
+        binary=binary,
         steps=budget_steps,
         epochs=epochs,
         sizes=tuple(int(s) for s in _split_list(sizes)) if sizes else None,

@@ -89,3 +89,17 @@ def test_unknown_approach_is_refused_before_any_work(tmp_path):
     result = CliRunner().invoke(app, ["compare", "--quick", "--approaches", "unet,no_such_net", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no_such_net" in result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_binary_masks_are_compared_with_binary(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:, 10 + i :] = 255  # ISBI-style 0/255 membrane masks
+        io.write_image(tmp_path / "data" / "images" / f"m{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        io.write_instance_png(tmp_path / "data" / "masks" / f"m{i}.png", mask)
+    results = compare(CompareConfig(out=tmp_path / "out", approaches=("fcn",), data=tmp_path / "data", binary=True,
+                                    quick=True, img_size=32, sizes=(32,), device="cpu"))
+    assert results["val_images"] >= 1 and len(results["approaches"]["fcn"]["per_class"]) == 2  # background, membrane

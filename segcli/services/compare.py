@@ -50,6 +50,7 @@ class CompareConfig:
     approaches: tuple[str, ...] = DEFAULT_APPROACHES
     data: Path | None = None  # None: generate `segcli data synth --kind context`
     data_format: str = "auto"
+    binary: bool = False  # 0/255 masks (ISBI membranes): 255 is class 1
     steps: int | None = None  # optimiser steps per approach (the shared budget)
     epochs: int | None = None  # alternative budget: epochs per approach
     sizes: tuple[int, ...] | None = None
@@ -145,6 +146,7 @@ def _train_or_load(name, config, preset, data_path, callback):
     train_config = TrainConfig(
         data=data_path,
         data_format=config.data_format,
+        binary=config.binary,
         model=name,
         mode="semantic",
         steps=None if config.epochs else preset.steps,
@@ -170,7 +172,7 @@ def _train_or_load(name, config, preset, data_path, callback):
 def _validation_samples(data_path: Path, config: CompareConfig) -> list:
     from segcli.data import load_dataset
 
-    dataset = load_dataset(data_path, format=config.data_format, split="val", seed=config.seed)
+    dataset = load_dataset(data_path, format=config.data_format, split="val", seed=config.seed, binary=config.binary)
     return [dataset[i] for i in range(len(dataset))]
 
 
