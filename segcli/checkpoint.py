@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from segcli import __version__, io
+from segcli import io
+from segcli._version import __version__
 from segcli.errors import ModelError
 from segcli.structures import LabelSpace
 

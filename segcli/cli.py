@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from segcli import __version__
+from segcli._version import __version__
 from segcli.errors import SegcliError, UsageError
 
 err_console = Console(stderr=True)

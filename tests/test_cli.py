@@ -64,3 +64,19 @@ def test_installed_console_script_runs_and_debug_shows_traceback():
 def test_python_dash_m_works():
     result = subprocess.run([sys.executable, "-m", "segcli", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_version_and_help_do_not_import_torch():
+    """The start-up promise (timed in benchmarks/bench_startup.py): neither command loads torch."""
+    code = ("import sys\nfrom segcli.cli import main\nfor args in (['--version'], ['--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_package_root_exports_lazily():
+    import segcli
+
+    assert callable(segcli.build_model) and callable(segcli.predict) and callable(segcli.list_models)
+    assert segcli.PredictConfig.__name__ == "PredictConfig"
