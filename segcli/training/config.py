@@ -1,0 +1,43 @@
+"""`TrainConfig`: every option of a training run, with a reason beside each field (saved in the card)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    data: Path  # dataset folder or COCO json
+    model: str  # zoo name
+    mode: str = "semantic"  # semantic | instance | panoptic
+    data_format: str = "auto"
+    out: Path | None = None  # default runs/<model>-<mode>, numbered if it exists (unless resuming)
+    epochs: int | None = None  # budget in passes over the training split...
+    steps: int | None = None  # ...or in optimiser steps (default: 30 epochs)
+    batch_size: int = 8
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4
+    img_size: int = 256  # training crop side
+    seed: int = 0
+    resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state
+    device: str = "auto"
+    width: int | None = None  # base channel width (None: the builder's default)
+    dice: float = 0.0  # weight of the Dice loss added to cross-entropy (semantic models)
+    class_weights: str = "none"  # "auto": inverse square-root class frequency (semantic models)
+    schedule: str = "poly"  # poly | cosine, after a linear warm-up
+    warmup: int | None = None  # warm-up steps (default 5% of the run)
+    clip: float = 1.0  # gradient norm clipping (0: off)
+    val_every: int | None = None  # validate every N steps (None: each epoch; 0: only at the end)
+    patience: int | None = None  # stop after this many validations without improvement
+    bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
+    amp: bool = False  # float16 autocast with gradient scaling on CUDA
+    workers: int = 0  # DataLoader worker processes
+    val_limit: int | None = None  # validate on at most this many images (speed)
+    classes: Path | None = None
+    binary: bool = False
+    val: Path | None = None
+    images: Path | None = None
+    masks: Path | None = None
+    command: list[str] = field(default_factory=lambda: list(sys.argv))

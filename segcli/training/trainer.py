@@ -1,0 +1,300 @@
+"""The training loop, one `Trainer` for every model family and mode (minGPT's Trainer is the model).
+
+    build (loader, optimiser, schedule) -> resume (optional) -> step ... -> validate and save -> ... -> done
+
+Its progress lives in one `TrainState`; it never prints but sends events to its callbacks,
+`callback(event, **info)`: "start", "step", "validation", "checkpoint", "stop" and "done".
+Losses come from `model.compute_losses` as a dict and the loop minimises their sum. Under torchrun
+the loss goes through DistributedDataParallel; only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from segcli import distributed
+from segcli.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
+from segcli.data.loader import TransformedDataset, collate
+from segcli.data.transforms import build_transform
+from segcli.errors import ModelError, UsageError
+from segcli.inference import predict_arrays
+from segcli.services.evaluate import PRIMARY_METRIC, score_predictions
+from segcli.structures import Sample
+from segcli.training.config import TrainConfig
+from segcli.training.seeding import epoch_seed, restore_rng, rng_state, seed_worker
+
+Callback = Callable[..., None]
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved with `last` (all but `metrics` and `stop`) so that --resume continues it exactly."""
+
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # the epoch in progress (0-based)
+    epoch_batches: int = 0  # batches of `epoch` trained so far
+    best: float | None = None  # best primary metric so far
+    best_metrics: dict = field(default_factory=dict)
+    stale: int = 0  # validations since the best one
+    metrics: dict = field(default_factory=dict)  # the latest validation's
+    stop: bool = False  # early stopping (--patience) asked to end the run
+
+
+class _LossModule(torch.nn.Module):
+    """DistributedDataParallel synchronises gradients through forward(): route compute_losses through it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, targets):
+        return self.model.compute_losses(images, targets)
+
+
+def lr_schedule(optimizer, total: int, warmup: int, kind: str):
+    """Linear warm-up over `warmup` steps, then poly (power 0.9) or cosine decay to zero at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else (1 - progress) ** 0.9
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Trains `model` on `train_set`, validating on `val_samples` and saving into `out`.
+
+    `card` is the checkpoint card written with every save; its "normalization" is the one the
+    training transform applies. `config` gives the budget, optimiser and precision options.
+    """
+
+    def __init__(self, config: TrainConfig, model: torch.nn.Module, card: dict, train_set, val_samples: list[Sample],
+                 *, out: Path, device: torch.device, callbacks: list[Callback] | None = None) -> None:
+        self.config, self.model, self.card, self.out, self.device = config, model, card, out, device
+        self.val_samples = val_samples
+        self.label_space = train_set.label_space
+        self.primary = PRIMARY_METRIC[config.mode]
+        self.callbacks = list(callbacks or [])
+        self.state = TrainState()
+        self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
+        self._build_loader(train_set)
+        self._build_optimizer()
+
+    def add_callback(self, callback: Callback) -> None:
+        self.callbacks.append(callback)
+
+    def emit(self, event: str, **info) -> None:
+        for callback in self.callbacks:
+            callback(event, **info)
+
+    # ------------------------------------------------------------------ build
+
+    def _build_loader(self, train_set) -> None:
+        config = self.config
+        transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()))
+        dataset = TransformedDataset(train_set, transform)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.sampler = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() \
+            else RandomSampler(dataset, generator=self.generator)
+        if len(self.sampler) == 0:
+            raise UsageError(f"{config.data}: no training images for {distributed.world_size()} processes")
+        batch_size = min(config.batch_size, len(self.sampler))
+        # Not persistent_workers: fresh workers each epoch are seeded from (seed, epoch), which keeps --resume exact.
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=True,
+                                 num_workers=config.workers, worker_init_fn=seed_worker, generator=self.generator)
+        self.steps_per_epoch = len(self.loader)
+        self.total = config.steps or (config.epochs or 30) * self.steps_per_epoch
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)
+
+    def _build_optimizer(self) -> None:
+        config = self.config
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        warmup = config.warmup if config.warmup is not None else max(1, self.total // 20)
+        self.scheduler = lr_schedule(self.optimizer, self.total, warmup, config.schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+
+    # ------------------------------------------------------------------ resume
+
+    def resume(self) -> None:
+        """Continue from `out/last`: weights, optimiser, schedule, RNG and progress."""
+        saved = load_training_state(self.out / "last")
+        loaded, _ = load_checkpoint(self.out / "last", device=self.device)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        # One RNG state per rank (a plain dict from a single-process run).
+        rng = saved["rng"]
+        self._resume_rng = rng if isinstance(rng, dict) else rng[min(distributed.rank(), len(rng) - 1)]
+        restore_rng(self._resume_rng)
+        self.state = TrainState(step=saved["step"], epoch=saved["epoch"], epoch_batches=saved.get("epoch_batches", 0),
+                                best=saved["best"], best_metrics=saved["best_metrics"], stale=saved["stale"])
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> TrainState:
+        """Train until the step budget is spent or early stopping ends the run; returns the final state."""
+        state = self.state
+        self.loss_module = _LossModule(self.model)
+        if distributed.is_distributed():
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
+        data = self.card["data"]  # the run's record of its data: image counts of both splits
+        self.emit("start", out=str(self.out), total_steps=self.total, epochs=self.epochs, train_images=data["train_images"],
+                  val_images=data["val_images"], device=str(self.device), model=self.config.model, resumed_at=state.step)
+        self.began = time.perf_counter()
+        self.model.train()
+        for epoch in range(state.epoch, self.epochs):
+            self._run_epoch(epoch)
+            if state.stop or state.step >= self.total:
+                break
+        self.seconds = time.perf_counter() - self.began
+        return state
+
+    def _epoch_batches(self, epoch: int):
+        """This epoch's batches; resuming mid-epoch, the ones already trained are replayed and dropped."""
+        state = self.state
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(epoch_seed(self.config.seed, epoch, distributed.rank()))
+        batches = iter(self.loader)
+        skip = state.epoch_batches if epoch == state.epoch else 0
+        state.epoch, state.epoch_batches = epoch, 0
+        if skip:  # replay this epoch's order up to the save, then restore the RNG state of the save
+            for _ in range(skip):
+                next(batches)
+            restore_rng(self._resume_rng)
+            state.epoch_batches = skip
+        return batches
+
+    def _run_epoch(self, epoch: int) -> None:
+        state, config = self.state, self.config
+        for images, targets in self._epoch_batches(epoch):
+            if state.step >= self.total:
+                break
+            state.epoch_batches += 1
+            self._step(images, targets, epoch)
+            if config.val_every and state.step % config.val_every == 0 and state.step < self.total:
+                self.validate_and_save()
+                if state.stop:
+                    return
+        if state.step >= self.total or config.val_every is None:
+            self.validate_and_save()
+
+    def _step(self, images: torch.Tensor, targets: list[dict], epoch: int) -> None:
+        """One optimiser step on one batch."""
+        config, state, device = self.config, self.state, self.device
+        tick = time.perf_counter()
+        images = images.to(device, non_blocking=True)
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.float16 if config.amp else torch.bfloat16,
+                            enabled=config.amp or config.bf16):
+            losses = self.loss_module(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise ModelError(f"the loss became {float(loss)} at step {state.step}; lower --lr (now {config.lr}) or check the labels")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if config.clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        state.step += 1
+        self.emit("step", step=state.step, total_steps=self.total, epoch=epoch + 1, epochs=self.epochs,
+                  steps_per_epoch=self.steps_per_epoch, loss=float(loss.detach()),
+                  losses={k: float(v.detach()) for k, v in losses.items()}, lr=self.scheduler.get_last_lr()[0],
+                  images_per_s=len(images) * distributed.world_size() / (time.perf_counter() - tick))
+
+    # ------------------------------------------------------------------ validate and save
+
+    def validate_and_save(self) -> None:
+        """Validate the model as it is now, keep the best score, save best, last and the resume state."""
+        state = self.state
+        self.model.eval()
+        distributed.broadcast_buffers(self.model)  # validate (and save) the same model on every rank
+        sync = _rank_sync(self.model)
+        state.metrics = self._validate()
+        rng_states = distributed.gather_objects(rng_state())
+        score = state.metrics[self.primary]
+        score = score if score is not None else 0.0  # None: nothing to score in the split
+        improved = state.best is None or score > state.best
+        if improved:
+            state.best, state.best_metrics, state.stale = score, state.metrics, 0
+        else:
+            state.stale += 1
+        self.emit("validation", step=state.step, epoch=self._epochs_done(), metrics=state.metrics, primary=self.primary,
+                  best=state.best, improved=improved)
+        if distributed.is_main():
+            self.card.update(sync)
+            self._save(improved, rng_states)
+        distributed.barrier()
+        if self.config.patience is not None and state.stale >= self.config.patience:
+            state.stop = True
+            self.emit("stop", reason=f"no improvement in {self.primary} for {state.stale} validations")
+        self.model.train()
+
+    def _validate(self) -> dict:
+        """Each rank predicts its share; every rank scores the gathered pairs with eval's code."""
+        samples = self.val_samples
+        if distributed.is_distributed():
+            samples = samples[distributed.rank():: max(1, distributed.world_size())]
+        predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device)
+        # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
+        light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
+                         instances=s.instances, panoptic=s.panoptic, segments=s.segments), p)
+                 for s, p in zip(samples, predictions)]
+        pairs = [pair for part in distributed.gather_objects(light) for pair in part]
+        return score_predictions(pairs, self.config.mode, self.label_space)
+
+    def _epochs_done(self) -> float:
+        """Epochs trained, fractional after a mid-epoch validation."""
+        state = self.state
+        if state.epoch_batches >= self.steps_per_epoch:
+            return state.epoch + 1
+        return round(state.epoch + state.epoch_batches / self.steps_per_epoch, 4)
+
+    def _save(self, improved: bool, rng_states: list) -> None:
+        """best (if improved), last, the resume state beside last, and one line of metrics.jsonl."""
+        state, out = self.state, self.out
+        finished = state.epoch_batches >= self.steps_per_epoch
+        epoch_done = self._epochs_done()
+        summary = {k: v for k, v in state.metrics.items() if not isinstance(v, list)}
+        card = {**self.card, "metrics": summary, "epoch": epoch_done, "step": state.step}
+        if improved:
+            save_checkpoint(out / "best", self.model, card)
+        save_checkpoint(out / "last", self.model, card)
+        save_training_state(out / "last", {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
+            "step": state.step, "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
+            "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
+        _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
+                                            "seconds": round(time.perf_counter() - self.began, 1),
+                                            "lr": self.scheduler.get_last_lr()[0], "best": improved, **summary})
+        self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
+
+
+def _rank_sync(model: torch.nn.Module) -> dict:
+    """Under torchrun: world size and each rank's weight digest, for the card (they must all agree)."""
+    if not distributed.is_distributed():
+        return {}
+    digests = distributed.gather_objects(distributed.weights_digest(model))
+    return {"distributed": {"world_size": len(digests), "backend": torch.distributed.get_backend(), "rank_weight_sha256": digests}}
+
+
+def _append_log(path: Path, record: dict) -> None:
+    """One JSON line per validation, so a run can be followed (`tail -f`) and plotted; a resumed run appends."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
