@@ -202,7 +202,7 @@ def _measure(name, model, card, samples, preset, config, device, callback) -> di
 def _score(model, card, samples, device) -> tuple[dict, list]:
     """mIoU, per-class IoU and boundary F1 with eval's code, plus accuracy deep inside objects."""
     from segcli.inference import predict_arrays
-    from segcli.services.evaluate import score_semantic
+    from segcli.metrics import score_semantic
 
     label_space = _label_space(card)
     predictions = predict_arrays(model, card, [s.image for s in samples], device=device)

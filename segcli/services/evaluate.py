@@ -1,4 +1,4 @@
-"""`segcli eval`: score predictions on disk (or in memory) with segcli.metrics.
+"""`segcli eval`: score prediction files, or predict a dataset and score it, with segcli.metrics.
 
 Every function returns the SPEC.md keys plus `per_class` rows; the CLI renders them. Mismatched
 inputs (a prediction without ground truth, a missing file, differing sizes, unknown ids) raise a
@@ -16,15 +16,15 @@ from segcli.errors import DataError
 from segcli.metrics import (
     BoundaryF1,
     ConfusionMatrix,
-    ImageIndex,
-    PanopticQuality,
     boundary_f1_per_class,
-    coco_mask_ap,
     label_counts,
     map_images,
     pq_compute,
+    score_instance,
+    score_predictions,
+    semantic_result,
 )
-from segcli.structures import IGNORE_INDEX, Prediction, Sample, coco_result, mask_to_rle
+from segcli.structures import IGNORE_INDEX
 
 # ---------------------------------------------------------------- semantic
 
@@ -121,28 +121,7 @@ def evaluate_semantic(gt: Path, pred: Path, num_classes: int | None = None, igno
         raise DataError(f"--gt {gt}: {error}; pass the right --num-classes or --classes") from None
     for scores in boundary_scores:
         boundary.add(scores)
-    return _semantic_result(matrix, boundary, names) | {"images": len(jobs)}
-
-
-def _semantic_result(matrix: ConfusionMatrix, boundary: BoundaryF1, names: list[str] | None) -> dict:
-    result = matrix.compute(names)
-    for row, score in zip(result["per_class"], boundary.per_class(matrix.num_classes)):
-        row["boundary_f1"] = score
-    return {**result, "boundary_f1": boundary.compute()}
-
-
-def score_semantic(pairs, num_classes: int, names: list[str] | None = None, ignore_index: int = IGNORE_INDEX,
-                   boundary_px: float | None = None) -> dict:
-    """In-memory semantic scores for (ground truth, prediction) class maps; training and compare use it too."""
-    matrix = ConfusionMatrix(num_classes, ignore_index)
-    boundary = BoundaryF1(num_classes, boundary_px, ignore_index)
-    for number, (gt, pred) in enumerate(pairs):
-        try:
-            matrix.update(gt, pred)
-        except ValueError as error:
-            raise DataError(f"image {number}: {error}") from None
-        boundary.update(gt, pred)
-    return _semantic_result(matrix, boundary, names)
+    return semantic_result(matrix, boundary, names) | {"images": len(jobs)}
 
 
 # ---------------------------------------------------------------- instance
@@ -158,69 +137,6 @@ def evaluate_instance(gt: Path, pred: Path) -> dict:
     return score_instance(gt_data, results, source=str(pred)) | {"images": len(gt_data["images"])}
 
 
-def score_instance(gt: dict, results: list[dict], source: str = "predictions") -> dict:
-    """COCO mask AP of a results list against a COCO instances dict, results matched by image id or file stem."""
-    images = {img["id"]: img for img in gt["images"]}
-    index = ImageIndex((img["id"], img.get("file_name", "")) for img in gt["images"])
-    categories = {c["id"] for c in gt["categories"]}
-    mapped = [_checked_result(number, r, index, images, categories, source) for number, r in enumerate(results)]
-    return coco_mask_ap(_completed_gt(gt), mapped)
-
-
-def _checked_result(number: int, result: dict, index: ImageIndex, images: dict, categories: set, source: str) -> dict:
-    what = f"{source}: result {number}"
-    missing = {"image_id", "category_id", "segmentation", "score"} - set(result)
-    if missing:
-        raise DataError(f"{what} has no {sorted(missing)}")
-    image_id = index.find(result["image_id"], result.get("file_name"))
-    if image_id is None:
-        raise DataError(f"{what}: image_id {result['image_id']!r} matches no ground-truth image id or file stem")
-    if result["category_id"] not in categories:
-        raise DataError(f"{what}: category_id {result['category_id']} is not a ground-truth category")
-    image = images[image_id]
-    segmentation = _rle(result["segmentation"], image, what)
-    return {**result, "image_id": image_id, "segmentation": segmentation}
-
-
-def _rle(segmentation, image: dict, what: str) -> dict:
-    """A compressed RLE (what loadRes accepts) of a result's RLE or polygons, checked against the image size."""
-    from pycocotools import mask as mask_utils
-
-    height, width = image.get("height"), image.get("width")
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
-        size = list(segmentation.get("size", []))
-        if len(size) != 2:
-            raise DataError(f"{what}: an RLE needs 'size': [height, width]")
-        if height is not None and size != [height, width]:
-            raise DataError(f"{what}: mask is {size[1]}x{size[0]} px but image {image['id']!r} is {width}x{height}")
-        return segmentation
-    if height is None:
-        raise DataError(f"{what}: polygon or uncompressed masks need the image's height and width in the ground truth")
-    rles = mask_utils.frPyObjects(segmentation, height, width)
-    rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def _completed_gt(gt: dict) -> dict:
-    """COCOeval needs iscrowd and area on every annotation: default them (0, the mask's area) where they are missing."""
-    from pycocotools import mask as mask_utils
-
-    images = {img["id"]: img for img in gt["images"]}
-    annotations = []
-    for ann in gt["annotations"]:
-        if "iscrowd" in ann and "area" in ann:
-            annotations.append(ann)
-            continue
-        ann = {"iscrowd": 0, **ann}
-        if "area" not in ann:
-            image = images.get(ann["image_id"], {})
-            rle = _rle(ann["segmentation"], image, f"ground-truth annotation {ann.get('id')!r}")
-            ann["area"] = float(mask_utils.area(rle))
-        annotations.append(ann)
-    return {**gt, "annotations": annotations}
-
-
 # ---------------------------------------------------------------- panoptic
 
 
@@ -228,46 +144,6 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
                       workers: int | None = None) -> dict:
     """PQ, SQ, RQ (all, things, stuff, per class) as panopticapi's pq_compute, images in parallel workers."""
     return pq_compute(gt, pred, gt_dir, pred_dir, workers)
-
-
-def score_panoptic(pairs: list[tuple[Sample, Prediction]], label_space) -> dict:
-    """In-memory PQ for training validation and `eval --data`: ground-truth samples vs predictions."""
-    metric = PanopticQuality(label_space)
-    for sample, prediction in pairs:
-        metric.update(sample.panoptic, sample.segments, prediction.panoptic, prediction.segments, image=sample.name)
-    return metric.compute()
-
-
-def score_instances_in_memory(pairs: list[tuple[Sample, Prediction]], label_space) -> dict:
-    """COCO mask AP of in-memory predictions against in-memory ground truth."""
-    images, annotations, results = [], [], []
-    for image_id, (sample, prediction) in enumerate(pairs, start=1):
-        h, w = sample.image.shape[:2]
-        images.append({"id": image_id, "width": w, "height": h, "file_name": f"{sample.name}.png"})
-        for inst in sample.instances:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": int(inst.iscrowd),
-                                "category_id": label_space.category_ids[inst.label], "area": float(inst.area),
-                                "bbox": list(inst.bbox), "segmentation": mask_to_rle(inst.mask)})
-        results.extend(coco_result(inst, image_id, label_space) for inst in prediction.instances)
-    gt = {"images": images, "annotations": annotations, "categories": label_space.coco_categories()}
-    return coco_mask_ap(gt, results)
-
-
-# ---------------------------------------------------------------- predictions in memory
-
-PRIMARY_METRIC = {"semantic": "miou", "instance": "ap", "panoptic": "pq"}
-
-
-def score_predictions(pairs: list[tuple[Sample, Prediction]], mode: str, label_space, boundary_px: float | None = None) -> dict:
-    """The metrics of `mode` for (ground truth, prediction) pairs: training validation, compare, eval --data."""
-    if mode == "semantic":
-        return score_semantic([(s.semantic, p.semantic) for s, p in pairs], label_space.num_classes, label_space.names,
-                              boundary_px=boundary_px)
-    if mode == "panoptic":
-        return score_panoptic(pairs, label_space)
-    result = score_instances_in_memory(pairs, label_space)
-    result["per_class"] = []
-    return result
 
 
 def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",

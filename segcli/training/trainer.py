@@ -28,7 +28,7 @@ from segcli.data.loader import TransformedDataset, collate
 from segcli.data.transforms import build_transform
 from segcli.errors import ModelError, UsageError
 from segcli.inference import predict_arrays
-from segcli.services.evaluate import PRIMARY_METRIC, score_predictions
+from segcli.metrics import PRIMARY_METRIC, score_predictions
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
 from segcli.training.seeding import epoch_seed, restore_rng, rng_state, seed_worker

@@ -1,0 +1,75 @@
+"""Instance segmentation: mask AP exactly as pycocotools' COCOeval (iouType="segm") computes it."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+
+COCO_STATS = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
+              "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"]
+_AREAS = {"ap": 0, "ap_small": 1, "ap_medium": 2, "ap_large": 3}  # COCOeval's areaRng order
+
+
+def coco_mask_ap(gt: dict, results: list[dict]) -> dict:
+    """COCOeval(iouType="segm") of a results list against a ground-truth dict.
+
+    Returns the 12 stats by name (-1, COCOeval's "no ground truth in this area range", as None),
+    the raw `stats`, and `per_class` AP rows read from the same evaluation's precision array (as
+    detectron2 does). Neither argument is modified. Result boxes are dropped first, as detectron2
+    does: given a box, COCOeval would take the box's area as the mask's for small/medium/large.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = copy.deepcopy(gt)  # COCOeval writes RLEs and ignore flags into the annotations it evaluates
+    with contextlib.redirect_stdout(_Silent()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        if results:
+            coco_dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in copy.deepcopy(results)])
+        else:  # loadRes cannot take an empty list; an empty result set is still a result (AP 0 where there is GT)
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(gt["images"]), "categories": copy.deepcopy(gt["categories"]), "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [float(s) for s in evaluator.stats]
+    scores = {key: (None if value < 0 else value) for key, value in zip(COCO_STATS, stats)}
+    return scores | {"stats": stats, "per_class": _per_class_ap(evaluator, gt["categories"])}
+
+
+def _per_class_ap(evaluator, categories: list[dict]) -> list[dict]:
+    """AP, AP50, AP75 and AP by area of each category from COCOeval's precision[T, R, K, A, M] (maxDets 100)."""
+    precision = evaluator.eval["precision"]
+    names = {c["id"]: c.get("name", str(c["id"])) for c in categories}
+    iou_thresholds = evaluator.params.iouThrs
+    rows = []
+    for k, category_id in enumerate(int(c) for c in evaluator.params.catIds):  # COCOeval made them numpy ints
+        row = {"id": category_id, "name": names.get(category_id, str(category_id))}
+        for key, area in _AREAS.items():
+            row[key] = _mean_defined(precision[:, :, k, area, -1])
+        for key, threshold in (("ap50", 0.5), ("ap75", 0.75)):
+            row[key] = _mean_defined(precision[np.isclose(iou_thresholds, threshold), :, k, 0, -1])
+        rows.append(row)
+    return rows
+
+
+def _mean_defined(values: np.ndarray) -> float | None:
+    """COCOeval's average: over the entries that are not -1 (None when none is)."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else None
+
+
+class _Silent:
+    """pycocotools prints its progress and summary to stdout, which segcli keeps for machine output."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        return None
