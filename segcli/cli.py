@@ -126,6 +126,11 @@ def models_command(
         table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
     for entry in list_models(mode.value if mode else None):
         table.add_row(entry.name, ", ".join(entry.modes), entry.description)
+    from segcli.models import hf_zoo
+
+    for checkpoint in hf_zoo.ZOO.values():  # --model hf:ORG/NAME also opens any other compatible checkpoint
+        if mode is None or mode.value in checkpoint.modes:
+            table.add_row(checkpoint.name, ", ".join(checkpoint.modes), checkpoint.description)
     Console().print(table)
 
 

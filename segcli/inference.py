@@ -183,7 +183,10 @@ def _sparse_predict(model, x: torch.Tensor, options: InferenceOptions, threshold
             # The semantic map is dense: blend it as dense models' outputs are blended.
             if semantic is None:
                 semantic = torch.zeros((outputs["semantic"].shape[1], h, w), device=x.device)
-            semantic[:, y : y + th, x0 : x0 + tw] += outputs["semantic"][0].float() * weight
+            scores = outputs["semantic"][0].float()
+            if scores.shape[-2:] != (th, tw):  # models that resize internally (hf:) give it at their own size
+                scores = F.interpolate(scores[None], size=(th, tw), mode="bilinear", align_corners=False)[0]
+            semantic[:, y : y + th, x0 : x0 + tw] += scores * weight
             total[y : y + th, x0 : x0 + tw] += weight
             inner = (y > 0, x0 > 0, y + th < h, x0 + tw < w)  # edges that are not image edges
             for inst in part.instances:

@@ -9,6 +9,7 @@ import torch
 
 from segcli.checkpoint import load_checkpoint, make_card
 from segcli.errors import ModelError
+from segcli.models import hf_zoo
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.structures import LabelSpace
 
@@ -41,6 +42,8 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
         net, card = load_checkpoint(weights, device=device)
         _check_mode(card["model"], mode)
         return net, card
+    if hf_zoo.is_hf_name(model):
+        return hf_zoo.load(model, mode, device)
     if model is not None:
         _check_mode(model, mode)
         if not model.startswith("tv_"):
@@ -48,13 +51,16 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
                              "and pass --weights runs/.../best.safetensors")
         net = build_model(model).to(device).eval()
         return net, _torchvision_card(model, net, mode)
+    if mode == "panoptic" and hf_zoo.available():
+        return hf_zoo.load(hf_zoo.DEFAULT_PANOPTIC, mode, device)
     found = default_checkpoint(mode)
     if found is None:
         raise ModelError(f"no bundled {mode} model here (looked for {mode}-default.safetensors in "
                          f"{', '.join(str(d) for d in weights_dirs())}); no weights ship with segcli yet: train one "
                          f"(segcli train --model unet_panoptic --mode panoptic ...) and pass --weights "
                          f"runs/.../best.safetensors, put it there as {mode}-default.safetensors, or use --model "
-                         f"with a torchvision model (segcli models)")
+                         f"with a torchvision model (segcli models)" + (f"; for photos, {hf_zoo.INSTALL_HINT} gives a COCO "
+                         "panoptic Mask2Former as the default" if mode == "panoptic" else ""))
     return resolve_model(mode, weights=found, device=device)
 
 

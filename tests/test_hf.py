@@ -1,0 +1,219 @@
+"""`hf:` models (the [hf] extra): a tiny random Mask2Former saved to a folder goes through predict,
+tiling, eval and the offline refusal exactly as segcli's own models do. Nothing touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from typer.testing import CliRunner
+
+from segcli import io
+from segcli.cli import app
+from segcli.metrics import pq_compute
+from segcli.models import hf_zoo
+from segcli.structures import mask_to_xywh
+
+pytest.importorskip("transformers")
+pytest.importorskip("scipy")
+
+runner = CliRunner()
+NAMES = ["person", "car", "sky-other-merged", "grass-merged"]  # COCO panoptic names: ids 1, 3, 187, 193
+COCO_IDS = [1, 3, 187, 193]
+ISTHING = [True, True, False, False]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A Mask2Former with a 4-stage Swin of width 16 and 8 queries (0.35 M parameters), random weights,
+    saved with its image processor (64 x 64 px input) as `save_pretrained` writes any checkpoint."""
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    backbone = SwinConfig(image_size=64, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, num_queries=8, encoder_layers=1, decoder_layers=2,
+                               feature_size=32, mask_feature_size=32, dim_feedforward=64, encoder_feedforward_dim=64,
+                               num_attention_heads=2, id2label=dict(enumerate(NAMES)),
+                               label2id={n: i for i, n in enumerate(NAMES)}, use_pretrained_backbone=False)
+    torch.manual_seed(2)
+    net = Mask2FormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():  # confident queries, never "no object", sharp masks: random weights still yield segments
+        net.class_predictor.weight.mul_(30)
+        net.class_predictor.bias[-1] = -20
+        net.get_parameter("model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight").mul_(100)
+    folder = tmp_path_factory.mktemp("tiny-m2f")
+    net.save_pretrained(folder)
+    Mask2FormerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, shape in (("a", (60, 80)), ("b", (72, 56))):
+        io.write_image(folder / f"{name}.png", rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+    return folder
+
+
+def _predict(args: list) -> tuple[object, list[dict]]:
+    result = runner.invoke(app, ["predict", *map(str, args), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    return result, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _check_categories(out: Path) -> None:
+    categories = io.read_json(out / "categories.json")["categories"]
+    assert [c["name"] for c in categories] == NAMES  # from the checkpoint's config.id2label
+    assert [c["id"] for c in categories] == COCO_IDS and [bool(c["isthing"]) for c in categories] == ISTHING
+
+
+def _check_panoptic(out: Path, lines: list[dict]) -> int:
+    data = io.read_json(out / "panoptic.json")
+    assert [c["id"] for c in data["categories"]] == COCO_IDS
+    segments = 0
+    for ann, line in zip(data["annotations"], lines):
+        ids = io.read_panoptic_png(out / "panoptic" / ann["file_name"])
+        assert ids.shape == io.read_image(line["input"]).shape[:2]
+        present = dict(zip(*np.unique(ids, return_counts=True)))
+        present.pop(0, None)
+        infos = {s["id"]: s for s in ann["segments_info"]}
+        assert set(infos) == set(present)  # the PNG's ids are exactly segments_info's
+        labels = [COCO_IDS.index(s["category_id"]) for s in infos.values()]
+        stuff = [label for label in labels if not ISTHING[label]]
+        assert len(stuff) == len(set(stuff))  # one segment per stuff class
+        for segment_id, info in infos.items():
+            assert info["area"] == present[segment_id] and info["bbox"] == list(mask_to_xywh(ids == segment_id))
+            assert ("score" in info) == ISTHING[COCO_IDS.index(info["category_id"])]
+        assert [s["id"] for s in line["segments"]] == list(infos)
+        segments += len(infos)
+    assert pq_compute(out / "panoptic.json", out / "panoptic.json")["pq"] == 1.0  # panopticapi's own checks pass
+    return segments
+
+
+def test_predicts_panoptic_with_the_checkpoints_classes(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out])
+    assert len(lines) == 2 and all(line["ok"] for line in lines)
+    assert _check_panoptic(out, lines) > 0
+    _check_categories(out)
+    assert (out / "overlays" / "a.jpg").is_file()
+
+
+def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "instance", "--out", out])
+    results = io.read_json(out / "instances.json")
+    assert results and {r["category_id"] for r in results} <= {1, 3}  # things only
+    for line in lines:
+        stem = Path(line["input"]).stem
+        ids = io.read_label_png(out / "instance" / f"{stem}.png")
+        segments = line["segments"]
+        assert [s["id"] for s in segments] == list(range(1, len(segments) + 1))
+        assert [s["score"] for s in segments] == sorted((s["score"] for s in segments), reverse=True)
+        for number, entry in enumerate([r for r in results if r["image_id"] == stem], 1):
+            mask = mask_utils.decode({**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}).astype(bool)
+            assert entry["area"] == int(mask.sum()) and entry["bbox"] == list(mask_to_xywh(mask))
+            assert not (ids == number)[~mask].any()  # the PNG shows an instance only inside its own mask
+    _check_categories(out)
+
+
+def test_predicts_semantic_maps(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "semantic", "--out", out])
+    for line in lines:
+        labels = io.read_label_png(out / "semantic" / f"{Path(line['input']).stem}.png")
+        assert labels.shape == io.read_image(line["input"]).shape[:2] and labels.max() < len(NAMES)
+        assert {s["id"]: s["area"] for s in line["segments"]} == dict(zip(*np.unique(labels, return_counts=True)))
+        assert all(s["category"] == NAMES[s["id"]] for s in line["segments"])
+    _check_categories(out)
+
+
+def test_tiles_a_large_image(tiny, tmp_path):
+    photo = tmp_path / "wide.png"
+    io.write_image(photo, np.random.default_rng(1).integers(0, 255, (70, 150, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    _, lines = _predict([photo, "--model", f"hf:{tiny}", "--mode", "panoptic", "--tile", "64", "--out", out])
+    _check_panoptic(out, lines)
+
+
+def test_panoptic_conversion_fuses_stuff_and_keeps_ids_unique(tiny):
+    """Four queries: two persons, then sky twice; segcli fuses the skies into one segment."""
+    model, _ = hf_zoo.load(f"hf:{tiny}", "panoptic")
+    logits = torch.full((1, 8, len(NAMES) + 1), -20.0)
+    for query, label in enumerate([0, 0, 2, 2]):
+        logits[0, query, label] = 20.0
+    masks = torch.full((1, 8, 16, 16), -20.0)
+    masks[0, 0, :8, :8] = masks[0, 1, :8, 8:] = masks[0, 2, 8:, :8] = masks[0, 3, 8:, 8:] = 20.0
+    outputs = {"class_queries_logits": logits, "masks_queries_logits": masks, "image_size": torch.tensor([[32, 48]])}
+    prediction = model.postprocess(outputs)[0]
+    assert [(s.label, s.area) for s in prediction.segments] == [(0, 384), (0, 384), (2, 768)]
+    assert sorted(np.unique(prediction.panoptic).tolist()) == [1, 2, 3]
+    assert [i.label for i in prediction.instances] == [0, 0]
+
+
+def test_eval_data_scores_an_hf_model(tiny, photos, tmp_path):
+    data = tmp_path / "data"
+    (data / "masks").mkdir(parents=True)
+    (data / "images").mkdir()
+    for path in photos.glob("*.png"):
+        image = io.read_image(path)
+        io.write_image(data / "images" / path.name, image)
+        io.write_image(data / "masks" / path.name, np.full(image.shape[:2], 2, np.uint8))
+    (data / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--data", str(data), "--model", f"hf:{tiny}", "--mode", "semantic",
+                                 "--split", "all", "--json", str(report), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert 0.0 <= io.read_json(report)["miou"] <= 1.0
+
+
+def test_models_lists_the_mask2former_checkpoints():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in hf_zoo.ZOO:
+        assert name in result.output
+
+
+def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch):
+    from segcli.services import resolve
+
+    asked = []
+    monkeypatch.setattr(hf_zoo, "load", lambda name, mode, device: asked.append((name, mode)) or (None, {}))
+    resolve.resolve_model("panoptic")
+    assert asked == [(hf_zoo.DEFAULT_PANOPTIC, "panoptic")]
+    monkeypatch.setattr(hf_zoo, "available", lambda: False)
+    monkeypatch.setenv("SEGCLI_WEIGHTS", "")
+    monkeypatch.setattr(resolve, "REPO_WEIGHTS", Path("/nonexistent"))
+    with pytest.raises(Exception, match=r"pip install 'segcli\[hf\]'"):
+        resolve.resolve_model("panoptic")
+
+
+def test_modes_a_checkpoint_cannot_do_are_refused(photos):
+    result = runner.invoke(app, ["predict", str(photos), "--model", "hf:facebook/mask2former-swin-tiny-ade-semantic",
+                                 "--mode", "panoptic"])
+    assert result.exit_code == 2 and "cannot do --mode panoptic" in result.output
+
+
+def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "SEGCLI_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    name = "hf:facebook/mask2former-swin-tiny-coco-panoptic"
+    done = subprocess.run([sys.executable, "-m", "segcli", "predict", str(photos), "--model", name, "--mode", "panoptic",
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "offline" in lines[0] and name in lines[0] and f"segcli models --fetch {name}" in lines[0]
+    assert not (tmp_path / "out" / "panoptic").exists()
