@@ -4,9 +4,6 @@ tiling, eval and the offline refusal exactly as segcli's own models do. Nothing 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +138,16 @@ def test_predicts_semantic_maps(tiny, photos, tmp_path):
     _check_categories(out)
 
 
+def test_not_tiled_unless_asked(tiny, photos, tmp_path):
+    """The processor resizes every image: predict's default tiling (for large images) stays off for hf: models."""
+    from segcli.services.predict import PredictConfig, predict
+
+    events = []
+    config = PredictConfig([str(photos)], mode="semantic", model=f"hf:{tiny}", out=tmp_path / "out", device="cpu")
+    predict(config, callback=lambda event, **info: events.append((event, info.get("tile"))))
+    assert events[0] == ("start", None)
+
+
 def test_tiles_a_large_image(tiny, tmp_path):
     photo = tmp_path / "wide.png"
     io.write_image(photo, np.random.default_rng(1).integers(0, 255, (70, 150, 3), dtype=np.uint8))
@@ -207,13 +214,15 @@ def test_modes_a_checkpoint_cannot_do_are_refused(photos):
     assert result.exit_code == 2 and "cannot do --mode panoptic" in result.output
 
 
-def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos):
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "SEGCLI_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     name = "hf:facebook/mask2former-swin-tiny-coco-panoptic"
-    done = subprocess.run([sys.executable, "-m", "segcli", "predict", str(photos), "--model", name, "--mode", "panoptic",
-                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr
+    result = runner.invoke(app, ["predict", str(photos), "--model", name, "--mode", "panoptic", "--out",
+                                 str(tmp_path / "out"), "--device", "cpu"], env={"SEGCLI_OFFLINE": "1"})
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
     assert "offline" in lines[0] and name in lines[0] and f"segcli models --fetch {name}" in lines[0]
-    assert not (tmp_path / "out" / "panoptic").exists()
+    assert str(tmp_path / "hf") in lines[0] and not (tmp_path / "out" / "panoptic").exists()

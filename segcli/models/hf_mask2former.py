@@ -45,6 +45,7 @@ class HFMask2Former(SegModel):
     """A transformers universal-segmentation model and its image processor, for one `task` (mode)."""
 
     dense = False
+    resizes_input = True  # the processor resizes every image: predict does not tile it unless --tile asks
 
     def __init__(self, net: torch.nn.Module, processor, task: str, label_space: LabelSpace,
                  modes: tuple[str, ...]) -> None:

@@ -97,7 +97,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     net, card = resolve_model(config.mode, config.model, config.weights, device)
     if config.tta and not getattr(net, "dense", True):
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
-    options = InferenceOptions(tile=_tile(config.tile), overlap=config.overlap, tta=config.tta, dtype=dtype,
+    options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True)
     run = _Run(config, prepare_model(net, options), card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
@@ -129,9 +129,11 @@ def _batch_size(batch_size: int | None, device: torch.device) -> int:
     return 4 if device.type != "cpu" else 1
 
 
-def _tile(tile: int | None) -> int | None:
+def _tile(tile: int | None, net=None) -> int | None:
     if tile is None:
-        return DEFAULT_TILE
+        # A model that resizes every image to its own input size (hf:) runs in bounded memory whole: tiling
+        # would only multiply its passes (and blend one class-score map per class over the image).
+        return None if getattr(net, "resizes_input", False) else DEFAULT_TILE
     return tile or None  # 0: never tile
 
 
