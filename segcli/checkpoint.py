@@ -99,9 +99,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _builder_args(card: dict) -> dict:
-    args = dict(card["model_args"])
-    if card["model"].startswith("tv_"):
-        args["pretrained"] = False  # the checkpoint carries the weights
+    """The card's builder arguments, minus every source of starting weights: the checkpoint carries them."""
+    args = {k: v for k, v in card["model_args"].items() if k != "weights"}
+    if "pretrained" in args or card["model"].startswith("tv_"):
+        args["pretrained"] = False
+    if args.get("encoder"):
+        args["encoder_weights"] = "none"  # (None would be dropped by build_model and mean the default)
     return args
 
 

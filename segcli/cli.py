@@ -72,10 +72,16 @@ class Mode(str, Enum):
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present, else CPU), cpu, cuda[:N] or mps.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weights (as SEGCLI_OFFLINE=1); "
+                                                            "missing weights are named with where to put them.")]
 
 
-def _setup(debug: bool = False, quiet: bool = False, device: str = "auto") -> RunState:
+def _setup(debug: bool = False, quiet: bool = False, device: str = "auto", offline: bool = False) -> RunState:
     STATE.debug, STATE.quiet, STATE.device = debug, quiet, device
+    if offline:
+        from segcli.hub import set_offline
+
+        set_offline()  # for this process and all it starts: every library below reads segcli.hub.is_offline()
     return STATE
 
 
@@ -104,14 +110,22 @@ def models_command(
     mode: Annotated[Mode | None, typer.Option("--mode", help="Only models that support this mode.")] = None,
     info: Annotated[str | None, typer.Option("--info", help="Details of one model: parameters, GFLOPs, receptive field.")] = None,
     size: Annotated[int, typer.Option("--size", help="Input size in pixels for --info's GFLOPs.")] = 512,
+    fetch: Annotated[list[str] | None, typer.Option("--fetch", help="Download these models' (or encoders') weights "
+                                                                   "now, for later offline use; repeatable.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="The list as JSON on stdout, with which weights are on this machine.")] = False,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the model zoo, or describe one model with --info."""
-    _setup(debug, quiet, device)
-    from segcli.models.registry import list_models
+    """List the model zoo and which pretrained weights are on this machine, fetch weights, or describe one model."""
+    _setup(debug, quiet, device, offline)
+    from segcli.services import catalog
 
+    if fetch:
+        for name, paths in catalog.fetch_models(fetch, progress=not quiet):
+            _say(f"{name}: " + ", ".join(str(p) for p in paths))
+        return
     if info is not None:
         from segcli.models.facts import model_facts
 
@@ -121,17 +135,19 @@ def models_command(
             table.add_row(key, str(value))
         Console().print(table)
         return
-    table = Table(title="segcli model zoo")
-    for column in ("name", "modes", "description"):
-        table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
-    for entry in list_models(mode.value if mode else None):
-        table.add_row(entry.name, ", ".join(entry.modes), entry.description)
-    from segcli.models import hf_zoo
+    rows = catalog.list_catalog(mode.value if mode else None)
+    if json_out:
+        import json
 
-    for checkpoint in hf_zoo.ZOO.values():  # --model hf:ORG/NAME also opens any other compatible checkpoint
-        if mode is None or mode.value in checkpoint.modes:
-            table.add_row(checkpoint.name, ", ".join(checkpoint.modes), checkpoint.description)
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="segcli model zoo")
+    for column in ("name", "modes", "weights", "description"):
+        table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
+    for row in rows:
+        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), row["description"])
     Console().print(table)
+    _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
 
 
 @app.command("predict")
@@ -139,8 +155,10 @@ def predict_command(
     inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (one path per line on stdin).",
                                                 show_default=False)],
     mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.semantic,
-    model: Annotated[str | None, typer.Option("--model", help="Zoo model with weights of its own (torchvision tv_*).")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A bundled model or one with library weights (tv_*), "
+                                                             "downloaded on first use (default: the mode's, see README).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json), "
+                                                                  "or with --model tv_* a torchvision state dict.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder: <mode>/<stem>.png, overlays/, instances.json, panoptic.json.")] = Path("runs/predict"),
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per input on stdout (outputs, segments, errors).")] = False,
@@ -155,12 +173,13 @@ def predict_command(
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Segment images with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
-    _setup(debug, quiet, device)
+    _setup(debug, quiet, device, offline)
     if half and bf16:
         raise UsageError("--half and --bf16: choose one precision")
     from segcli.services.predict import PredictConfig, predict
@@ -305,6 +324,15 @@ def train_command(
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.")] = 0,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from the library's weights "
+                                             "(tv_*: COCO, --encoder: ImageNet), fetched on first use; new heads for "
+                                             "the data's classes.")] = True,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights of a --model tv_*: a torchvision "
+                                                                  "state dict (.pth or .safetensors).")] = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): "
+                                                                 "resnet18, resnet34, resnet50, mobilenet_v3_large, "
+                                                                 "convnext_tiny, efficientnet_b0.")] = None,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -312,7 +340,7 @@ def train_command(
     """Train a zoo model on a dataset, with validation, checkpoints (best, last) and --resume."""
     from segcli.distributed import launch_rank
 
-    _setup(debug, quiet or launch_rank() > 0, device)  # under torchrun only rank 0 talks
+    _setup(debug, quiet or launch_rank() > 0, device, offline)  # under torchrun only rank 0 talks
     if class_weights not in ("auto", "none") or schedule not in ("poly", "cosine"):
         raise UsageError("--class-weights takes auto or none; --schedule takes poly or cosine")
     from segcli.services.train import TrainConfig, train
@@ -322,7 +350,7 @@ def train_command(
         batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
-        masks=masks, command=["segcli", *sys.argv[1:]],
+        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]],
     )
     with _progress() as progress:
         result = train(config, callback=_train_progress(progress))
@@ -368,8 +396,8 @@ def eval_command(
     gt_dir: Annotated[Path | None, typer.Option("--gt-dir", help="Panoptic ground-truth PNGs (default: the json path without .json).")] = None,
     pred_dir: Annotated[Path | None, typer.Option("--pred-dir", help="Panoptic prediction PNGs (default: the json path without .json).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="A dataset: predict its validation split and score it.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Zoo model for --data (torchvision models use cached weights).")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint for --data.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model for --data: bundled, or library weights (tv_*) fetched on first use.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint for --data (or with --model tv_* a torchvision state dict).")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset format for --data.")] = "auto",
     split: Annotated[str, typer.Option("--split", help="Split of --data to score.")] = "val",
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Semantic: number of classes (default: from --classes or the data).")] = None,
@@ -379,12 +407,13 @@ def eval_command(
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Score predictions: mIoU/Dice/boundary F1, COCO mask AP, or panoptic quality, as the reference scripts do."""
-    _setup(debug, quiet, device)
+    _setup(debug, quiet, device, offline)
     from segcli.services import evaluate
 
     if data is not None:
@@ -474,12 +503,13 @@ def compare_command(
     ),
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, initialisation and sampling.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="A one-minute run on tiny data (tests, demo).")] = False,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Train the course's approaches on the same data and measure accuracy, boundaries, speed, memory, receptive field."""
-    _setup(debug, quiet, device)
+    _setup(debug, quiet, device, offline)
     from segcli.services.compare import CompareConfig, compare
     from segcli.services.compare_report import claims, terminal_tables
 

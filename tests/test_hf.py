@@ -194,7 +194,7 @@ def test_models_lists_the_mask2former_checkpoints():
         assert name in result.output
 
 
-def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch):
+def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch, torch_home):
     from segcli.services import resolve
 
     asked = []
@@ -202,6 +202,7 @@ def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monke
     resolve.resolve_model("panoptic")
     assert asked == [(hf_zoo.DEFAULT_PANOPTIC, "panoptic")]
     monkeypatch.setattr(hf_zoo, "available", lambda: False)
+    monkeypatch.setenv("SEGCLI_OFFLINE", "1")  # the torchvision default is not cached: refused, with the hint
     monkeypatch.setenv("SEGCLI_WEIGHTS", "")
     monkeypatch.setattr(resolve, "REPO_WEIGHTS", Path("/nonexistent"))
     with pytest.raises(Exception, match=r"pip install 'segcli\[hf\]'"):

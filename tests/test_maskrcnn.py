@@ -132,5 +132,5 @@ def test_fine_tuning_heads_follow_the_thing_classes():
     assert model.net.roi_heads.box_predictor.cls_score.out_features == 4  # background + 3 things
     assert model.net.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
     assert model.semantic_head.classifier.out_channels == 6
-    trainable = {name.split(".")[0] for name, p in model.net.backbone.body.named_parameters() if p.requires_grad}
-    assert trainable == {"layer2", "layer3", "layer4"}  # torchvision's default for fine-tuning
+    frozen = [name for name, p in model.net.backbone.body.named_parameters() if not p.requires_grad]
+    assert frozen == []  # from scratch nothing is frozen: freezing applies only to pretrained layers

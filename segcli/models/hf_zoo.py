@@ -16,7 +16,6 @@ do semantic segmentation, whose classes are stuff.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +70,9 @@ def available() -> bool:
 
 
 def _offline() -> bool:
-    # Stand-in for segcli.hub.is_offline() until it lands on main.
-    return os.environ.get("SEGCLI_OFFLINE") == "1"
+    from segcli.hub import is_offline
+
+    return is_offline()
 
 
 def _reference(name: str) -> tuple[str, bool]:

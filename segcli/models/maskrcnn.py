@@ -12,8 +12,13 @@ Models:
   heads and small anchors, trainable on a CPU on small images.
 - `tv_maskrcnn_resnet50_fpn` / `_v2`: torchvision's COCO models, weights from `weights=FILE` or the
   torch hub cache (`segcli.models.pretrained`), built as torchvision builds its pretrained models
-  (frozen batch norm with eps 0 for v1, stem and layer1 frozen), so outputs equal torchvision's.
-  Their semantic head starts untrained: panoptic mode needs fine-tuning, instance mode does not.
+  (frozen batch norm with eps 0 for v1; with pretrained weights the stem and layer1 are frozen,
+  torchvision's `trainable_backbone_layers=3`), so outputs equal torchvision's. With other thing
+  classes the box and mask predictors are replaced after loading (torchvision's fine-tuning tutorial).
+
+The semantic head is used only once segcli has trained it (`semantic_trained`, saved with the
+weights): with COCO weights alone, panoptic output is COCO's things and void (0) everywhere else,
+the same on every run; trained on a panoptic dataset, its stuff classes fill the rest.
 
 Class indices: torchvision numbers the classes of its heads 1..K with 0 = background. The thing
 classes (`thing_classes`, segcli class indices) map to 1..K in order, and back in the outputs.
@@ -26,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +43,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, masks_to_boxes
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from segcli import hub
 from segcli.errors import ModelError
 from segcli.models.backbones import Encoder
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, SegModel
@@ -45,7 +52,7 @@ from segcli.models.panoptic_deeplab import resolve_thing_classes, weighted_cross
 from segcli.models.postprocess import combine_semantic_and_instances
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
-from segcli.structures import Instance, Prediction
+from segcli.structures import IGNORE_INDEX, Instance, Prediction
 
 MODES = ("instance", "panoptic")
 FPN_LEVELS = ("0", "1", "2", "3")  # strides 4..32: the names torchvision's RoI pooling reads
@@ -119,6 +126,17 @@ class MaskRCNNModel(SegModel):
         to_torchvision[self.thing_classes] = torch.arange(1, len(self.thing_classes) + 1)
         self.register_buffer("to_torchvision", to_torchvision, persistent=False)
         self.register_buffer("to_class", torch.tensor([-1, *self.thing_classes]), persistent=False)
+        # Set by the first training step with semantic targets; saved in checkpoints.
+        self.register_buffer("semantic_trained", torch.tensor(False))
+        self._register_load_state_dict_pre_hook(_default_semantic_trained)
+
+    def train(self, mode: bool = True):
+        """Frozen layers stay frozen: batch norm whose parameters do not train keeps its statistics too."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
 
     def _features(self, images: torch.Tensor, targets: list[dict] | None = None):
         image_list, targets = self.net.transform(list(images), targets)  # resize to min_size, pad to /32
@@ -139,8 +157,12 @@ class MaskRCNNModel(SegModel):
         proposals, _ = self.net.rpn(image_list, features)
         detections, _ = self.net.roi_heads(features, proposals, image_list.image_sizes)
         detections = self.net.transform.postprocess(detections, image_list.image_sizes, [size] * len(images))
+        if self.semantic_trained:
+            semantic = self._semantic(features, image_list, size)
+        else:  # no stuff to predict: a zero view, no memory, no random head
+            semantic = images.new_zeros(()).expand(len(images), self.num_classes, *size)
         return {
-            "semantic": self._semantic(features, image_list, size),  # the one dense map: first, for `segcli models --info`
+            "semantic": semantic,  # the one dense map: first, for `segcli models --info`
             "boxes": torch.cat([d["boxes"] for d in detections]),
             "scores": torch.cat([d["scores"] for d in detections]),
             "labels": self.to_class[torch.cat([d["labels"] for d in detections])],
@@ -175,6 +197,8 @@ class MaskRCNNModel(SegModel):
             logits = self._semantic(features, image_list, tuple(images.shape[-2:]))
             semantic = torch.stack([t["semantic"] for t in targets]).long().to(logits.device)
             losses["loss_semantic"] = weighted_cross_entropy(logits, semantic, 1.0)
+            if self.training:
+                self.semantic_trained.fill_(True)
         return losses
 
     def postprocess(self, outputs: dict[str, torch.Tensor], *, score_threshold: float = 0.05, mask_threshold: float = 0.5,
@@ -194,12 +218,28 @@ class MaskRCNNModel(SegModel):
         """One image's semantic logits (C, H, W) and instances -> `Prediction`, fused by
         `combine_semantic_and_instances`. Tiled inference calls it once for the whole image, with
         the thresholds it gave `postprocess`; the detection ones were already applied per tile."""
-        semantic_map = semantic_logits.argmax(0).to(torch.uint8).cpu().numpy()
+        if self.semantic_trained:
+            semantic_map = semantic_logits.argmax(0).to(torch.uint8).cpu().numpy()
+        else:
+            semantic_map = _paint(instances, semantic_logits.shape[-2:])
         isthing = [c in self.thing_classes for c in range(self.num_classes)]
         panoptic, segments = combine_semantic_and_instances(
             semantic_map, instances, isthing, overlap_threshold=overlap_threshold, stuff_area=stuff_area,
             score_threshold=fusion_score_threshold)
         return Prediction(semantic=semantic_map, instances=instances, panoptic=panoptic, segments=segments)
+
+
+def _paint(instances: list[Instance], size) -> np.ndarray:
+    """A semantic map from instances alone: each one's class where its mask is (best score on top), void elsewhere."""
+    semantic = np.full(tuple(size), IGNORE_INDEX, dtype=np.uint8)
+    for inst in sorted(instances, key=lambda inst: inst.score):
+        semantic[inst.mask] = inst.label
+    return semantic
+
+
+def _default_semantic_trained(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the flag existed were trained by segcli: their semantic head was trained."""
+    state_dict.setdefault(prefix + "semantic_trained", torch.tensor(True))
 
 
 def _instances(detections: dict[str, torch.Tensor], image: int, mask_threshold: float) -> list[Instance]:
@@ -253,10 +293,11 @@ def _freeze_batchnorm(module: nn.Module, eps: float) -> None:
             _freeze_batchnorm(child, eps)
 
 
-def _tv_maskrcnn(builder, weights_enum, frozen_bn_eps: float | None, num_classes: int | None, thing_classes: list[int] | None,
+def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: int | None, thing_classes: list[int] | None,
                  pretrained: bool, weights: str | None, min_size: int, max_size: int) -> MaskRCNNModel:
-    """torchvision's architecture as its pretrained builder makes it; COCO weights loaded when `pretrained`;
-    new box and mask predictors when the thing classes are not COCO's (fine-tuning)."""
+    """torchvision's architecture as its pretrained builder makes it; COCO weights loaded when `pretrained` (or
+    `weights` names a file), then new box and mask predictors when the thing classes are not COCO's (fine-tuning)."""
+    weights_enum = hub.torchvision_weights(name)
     categories = list(weights_enum.meta["categories"])  # 91 names, index 0 = "__background__"
     num_classes = num_classes or len(categories)
     things = resolve_thing_classes(thing_classes, num_classes)
@@ -264,10 +305,11 @@ def _tv_maskrcnn(builder, weights_enum, frozen_bn_eps: float | None, num_classes
                   **_identity_normalisation())
     if frozen_bn_eps is not None:
         _freeze_batchnorm(net.backbone.body, frozen_bn_eps)
-    for name, parameter in net.backbone.body.named_parameters():  # trainable_backbone_layers=3, torchvision's default
-        parameter.requires_grad_(name.startswith(("layer2", "layer3", "layer4")))
-    if pretrained:
-        load_into(net, pretrained_state_dict(weights_enum, weights), str(weights or weights_enum.url))
+    if pretrained or weights:
+        load_into(net, pretrained_state_dict(weights_enum, weights, model=f"tv_{name}"), str(weights or weights_enum.url))
+        # Only pretrained layers are frozen: stem and layer1 (torchvision's trainable_backbone_layers=3).
+        for param_name, parameter in net.backbone.body.named_parameters():
+            parameter.requires_grad_(param_name.startswith(("layer2", "layer3", "layer4")))
     if len(things) + 1 != len(categories):
         heads = net.roi_heads
         heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, len(things) + 1)
@@ -281,12 +323,12 @@ def _tv_maskrcnn(builder, weights_enum, frozen_bn_eps: float | None, num_classes
 def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
                              weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
     # COCO_V1 was trained with frozen batch norm of eps 0 (torchvision's overwrite_eps).
-    return _tv_maskrcnn(tvdet.maskrcnn_resnet50_fpn, tvdet.MaskRCNN_ResNet50_FPN_Weights.COCO_V1, 0.0,
+    return _tv_maskrcnn("maskrcnn_resnet50_fpn", tvdet.maskrcnn_resnet50_fpn, 0.0,
                         num_classes, thing_classes, pretrained, weights, min_size, max_size)
 
 
-@register_model("tv_maskrcnn_resnet50_fpn_v2", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN v2, COCO (more accurate, slower)")
+@register_model("tv_maskrcnn_resnet50_fpn_v2", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN v2, COCO (default for --mode instance and panoptic)")
 def tv_maskrcnn_resnet50_fpn_v2(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
                                 weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
-    return _tv_maskrcnn(tvdet.maskrcnn_resnet50_fpn_v2, tvdet.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, None,
+    return _tv_maskrcnn("maskrcnn_resnet50_fpn_v2", tvdet.maskrcnn_resnet50_fpn_v2, None,
                         num_classes, thing_classes, pretrained, weights, min_size, max_size)

@@ -1,71 +1,46 @@
-"""One path for pretrained weights: a file the user names, or torch's hub cache. Never the network.
+"""Pretrained weights for the zoo's builders: a file the user names, or torch's hub cache. Never the network.
 
-torchvision stores downloads as `<torch hub dir>/checkpoints/<file name of the URL>`, and the file
-name carries the first hex digits of the file's SHA-256 (`fcn_resnet50_coco-1167a1af.pth`); the
-cache lookup checks that prefix as torch.hub does on download. A file given with `--weights` is
-the user's own (possibly fine-tuned) and is not hash-checked.
+Builders call `pretrained_state_dict(weights_enum, weights_file)`: the user's file (not hash-checked:
+it may be their own fine-tuned state dict) or the hub cache (`segcli.hub.cached_file`, hash-checked).
+The services fetch first: `required_weights(model, args)` lists what a build will read from the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from segcli import hub
 from segcli.errors import ModelError
 
-HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's HASH_REGEX
+load_state_dict = hub.load_state_dict
 
 
 def hub_checkpoint_path(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return hub.cache_dir() / Path(url).name
 
 
-def _check_hash(path: Path) -> None:
-    match = HASH_IN_NAME.search(path.name)
-    if not match:
-        return
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not digest.startswith(match.group(1)):
-        raise ModelError(
-            f"{path}: SHA-256 {digest[:12]}... does not match the {match.group(1)} in its name; "
-            "the file is corrupt or not the one torchvision publishes: delete it and fetch it again"
-        )
+def library_name(model: str) -> str | None:
+    """The torchvision model behind a zoo name (`tv_maskrcnn_resnet50_fpn_v2` -> `maskrcnn_resnet50_fpn_v2`)."""
+    return model[3:] if model.startswith("tv_") else None
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or a torchvision-style .pth (tensors only: weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"--weights {path}: no such file")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ModelError(f"{path}: not a PyTorch state dict that loads without unpickling code ({error})") from None
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
-    return state
+def required_weights(model: str, args: dict) -> list:
+    """The library weights that building `model` with `args` reads from the cache (what to fetch first)."""
+    needed = []
+    if library_name(model) and args.get("pretrained", True) and not args.get("weights"):
+        needed.append(hub.torchvision_weights(library_name(model)))
+    if args.get("encoder") and args.get("encoder_weights", "imagenet") == "imagenet":
+        needed.append(hub.torchvision_weights(args["encoder"]))
+    return needed
 
 
-def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None) -> dict[str, torch.Tensor]:
+def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None, *, model: str | None = None) -> dict[str, torch.Tensor]:
     """torchvision weights from `weights_file`, else from the hub cache; a clear error when neither exists."""
     if weights_file is not None:
         return load_state_dict(Path(weights_file))
-    path = hub_checkpoint_path(weights_enum.url)
-    if not path.is_file():
-        raise ModelError(
-            f"pretrained weights {path.name} are not on this machine. segcli never downloads at run time: "
-            f"fetch {weights_enum.url} and save it as {path} (or pass --weights FILE); "
-            f"`python -c \"import torchvision; torchvision.models.get_weight('{weights_enum}').get_state_dict()\"` does it where there is a network"
-        )
-    _check_hash(path)
-    return load_state_dict(path)
+    return load_state_dict(hub.cached_file(weights_enum, model=model))
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

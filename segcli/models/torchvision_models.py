@@ -1,17 +1,26 @@
-"""torchvision's pretrained semantic models as zoo entries (21 VOC classes, ImageNet normalisation).
+"""torchvision's pretrained semantic models as zoo entries (COCO-trained on the 21 VOC classes).
 
-Weights come from `weights=FILE` or torch's hub cache (segcli.models.pretrained); class names and
-normalisation come from torchvision's weight metadata, so checkpoint cards record them.
+Weights come from `weights=FILE` or torch's hub cache (`segcli.models.pretrained`); class names and
+normalisation come from torchvision's weight metadata, so checkpoint cards record them. With another
+class count (fine-tuning, torchvision's reference recipe) the pretrained network is loaded first, then
+its last classifier layer and that of the auxiliary head are replaced; the auxiliary head adds
+0.5 x its cross-entropy to the training loss, as in torchvision's references/segmentation.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torchvision.models import segmentation as tvseg
 
+from segcli import hub
 from segcli.models.base import SemanticModel
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
+from segcli.structures import IGNORE_INDEX
+
+AUX_WEIGHT = 0.5  # torchvision references/segmentation/train.py
 
 
 class TorchvisionSemantic(SemanticModel):
@@ -24,43 +33,67 @@ class TorchvisionSemantic(SemanticModel):
         preset = weights_enum.transforms()
         self.mean, self.std = tuple(preset.mean), tuple(preset.std)
         self.output_stride = 8
+        self._aux: torch.Tensor | None = None
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)["out"]
+        outputs = self.net(images)
+        # Training keeps the auxiliary head's logits for compute_losses (forward skips that head otherwise).
+        self._aux = outputs.get("aux") if self.training else None
+        return outputs["out"]
+
+    def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        losses = super().compute_losses(images, targets)
+        if self._aux is not None:
+            target = torch.stack([t["semantic"] for t in targets]).long().to(self._aux.device)
+            losses["aux"] = AUX_WEIGHT * F.cross_entropy(self._aux, target, ignore_index=IGNORE_INDEX)
+            self._aux = None
+        return losses
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.training or getattr(self.net, "aux_classifier", None) is None:
+            return super().forward(images)
+        aux, self.net.aux_classifier = self.net.aux_classifier, None  # prediction: skip the auxiliary head's cost
+        try:
+            return super().forward(images)
+        finally:
+            self.net.aux_classifier = aux
 
 
-def _build(builder, weights_enum, num_classes: int | None, pretrained: bool, weights: str | None) -> TorchvisionSemantic:
+def _replace_last_conv(head: nn.Sequential, num_classes: int) -> None:
+    """The 1x1 classifier at the end of torchvision's FCNHead / DeepLabHead, for `num_classes` outputs."""
+    last = head[-1]
+    head[-1] = nn.Conv2d(last.in_channels, num_classes, kernel_size=1)
+
+
+def _build(name: str, builder, num_classes: int | None, pretrained: bool, weights: str | None) -> TorchvisionSemantic:
+    weights_enum = hub.torchvision_weights(name)
     categories = list(weights_enum.meta["categories"])
-    if pretrained:
-        if num_classes not in (None, len(categories)):
-            raise ValueError(f"pretrained weights predict {len(categories)} classes; train from scratch for {num_classes}")
-        # aux_loss=True: torchvision's published files carry the auxiliary head; it is loaded, then unused.
-        extra = {"aux_loss": True} if _has_aux(builder) else {}
-        net = builder(weights=None, weights_backbone=None, num_classes=len(categories), **extra)
-        load_into(net, pretrained_state_dict(weights_enum, weights), weights or weights_enum.url)
+    num_classes = num_classes or len(categories)
+    has_aux = builder is not tvseg.lraspp_mobilenet_v3_large
+    # torchvision's published files carry the auxiliary head: it is always built, so every checkpoint has one layout.
+    net = builder(weights=None, weights_backbone=None, num_classes=len(categories), **({"aux_loss": True} if has_aux else {}))
+    if pretrained or weights:
+        load_into(net, pretrained_state_dict(weights_enum, weights, model=f"tv_{name}"), str(weights or weights_enum.url))
+    if num_classes == len(categories):
         return TorchvisionSemantic(net, weights_enum, categories)
-    net = builder(weights=None, weights_backbone=None, num_classes=num_classes or len(categories))
-    names = categories if (num_classes or len(categories)) == len(categories) else [f"class{i}" for i in range(num_classes)]
-    return TorchvisionSemantic(net, weights_enum, names)
+    if has_aux:
+        _replace_last_conv(net.classifier, num_classes)
+        _replace_last_conv(net.aux_classifier, num_classes)
+    else:  # LR-ASPP: a low- and a high-resolution classifier
+        net.classifier.low_classifier = nn.Conv2d(net.classifier.low_classifier.in_channels, num_classes, 1)
+        net.classifier.high_classifier = nn.Conv2d(net.classifier.high_classifier.in_channels, num_classes, 1)
+    return TorchvisionSemantic(net, weights_enum, [f"class{i}" for i in range(num_classes)])
 
 
-def _has_aux(builder) -> bool:
-    return builder is not tvseg.lraspp_mobilenet_v3_large
-
-
-def _entry(name: str, builder, weights_enum, description: str) -> None:
-    @register_model(name, modes=("semantic",), description=description)
+def _entry(name: str, builder, description: str) -> None:
+    @register_model(f"tv_{name}", modes=("semantic",), description=description)
     def build(num_classes: int | None = None, pretrained: bool = True, weights: str | None = None) -> TorchvisionSemantic:
-        return _build(builder, weights_enum, num_classes, pretrained, weights)
+        return _build(name, builder, num_classes, pretrained, weights)
 
-    build.__name__ = name
+    build.__name__ = f"tv_{name}"
 
 
-_entry("tv_fcn_resnet50", tvseg.fcn_resnet50, tvseg.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-       "torchvision FCN ResNet-50, COCO-trained on the 21 VOC classes")
-_entry("tv_deeplabv3_resnet50", tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-       "torchvision DeepLabV3 ResNet-50, 21 VOC classes")
-_entry("tv_deeplabv3_mobilenet_v3_large", tvseg.deeplabv3_mobilenet_v3_large,
-       tvseg.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, "torchvision DeepLabV3 MobileNetV3-Large, 21 VOC classes")
-_entry("tv_lraspp_mobilenet_v3_large", tvseg.lraspp_mobilenet_v3_large,
-       tvseg.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, "torchvision LR-ASPP MobileNetV3-Large, 21 VOC classes (fast)")
+_entry("fcn_resnet50", tvseg.fcn_resnet50, "torchvision FCN ResNet-50, COCO-trained on the 21 VOC classes")
+_entry("deeplabv3_resnet50", tvseg.deeplabv3_resnet50, "torchvision DeepLabV3 ResNet-50, 21 VOC classes (default for --mode semantic)")
+_entry("deeplabv3_mobilenet_v3_large", tvseg.deeplabv3_mobilenet_v3_large, "torchvision DeepLabV3 MobileNetV3-Large, 21 VOC classes")
+_entry("lraspp_mobilenet_v3_large", tvseg.lraspp_mobilenet_v3_large, "torchvision LR-ASPP MobileNetV3-Large, 21 VOC classes (fast)")

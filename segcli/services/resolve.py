@@ -1,4 +1,12 @@
-"""Which model answers a request: --weights FILE, --model NAME, or the bundled default for the mode."""
+"""Which model answers a request (SPEC "Where weights come from"), in this order:
+
+1. `--weights FILE`: a segcli checkpoint (FILE beside its card), or, with `--model tv_*`, a
+   torchvision-format state dict with no card (.pth read with weights_only=True, or .safetensors);
+2. `--model NAME` naming a bundled model (`NAME.safetensors` + card in the bundled folders);
+3. `--model NAME` naming a library model (`tv_*`; `hf:*`): weights fetched into the library's cache
+   on first use (`segcli.hub`), refused offline with the file and where to put it;
+4. neither: the mode's default model (`default_model`), resolved as in 2-3.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,22 @@ from pathlib import Path
 
 import torch
 
-from segcli.checkpoint import load_checkpoint, make_card
-from segcli.errors import ModelError
+from segcli import hub
+from segcli.checkpoint import checkpoint_paths, load_checkpoint, make_card
+from segcli.errors import ModelError, UsageError
 from segcli.models import hf_zoo
+from segcli.models.pretrained import library_name, required_weights
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.structures import LabelSpace
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "models"
+
+# torchvision's COCO models: what `segcli predict photo.jpg --mode M` uses with no --model/--weights.
+DEFAULT_MODELS = {
+    "semantic": "tv_deeplabv3_resnet50",
+    "instance": "tv_maskrcnn_resnet50_fpn_v2",
+    "panoptic": "tv_maskrcnn_resnet50_fpn_v2",  # COCO things, void stuff, until a better panoptic model is added
+}
 
 
 def weights_dirs() -> list[Path]:
@@ -22,13 +39,27 @@ def weights_dirs() -> list[Path]:
     return dirs + [REPO_WEIGHTS]
 
 
-def default_checkpoint(mode: str) -> Path | None:
-    """`<mode>-default` for the mode; a panoptic model also answers semantic and instance requests."""
-    for name in (f"{mode}-default", "panoptic-default"):
-        for folder in weights_dirs():
-            if (folder / f"{name}.safetensors").is_file():
-                return folder / f"{name}.safetensors"
+def bundled_checkpoint(name: str) -> Path | None:
+    """The bundled model called `name` (`NAME.safetensors` beside `NAME.json`), if one ships."""
+    for folder in weights_dirs():
+        weights, card = checkpoint_paths(folder / name)
+        if weights.is_file() and card.is_file():
+            return weights
     return None
+
+
+def bundled_names() -> list[str]:
+    """Every bundled model name (listed by `segcli models`, usable offline)."""
+    names = {p.stem for folder in weights_dirs() if folder.is_dir() for p in folder.glob("*.safetensors")
+             if checkpoint_paths(p)[1].is_file()}
+    return sorted(names)
+
+
+def default_model(mode: str) -> str:
+    """The documented default model of a mode (panoptic: COCO Mask2Former when the [hf] extra is installed)."""
+    if mode == "panoptic" and hf_zoo.available():
+        return hf_zoo.DEFAULT_PANOPTIC
+    return DEFAULT_MODELS[mode]
 
 
 def _check_mode(name: str, mode: str) -> None:
@@ -36,38 +67,80 @@ def _check_mode(name: str, mode: str) -> None:
         raise ModelError(f"{name} cannot do --mode {mode}; models that can: {', '.join(models_for_mode(mode))}")
 
 
+def fetch_weights(model: str, args: dict | None = None, *, progress: bool = True) -> list[Path]:
+    """Download (or find in the cache) every library file that building `model` with `args` reads."""
+    return [hub.fetch(w, model=model, progress=progress) for w in required_weights(model, args or {})]
+
+
+def offline_choices(mode: str) -> str:
+    """What can answer `mode` on this machine without a network, as one clause."""
+    cached = [name for name in models_for_mode(mode) if library_name(name) and _is_cached(name)]
+    if hf_zoo.available():
+        cached += [name for name, c in hf_zoo.ZOO.items() if mode in c.modes and hf_zoo.is_cached(name)]
+    bundled = bundled_names()
+    return (f"usable offline here: bundled {', '.join(bundled) or '(none)'}; cached {', '.join(cached) or '(none)'}; "
+            "or --weights FILE (a checkpoint from segcli train)")
+
+
+def _is_cached(model: str) -> bool:
+    return all(hub.cache_path(w).is_file() for w in required_weights(model, {}))
+
+
 def resolve_model(mode: str, model: str | None = None, weights: Path | None = None,
                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode on `device`, its card) for a predict or eval request."""
     if weights is not None:
-        net, card = load_checkpoint(weights, device=device)
+        return _from_file(mode, model, Path(weights), device)
+    if model is None:
+        try:
+            return resolve_model(mode, default_model(mode), device=device)
+        except ModelError as error:
+            better = (f"; for photos, {hf_zoo.INSTALL_HINT} makes a COCO panoptic Mask2Former the default"
+                      if mode == "panoptic" and not hf_zoo.available() else "")
+            if not hub.is_offline():
+                raise ModelError(f"{error}{better}") from None
+            raise hub.OfflineError(f"{str(error).rstrip('.')}. No --model or --weights given for --mode {mode}; "
+                                   f"{offline_choices(mode)}{better}") from None
+    bundled = bundled_checkpoint(model)
+    if bundled is not None:
+        net, card = load_checkpoint(bundled, device=device)
         _check_mode(card["model"], mode)
         return net, card
     if hf_zoo.is_hf_name(model):
         return hf_zoo.load(model, mode, device)
-    if model is not None:
-        _check_mode(model, mode)
-        if not model.startswith("tv_"):
-            raise ModelError(f"{model} has no pretrained weights of its own: train it (segcli train --model {model} ...) "
-                             "and pass --weights runs/.../best.safetensors")
-        net = build_model(model).to(device).eval()
-        return net, _torchvision_card(model, net, mode)
-    if mode == "panoptic" and hf_zoo.available():
-        return hf_zoo.load(hf_zoo.DEFAULT_PANOPTIC, mode, device)
-    found = default_checkpoint(mode)
-    if found is None:
-        raise ModelError(f"no bundled {mode} model here (looked for {mode}-default.safetensors in "
-                         f"{', '.join(str(d) for d in weights_dirs())}); no weights ship with segcli yet: train one "
-                         f"(segcli train --model unet_panoptic --mode panoptic ...) and pass --weights "
-                         f"runs/.../best.safetensors, put it there as {mode}-default.safetensors, or use --model "
-                         f"with a torchvision model (segcli models)" + (f"; for photos, {hf_zoo.INSTALL_HINT} gives a COCO "
-                         "panoptic Mask2Former as the default" if mode == "panoptic" else ""))
-    return resolve_model(mode, weights=found, device=device)
+    return _library_model(mode, model, device)
 
 
-def _torchvision_card(name: str, net, mode: str) -> dict:
+def _from_file(mode: str, model: str | None, weights: Path, device) -> tuple[torch.nn.Module, dict]:
+    _, card_path = checkpoint_paths(weights)
+    if card_path.is_file():
+        net, card = load_checkpoint(weights, device=device)
+        if model is not None and model != card["model"]:
+            raise UsageError(f"--weights {weights} is a {card['model']} checkpoint (its card says so), not --model {model}")
+        _check_mode(card["model"], mode)
+        return net, card
+    if model is None or not library_name(model):
+        raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside "
+                         "NAME.json, and a torchvision state dict (.pth/.safetensors) needs --model tv_* to say what it is")
+    _check_mode(model, mode)
+    net = build_model(model, weights=str(weights)).to(device).eval()
+    return net, _library_card(model, net, mode, source=str(weights))
+
+
+def _library_model(mode: str, model: str, device) -> tuple[torch.nn.Module, dict]:
+    _check_mode(model, mode)
+    if not library_name(model):
+        raise ModelError(f"{model} has no pretrained weights of its own: train it (segcli train --model {model} ...) "
+                         "and pass --weights runs/.../best.safetensors")
+    files = fetch_weights(model)
+    net = build_model(model).to(device).eval()
+    return net, _library_card(model, net, mode, source=", ".join(str(f) for f in files))
+
+
+def _library_card(name: str, net, mode: str, source: str) -> dict:
     names = list(net.class_names)
     things = [i > 0 and not n.startswith("__") for i, n in enumerate(names)]
     space = LabelSpace(names, isthing=things, category_ids=list(range(len(names))))
-    card = make_card(name, {}, mode, space)
+    card = make_card(name, {}, mode, space, weights=source)
     card["normalization"] = {"mean": list(net.mean), "std": list(net.std)}
     return card

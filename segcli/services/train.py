@@ -22,6 +22,7 @@ from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
+from segcli.services.resolve import fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
 from segcli.training.seeding import seed_everything
@@ -72,8 +73,19 @@ def _model_args(config: TrainConfig, label_space) -> dict:
         args["width"] = config.width
     if "thing_classes" in accepted:
         args["thing_classes"] = label_space.thing_indices
-    if config.model.startswith("tv_"):
-        args["pretrained"] = False
+    if "pretrained" in accepted:
+        args["pretrained"] = config.pretrained
+    if config.weights is not None:
+        if "weights" not in accepted or (Path(config.weights).with_suffix(".json")).is_file():
+            raise UsageError(f"train --weights {config.weights}: starting weights are a torchvision state dict for a "
+                             "--model tv_* (to continue a segcli run use --out RUN --resume)")
+        args["weights"] = str(config.weights)
+    if config.encoder is not None:
+        if "encoder" not in accepted:
+            raise UsageError(f"--encoder: {config.model} has a fixed encoder; models that take one: "
+                             "unet, fcn, deeplab and their _panoptic versions")
+        args["encoder"] = config.encoder
+        args["encoder_weights"] = "imagenet" if config.pretrained else "none"
     return {k: v for k, v in args.items() if k in accepted}
 
 
@@ -114,6 +126,7 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     """The zoo model with the loss options of the config, and the builder arguments that rebuild it."""
     label_space = train_set.label_space
     model_args = _model_args(config, label_space)
+    fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
     if config.dice:
         model.dice_weight = config.dice

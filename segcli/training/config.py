@@ -40,4 +40,7 @@ class TrainConfig:
     val: Path | None = None
     images: Path | None = None
     masks: Path | None = None
+    pretrained: bool = True  # start from the library's weights (tv_* COCO, --encoder ImageNet), fetched on first use
+    weights: Path | None = None  # starting weights of a tv_* model: a torchvision-format state dict (.pth/.safetensors)
+    encoder: str | None = None  # ImageNet encoder under unet/fcn/deeplab(_panoptic), e.g. resnet34
     command: list[str] = field(default_factory=lambda: list(sys.argv))

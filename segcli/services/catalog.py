@@ -1,0 +1,75 @@
+"""`segcli models`: what the zoo holds, which weights are on this machine, and fetching them ahead of time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segcli import hub
+from segcli.errors import ModelError
+from segcli.models import hf_zoo
+from segcli.models.pretrained import required_weights
+from segcli.models.registry import get_model_entry, list_models
+from segcli.services.resolve import bundled_checkpoint, bundled_names, default_model, fetch_weights
+
+
+def cache_folder() -> Path:
+    return hub.cache_dir()
+
+
+def _weights_row(weights) -> dict:
+    path = hub.cache_path(weights)
+    cached = path.is_file()
+    return {"file": path.name, "url": weights.url, "path": str(path), "cached": cached,
+            "size_mb": round(path.stat().st_size / 1e6, 1) if cached else hub.size_mb(weights)}
+
+
+def list_catalog(mode: str | None = None) -> list[dict]:
+    """One row per zoo model: name, modes, description, whether it is a mode's default, and its library weights
+    (file, url, path in the cache, cached or not, size in MB) or its bundled checkpoint."""
+    defaults = {m: default_model(m) for m in ("semantic", "instance", "panoptic")}
+    rows = []
+    for entry in list_models(mode):
+        rows.append({"name": entry.name, "modes": list(entry.modes), "description": entry.description,
+                     "default_for": [m for m, name in defaults.items() if name == entry.name],
+                     "weights": [_weights_row(w) for w in required_weights(entry.name, {})]})
+    for checkpoint in hf_zoo.ZOO.values():  # --model hf:ORG/NAME also opens any other compatible checkpoint
+        if mode is None or mode in checkpoint.modes:
+            cached = hf_zoo.available() and hf_zoo.is_cached(checkpoint.name)
+            rows.append({"name": checkpoint.name, "modes": list(checkpoint.modes), "description": checkpoint.description,
+                         "default_for": [m for m, name in defaults.items() if name == checkpoint.name],
+                         "weights": [{"file": checkpoint.repo, "url": f"https://huggingface.co/{checkpoint.repo}",
+                                      "cached": cached, "size_mb": checkpoint.download_mb}]})
+    for name in bundled_names():
+        path = bundled_checkpoint(name)
+        rows.append({"name": name, "modes": [], "description": f"bundled model ({path.parent})", "default_for": [],
+                     "weights": [{"file": path.name, "path": str(path), "cached": True,
+                                  "size_mb": round(path.stat().st_size / 1e6, 1)}]})
+    return rows
+
+
+def weights_summary(row: dict) -> str:
+    """'-' (trained by you), or each file's size and whether it is here."""
+    if not row["weights"]:
+        return "-"
+    parts = []
+    for w in row["weights"]:
+        size = f"{w['size_mb']:.0f} MB" if w.get("size_mb") is not None else "? MB"
+        parts.append(f"{size} {'here' if w['cached'] else 'not fetched'}")
+    return ", ".join(parts)
+
+
+def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, list[Path]]]:
+    """Download every named model's library weights into the cache now (`segcli models --fetch`)."""
+    fetched = []
+    for name in names:
+        if bundled_checkpoint(name) is not None:
+            fetched.append((name, [bundled_checkpoint(name)]))
+            continue
+        if hf_zoo.is_hf_name(name):
+            fetched.append((name, [hf_zoo.fetch(name)]))
+            continue
+        get_model_entry(name)  # unknown names: the registry's error lists the available ones
+        if not required_weights(name, {}):
+            raise ModelError(f"{name} has no pretrained weights to fetch: it is trained with segcli train")
+        fetched.append((name, fetch_weights(name, progress=progress)))
+    return fetched
