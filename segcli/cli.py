@@ -324,14 +324,11 @@ def train_command(
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.")] = 0,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from the library's weights "
-                                             "(tv_*: COCO, --encoder: ImageNet), fetched on first use; new heads for "
-                                             "the data's classes.")] = True,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights of a --model tv_*: a torchvision "
-                                                                  "state dict (.pth or .safetensors).")] = None,
-    encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): "
-                                                                 "resnet18, resnet34, resnet50, mobilenet_v3_large, "
-                                                                 "convnext_tiny, efficientnet_b0.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
+                                             "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights of a --model tv_*: a torchvision state dict.")] = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
+                                                                 "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")] = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -516,8 +513,7 @@ def compare_command(
     config = CompareConfig(
         out=out,
         approaches=tuple(_split_list(approaches)),
-        data=data,
-        data_format=data_format,
+        data=data, data_format=data_format,
         binary=binary,
         steps=budget_steps,
         epochs=epochs,

@@ -33,3 +33,12 @@ def hub_dir(tmp_path):
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(previous)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """TORCH_HOME pointed at an empty folder (torch.hub.get_dir() then derives the cache from it); online."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("SEGCLI_OFFLINE", "0")  # restored (removed) after the test, also when --offline set it
+    return tmp_path / "torch_home" / "hub" / "checkpoints"

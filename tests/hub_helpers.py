@@ -38,3 +38,4 @@ def serve_torchvision(monkeypatch, folder: Path, name: str, state: dict) -> Simp
     original = hub.torchvision_weights
     monkeypatch.setattr(hub, "torchvision_weights", lambda n: fake if n == name else original(n))
     return fake
+

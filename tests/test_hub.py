@@ -23,15 +23,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """TORCH_HOME pointed at an empty folder (torch.hub.get_dir() then derives the cache from it)."""
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setenv("SEGCLI_OFFLINE", "0")  # restored (removed) after the test, also when --offline set it
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
-
-
-@pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a URL fails the test."""
     def refuse(*args, **kwargs):
