@@ -26,7 +26,7 @@ from segcli.models.blocks import ConvBNReLU
 from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import bottom_up_prediction
 from segcli.models.registry import register_model
-from segcli.models.semantic import build_body
+from segcli.models.semantic import build_body, copy_normalisation
 from segcli.structures import IGNORE_INDEX, Prediction
 
 MODES = ("semantic", "instance", "panoptic")
@@ -151,23 +151,27 @@ def _panoptic(approach: str, num_classes: int, in_channels: int, width: int, thi
     """The one wiring of every bottom-up model: a zoo body plus the three heads."""
     body = build_body(approach, in_channels=in_channels, width=width, **body_kwargs)
     things = resolve_thing_classes(thing_classes, num_classes)
-    return PanopticDeepLab(body, num_classes, things, head_channels=max(16, 2 * width),
-                           targets=TargetConfig(sigma=center_sigma))
+    model = PanopticDeepLab(body, num_classes, things, head_channels=max(16, 2 * width), targets=TargetConfig(sigma=center_sigma))
+    copy_normalisation(model, body)
+    return model
 
 
 @register_model("unet_panoptic", modes=MODES, description="U-Net body + Panoptic-DeepLab heads: semantic, centres, offsets (CPU default)")
 def unet_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                  thing_classes: list[int] | None = None, center_sigma: float = 4.0) -> PanopticDeepLab:
-    return _panoptic("unet", num_classes, in_channels, width, thing_classes, center_sigma, depth=depth)
+                  thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
+    return _panoptic("unet", num_classes, in_channels, width, thing_classes, center_sigma, depth=depth, encoder=encoder,
+                     encoder_weights=encoder_weights)
 
 
 @register_model("fcn_panoptic", modes=MODES, description="FCN-8s body + Panoptic-DeepLab heads (stride-8 features)")
 def fcn_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, thing_classes: list[int] | None = None,
-                 center_sigma: float = 4.0) -> PanopticDeepLab:
-    return _panoptic("fcn", num_classes, in_channels, width, thing_classes, center_sigma)
+                 center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
+    return _panoptic("fcn", num_classes, in_channels, width, thing_classes, center_sigma, encoder=encoder,
+                     encoder_weights=encoder_weights)
 
 
 @register_model("deeplab_panoptic", modes=MODES, description="DeepLabV3+ body + Panoptic-DeepLab heads (the paper's design)")
 def deeplab_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16,
-                     thing_classes: list[int] | None = None, center_sigma: float = 4.0) -> PanopticDeepLab:
-    return _panoptic("deeplab", num_classes, in_channels, width, thing_classes, center_sigma, output_stride=output_stride)
+                     thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
+    return _panoptic("deeplab", num_classes, in_channels, width, thing_classes, center_sigma, output_stride=output_stride,
+                     encoder=encoder, encoder_weights=encoder_weights)

@@ -43,10 +43,11 @@ def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None, 
     return load_state_dict(hub.cached_file(weights_enum, model=model))
 
 
-def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load with a message that names the first missing and unexpected keys."""
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Strict load with a message that names the first missing and unexpected keys (`assign`: take the tensors
+    themselves, for a model built on the meta device)."""
     try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as error:  # shapes differ: another width or class count
         first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
         raise ModelError(f"{source}: weights do not fit this model ({first.strip()})") from None

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segcli.models.backbones import Encoder
 from segcli.models.base import SemanticModel
 from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel
+from segcli.models.encoders import build_encoder
 from segcli.models.registry import register_model
 from segcli.structures import IGNORE_INDEX
 
@@ -155,9 +155,10 @@ class FCNBody(nn.Module):
     coarse boundaries that skip connections from earlier layers would recover.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, out_channels: int | None = None) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, out_channels: int | None = None, encoder: str | None = None,
+                 encoder_weights: str | None = "imagenet") -> None:
         super().__init__()
-        self.encoder = Encoder(in_channels, width, depth=5)
+        self.encoder = build_encoder(encoder, in_channels=in_channels, width=width, depth=5, weights=encoder_weights)
         channels = {f.stride: f.channels for f in self.encoder.feature_info}
         out_channels = out_channels or 2 * width
         self.score32 = nn.Sequential(ConvBNReLU(channels[32], channels[32]), nn.Conv2d(channels[32], out_channels, 1))
@@ -197,16 +198,19 @@ class UNetBody(nn.Module):
     (skip connection) at every step, so boundaries come back sharp. Output: width channels at stride 1.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 4, bilinear: bool = True) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 4, bilinear: bool = True, encoder: str | None = None,
+                 encoder_weights: str | None = "imagenet") -> None:
         super().__init__()
-        self.encoder = Encoder(in_channels, width, depth=depth)
+        self.encoder = build_encoder(encoder, in_channels=in_channels, width=width, depth=depth, weights=encoder_weights)
         info = self.encoder.feature_info
         ups, channels = [], info[-1].channels
         for skip in reversed(info[:-1]):
-            ups.append(Up(channels, skip.channels, skip.channels, bilinear=bilinear))
-            channels = skip.channels
+            # The zoo's encoder: as many channels as the skip. An ImageNet encoder: at most 256 (2048 + 1024 in would be costly).
+            out = skip.channels if encoder is None else min(skip.channels, 256)
+            ups.append(Up(channels, skip.channels, out, bilinear=bilinear))
+            channels = out
         self.ups = nn.ModuleList(ups)
-        self.out_channels, self.out_stride = width, 1
+        self.out_channels, self.out_stride = channels, info[0].stride  # stride 2 (4 for ConvNeXt) with an ImageNet encoder
         self.output_stride = info[-1].stride  # coarsest feature: inputs are padded to a multiple of it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,9 +244,11 @@ class DeepLabBody(nn.Module):
     instead of pooled), ASPP for global context, and a light decoder that upsamples x4 and fuses the
     1/4 features (the skip) for boundaries. Output: width*2 channels at stride 4."""
 
-    def __init__(self, in_channels: int = 3, width: int = 32, output_stride: int = 16, rates: tuple[int, ...] = (6, 12, 18)) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, output_stride: int = 16, rates: tuple[int, ...] = (6, 12, 18),
+                 encoder: str | None = None, encoder_weights: str | None = "imagenet") -> None:
         super().__init__()
-        self.encoder = Encoder(in_channels, width, depth=5, max_stride=output_stride)
+        self.encoder = build_encoder(encoder, in_channels=in_channels, width=width, depth=5, max_stride=output_stride,
+                                     weights=encoder_weights)
         info = self.encoder.feature_info
         low = next(f for f in info if f.stride == 4)
         self.low_name = low.name
@@ -250,7 +256,7 @@ class DeepLabBody(nn.Module):
         self.low_project = ConvBNReLU(low.channels, width, kernel=1)
         self.fuse = nn.Sequential(ConvBNReLU(5 * width, 2 * width), ConvBNReLU(2 * width, 2 * width))
         self.out_channels, self.out_stride = 2 * width, 4
-        self.output_stride = output_stride
+        self.output_stride = info[-1].stride  # output_stride, or 32 for an encoder torchvision cannot dilate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
@@ -272,6 +278,13 @@ def build_body(approach: str, in_channels: int = 3, width: int = 16, **kwargs) -
     return _BODIES[approach](in_channels=in_channels, width=width, **kwargs)
 
 
+def copy_normalisation(model: nn.Module, body: nn.Module) -> None:
+    """An ImageNet encoder's input normalisation becomes the model's (the trainer writes it into the card)."""
+    encoder = getattr(body, "encoder", None)
+    if hasattr(encoder, "mean"):
+        model.mean, model.std = encoder.mean, encoder.std
+
+
 class BodyClassifier(SemanticModel):
     """body => 1x1 classifier => bilinear upsampling to the input size (skipped at stride 1)."""
 
@@ -280,6 +293,7 @@ class BodyClassifier(SemanticModel):
         self.body = body
         self.classifier = nn.Conv2d(body.out_channels, num_classes, 1) if classify else nn.Identity()
         self.output_stride = getattr(body, "output_stride", body.out_stride)
+        copy_normalisation(self, body)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.classifier(self.body(images))
@@ -301,16 +315,22 @@ def fullres(num_classes: int = 2, in_channels: int = 3, width: int = 32, depth: 
 
 
 @register_model("fcn", modes=("semantic",), description="FCN-8s: encoder to 1/32, learned upsampling fused with 1/16, 1/8 skips")
-def fcn(num_classes: int = 2, in_channels: int = 3, width: int = 16) -> SemanticModel:
+def fcn(num_classes: int = 2, in_channels: int = 3, width: int = 16, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
     # FCN's fused maps *are* the class scores: no extra classifier after the body.
-    return BodyClassifier(FCNBody(in_channels, width, out_channels=num_classes), num_classes, classify=False)
+    body = FCNBody(in_channels, width, out_channels=num_classes, encoder=encoder, encoder_weights=encoder_weights)
+    return BodyClassifier(body, num_classes, classify=False)
 
 
 @register_model("unet", modes=("semantic",), description="U-Net: encoder-decoder with skip connections (recommended)")
-def unet(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4, bilinear: bool = True) -> SemanticModel:
-    return BodyClassifier(UNetBody(in_channels, width, depth, bilinear), num_classes)
+def unet(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4, bilinear: bool = True,
+         encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
+    """`encoder`: the zoo's small encoder (None) or an ImageNet one (segcli.models.encoders.ENCODERS), whose
+    `encoder_weights` are "imagenet" (torch hub's cache), a file, or "none" (random)."""
+    return BodyClassifier(UNetBody(in_channels, width, depth, bilinear, encoder, encoder_weights), num_classes)
 
 
 @register_model("deeplab", modes=("semantic",), description="DeepLabV3+: dilated encoder, ASPP global context, 1/4 skip decoder")
-def deeplab(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16) -> SemanticModel:
-    return BodyClassifier(DeepLabBody(in_channels, width, output_stride), num_classes)
+def deeplab(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16,
+            encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
+    body = DeepLabBody(in_channels, width, output_stride, encoder=encoder, encoder_weights=encoder_weights)
+    return BodyClassifier(body, num_classes)

@@ -7,6 +7,7 @@ from pathlib import Path
 from segcli import hub
 from segcli.errors import ModelError
 from segcli.models import hf_zoo
+from segcli.models.encoders import ENCODERS
 from segcli.models.pretrained import required_weights
 from segcli.models.registry import get_model_entry, list_models
 from segcli.services.resolve import bundled_checkpoint, bundled_names, default_model, fetch_weights
@@ -39,6 +40,11 @@ def list_catalog(mode: str | None = None) -> list[dict]:
                          "default_for": [m for m, name in defaults.items() if name == checkpoint.name],
                          "weights": [{"file": checkpoint.repo, "url": f"https://huggingface.co/{checkpoint.repo}",
                                       "cached": cached, "size_mb": checkpoint.download_mb}]})
+    for name in ENCODERS:
+        if mode is None:
+            rows.append({"name": name, "modes": [], "description": "ImageNet encoder (torchvision): segcli train --model "
+                         "unet|fcn|deeplab[_panoptic] --encoder " + name, "default_for": [],
+                         "weights": [_weights_row(hub.torchvision_weights(name))]})
     for name in bundled_names():
         path = bundled_checkpoint(name)
         rows.append({"name": name, "modes": [], "description": f"bundled model ({path.parent})", "default_for": [],
@@ -59,7 +65,7 @@ def weights_summary(row: dict) -> str:
 
 
 def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, list[Path]]]:
-    """Download every named model's library weights into the cache now (`segcli models --fetch`)."""
+    """Download every named model's (or ImageNet encoder's) library weights into the cache now (`segcli models --fetch`)."""
     fetched = []
     for name in names:
         if bundled_checkpoint(name) is not None:
@@ -67,6 +73,9 @@ def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, 
             continue
         if hf_zoo.is_hf_name(name):
             fetched.append((name, [hf_zoo.fetch(name)]))
+            continue
+        if name in ENCODERS:
+            fetched.append((name, [hub.fetch(hub.torchvision_weights(name), model=f"encoder {name}", progress=progress)]))
             continue
         get_model_entry(name)  # unknown names: the registry's error lists the available ones
         if not required_weights(name, {}):
