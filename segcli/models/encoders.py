@@ -52,7 +52,7 @@ class TorchvisionEncoder(nn.Module):
         weights_enum = hub.torchvision_weights(name)
         if load:
             source = None if weights == "imagenet" else weights
-            state = pretrained_state_dict(weights_enum, source, model=f"encoder {name}")
+            state = pretrained_state_dict(weights_enum, source, model=name)
             load_into(net, state, str(source or weights_enum.url), assign=True)
         preset = weights_enum.transforms()
         self.mean, self.std = tuple(preset.mean), tuple(preset.std)

@@ -75,9 +75,12 @@ def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, 
             fetched.append((name, [hf_zoo.fetch(name)]))
             continue
         if name in ENCODERS:
-            fetched.append((name, [hub.fetch(hub.torchvision_weights(name), model=f"encoder {name}", progress=progress)]))
+            fetched.append((name, [hub.fetch(hub.torchvision_weights(name), model=name, progress=progress)]))
             continue
-        get_model_entry(name)  # unknown names: the registry's error lists the available ones
+        try:
+            get_model_entry(name)
+        except ModelError as error:
+            raise ModelError(f"{error}; ImageNet encoders: {', '.join(ENCODERS)}; Hugging Face: hf:ORG/NAME") from None
         if not required_weights(name, {}):
             raise ModelError(f"{name} has no pretrained weights to fetch: it is trained with segcli train")
         fetched.append((name, fetch_weights(name, progress=progress)))
