@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint readme-compare readme-demo clean
+.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean
 
 install: .venv/.installed
 
@@ -29,13 +29,34 @@ bench: install
 	$(PY) -m benchmarks.run
 
 
-# The default compare run (synthetic context data, about 9 minutes on 2 cores); the README shows its table and plots.
+# The default compare run (synthetic context data, 4 approaches x 3 seeds, about 6.5 idle minutes on 2 cores);
+# the README shows its tables, verdicts and plots.
 readme-compare: install
 	rm -rf runs/compare-default
 	$(SEGCLI) compare --out runs/compare-default
 	mkdir -p docs/compare
 	cd runs/compare-default && cp report.md results.json results.csv grid.png scaling.png tradeoff.png ../../docs/compare/
 	$(PY) scripts/readme_compare.py docs/compare/results.json README.md
+
+# compare on real data (docs/compare/isbi, docs/compare/dsb): ISBI 2012 membranes (0/255 masks) and the DSB 2018
+# nuclei in semantic mode (nucleus vs background), FCN-8s and U-Net with 2 seeds each, about 6 idle minutes in all.
+COMPARE_REAL := --approaches fcn,unet --seeds 2 --img-size 128 --sizes 256,512
+compare-real: install
+	rm -rf runs/compare-isbi runs/compare-dsb
+	$(SEGCLI) compare --data $(DATA)/isbi2012_membrane --binary --budget-steps 150 $(COMPARE_REAL) --out runs/compare-isbi
+	$(SEGCLI) compare --data $(DATA)/dsb2018_nuclei --budget-steps 100 $(COMPARE_REAL) --out runs/compare-dsb
+	for d in isbi dsb; do mkdir -p docs/compare/$$d && \
+	  (cd runs/compare-$$d && cp report.md results.json results.csv grid.png scaling.png tradeoff.png ../../docs/compare/$$d/); done
+
+# The boundary study (docs/compare/boundary.md): U-Net vs FCN-8s boundary F1 across budgets and tolerances, on the
+# context data (80 steps: the default run; 300 steps: one more run) and on ISBI membranes (compare-real's run).
+compare-boundary: install
+	rm -rf runs/boundary
+	$(SEGCLI) compare --approaches fcn,unet --budget-steps 300 --seeds 1 --sizes 128 --out runs/boundary/context-300
+	mkdir -p docs/compare/context-300
+	cp runs/boundary/context-300/results.json docs/compare/context-300/
+	$(PY) scripts/boundary_study.py docs/compare/boundary.md docs/compare/boundary.png \
+	  docs/compare docs/compare/context-300 docs/compare/isbi docs/compare/dsb
 
 # The pictures of the README's predict section, drawn by the demo.
 readme-demo: install

@@ -479,7 +479,8 @@ def _render_metrics(mode: str, result: dict) -> None:
 @app.command("compare")
 def compare_command(
     approaches: Annotated[
-        str, typer.Option("--approaches", help="Comma-separated zoo names, e.g. sliding,fullres,fcn,unet,deeplab.")
+        str, typer.Option("--approaches", help="Comma-separated zoo names, e.g. sliding,fullres,fcn,unet,deeplab; "
+                                               "LABEL=NAME runs NAME under another label (e.g. unet,unet2=unet).")
     ] = "sliding,fullres,fcn,unet",
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset to train and score on (default: synthetic 'context' data).")
@@ -498,8 +499,11 @@ def compare_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json/csv, report.md and the plots.")] = Path(
         "runs/compare"
     ),
-    seed: Annotated[int, typer.Option("--seed", help="Seed for data, initialisation and sampling.")] = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="A one-minute run on tiny data (tests, demo).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="First seed; also seeds the synthetic data and the validation hold-out.")] = 0,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Train each approach with this many seeds (SEED, "
+                                                                    "SEED+1, ...); verdicts weigh margins against their "
+                                                                    "spread. Default 3 (1 with --quick).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A one-minute smoke test on tiny data; its claims are not judged.")] = False,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -508,7 +512,6 @@ def compare_command(
     """Train the course's approaches on the same data and measure accuracy, boundaries, speed, memory, receptive field."""
     _setup(debug, quiet, device, offline)
     from segcli.services.compare import CompareConfig, compare
-    from segcli.services.compare_report import claims, terminal_tables
 
     config = CompareConfig(
         out=out,
@@ -520,12 +523,20 @@ def compare_command(
         sizes=tuple(int(s) for s in _split_list(sizes)) if sizes else None,
         img_size=img_size,
         seed=seed,
+        seeds=seeds,
         device=device,
         quick=quick,
         weights=_parse_weights(weights or []),
     )
     with _progress() as progress:
         results = compare(config, callback=_compare_progress(progress))
+    _render_compare(results, out)
+
+
+def _render_compare(results: dict, out: Path) -> None:
+    """The two tables, then each claim's and each ranking's verdict (coloured), then where the files are."""
+    from segcli.services.compare_report import HELD, NOT_HELD, claims, ranking, terminal_tables
+
     for title, rows in terminal_tables(results):
         table = Table(title=f"segcli compare: {title}")
         for column in rows[0]:
@@ -533,9 +544,11 @@ def compare_command(
         for row in rows:
             table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in rows[0]))
         err_console.print(table)
-    for claim in claims(results):
-        verdict = {True: "[green]held[/]", False: "[red]did not hold[/]", None: "not measurable"}[claim["held"]]
-        _say(f"{verdict}: {claim['claim']}\n  {claim['evidence']}")
+    colours = {HELD: "[green]", NOT_HELD: "[red]"}
+    for item in [*claims(results), *ranking(results)]:
+        verdict = f"{colours.get(item['verdict'], '[yellow]')}{item['verdict']}[/]"
+        why = f" ({escape(item['reason'])})" if item.get("reason") else ""
+        _say(f"{verdict}{why}: {escape(item['claim'])}\n  {escape(item['evidence'])}")
     _say(f"results in {out}/ (results.json, results.csv, report.md, grid.png, scaling.png, tradeoff.png)")
 
 
@@ -545,12 +558,13 @@ def _compare_progress(progress):
     def update(event: str, **info) -> None:
         approach = info.get("approach", "")
         if event == "train:step":
-            key = f"train {approach}"
+            key = f"train {approach}" + ("" if info.get("seed") is None else f" seed {info['seed']}")
             if key not in tasks:
                 tasks[key] = progress.add_task(key, total=info.get("total_steps"))
-            progress.update(tasks[key], completed=info.get("step", 0), description=f"train {approach} loss {info.get('loss', 0):.3f}")
-        elif event in ("evaluate", "time", "data"):
+            progress.update(tasks[key], completed=info.get("step", 0), description=f"{key} loss {info.get('loss', 0):.3f}")
+        elif event in ("evaluate", "time", "data", "reuse"):
             detail = f" at {info['size']} px" if "size" in info else ""
+            detail += f" seed {info['seed']}" if info.get("seed") is not None else ""
             progress.console.log(f"{event} {approach}{detail}".strip()) if not STATE.quiet else None
 
     return update

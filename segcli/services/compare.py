@@ -1,13 +1,18 @@
 """`segcli compare`: train the course's approaches on the same data and measure the course's claims.
 
-Every approach gets the same training split, step budget, seed, augmentation and optimiser;
+Every approach gets the same training split, step budget, seeds, augmentation and optimiser;
 all are scored on the same validation split with eval's metric code, and timed the same way.
+Each approach is trained once per seed (`--seeds N`: seed, seed+1, ...); the validation split
+stays the same for every seed, and each image's counts are kept so that compare_report can
+judge every claim against the spread between seeds and over images.
 The service never prints: it reports progress through `callback(event: str, **info)`.
 """
 
 from __future__ import annotations
 
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,54 +30,81 @@ from segcli.services import compare_report
 Callback = Callable[..., None]
 
 DEFAULT_APPROACHES = ("sliding", "fullres", "fcn", "unet")
+BOUNDARY_TOLERANCES_PX = (1, 2, 4)  # besides eval's default (2% of the image diagonal), for the boundary study
 
 
 @dataclass
 class ComparePreset:
-    """Sizes of a run; `quick` exists so tests and the demo finish in about a minute."""
+    """Sizes of a run; `quick` exists so tests and the demo finish in about a minute (and is never judged)."""
 
     n_images: int  # synthetic images generated when no --data is given
     img_size: int  # synthetic image side and training crop
-    steps: int  # optimiser steps per approach
+    steps: int  # optimiser steps per approach and seed
     sizes: tuple[int, ...]  # image sides for latency / memory
     batch_size: int
+    seeds: int  # training runs per approach
 
 
 PRESETS = {
-    "default": ComparePreset(n_images=96, img_size=128, steps=300, sizes=(128, 256, 512, 1024), batch_size=8),
-    "quick": ComparePreset(n_images=16, img_size=64, steps=20, sizes=(64, 128), batch_size=4),
+    # 3 seeds: the fewest that give a min-max spread worth the name. 80 steps and sizes up to 512 px: 3 seeds x 4
+    # approaches take about 6.5 idle minutes on 2 cores (per-step costs in the README), well under 15.
+    "default": ComparePreset(n_images=96, img_size=128, steps=80, sizes=(128, 256, 512), batch_size=8, seeds=3),
+    "quick": ComparePreset(n_images=16, img_size=64, steps=20, sizes=(64, 128), batch_size=4, seeds=1),
 }
 
 
 @dataclass
 class CompareConfig:
     out: Path
-    approaches: tuple[str, ...] = DEFAULT_APPROACHES
+    approaches: tuple[str, ...] = DEFAULT_APPROACHES  # zoo names, or LABEL=NAME to run one model under another label
     data: Path | None = None  # None: generate `segcli data synth --kind context`
     data_format: str = "auto"
     binary: bool = False  # 0/255 masks (ISBI membranes): 255 is class 1
-    steps: int | None = None  # optimiser steps per approach (the shared budget)
-    epochs: int | None = None  # alternative budget: epochs per approach
+    steps: int | None = None  # optimiser steps per approach and seed (the shared budget)
+    epochs: int | None = None  # alternative budget: epochs per approach and seed
     sizes: tuple[int, ...] | None = None
     img_size: int | None = None
     batch_size: int | None = None
-    seed: int = 0
+    seed: int = 0  # first seed; also the seed of the synthetic data and of a random validation hold-out
+    seeds: int | None = None  # training runs per approach (None: the preset's)
     device: str = "auto"
     quick: bool = False
     weights: dict[str, Path] = field(default_factory=dict)  # approach -> checkpoint, skips its training
     grid_images: int = 4
     naive_size: int | None = None  # where naive sliding is timed; defaults to the smallest size
+    command: list[str] = field(default_factory=lambda: ["segcli", *sys.argv[1:]])  # recorded in results and report
 
 
 def _preset(config: CompareConfig) -> ComparePreset:
     base = PRESETS["quick" if config.quick else "default"]
+    if config.seeds is not None and config.seeds < 1:
+        raise UsageError(f"--seeds {config.seeds}: give at least 1")
     return ComparePreset(
         n_images=base.n_images,
         img_size=config.img_size or base.img_size,
         steps=config.steps or base.steps,
         sizes=tuple(config.sizes or base.sizes),
         batch_size=config.batch_size or base.batch_size,
+        seeds=config.seeds or base.seeds,
     )
+
+
+def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
+    """`NAME` or `LABEL=NAME` -> {label: zoo name}, checked against the zoo before any work."""
+    from segcli.models.registry import get_model_entry
+
+    approaches: dict[str, str] = {}
+    for spec in specs:
+        label, _, name = spec.partition("=") if "=" in spec else (spec, "", spec)
+        label, name = label.strip(), name.strip()
+        if not label or not name:
+            raise UsageError(f"--approaches: {spec!r} is neither NAME nor LABEL=NAME")
+        if label in approaches:
+            raise UsageError(f"--approaches: {label} is given twice; give the second one a label, e.g. {label}2={name}")
+        if "semantic" not in get_model_entry(name).modes:
+            raise UsageError(f"--approaches: {name} is not a semantic model; compare measures semantic segmentation")
+        approaches[label] = name
+    return approaches
 
 
 def _notify(callback: Callback | None, event: str, **info) -> None:
@@ -82,36 +114,53 @@ def _notify(callback: Callback | None, event: str, **info) -> None:
 
 def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
     """Run the whole comparison; returns the results dict that results.json holds."""
-    from segcli.models.registry import get_model_entry
-
-    for name in config.approaches:
-        if "semantic" not in get_model_entry(name).modes:
-            raise UsageError(f"--approaches: {name} is not a semantic model; compare measures semantic segmentation")
+    approaches = parse_approaches(tuple(config.approaches))
+    unknown = sorted(set(config.weights) - set(approaches))
+    if unknown:
+        raise UsageError(f"--weights {unknown[0]}=...: {unknown[0]} is not one of --approaches ({', '.join(approaches)})")
     preset = _preset(config)
     device = resolve_device(config.device)
     config.out.mkdir(parents=True, exist_ok=True)
     data_path = config.data or _make_synthetic(config, preset, callback)
+    seeds = _seeds(config, preset)
     results = {
+        "command": shlex.join(config.command),
         "data": str(data_path),
         "seed": config.seed,
+        "seeds": seeds,
+        "quick": config.quick,
         "img_size": preset.img_size,
         "sizes": list(preset.sizes),
         "budget": f"{config.epochs} epochs" if config.epochs else f"{preset.steps} steps of batch {preset.batch_size}",
+        "boundary_tolerances_px": list(BOUNDARY_TOLERANCES_PX),
         "environment": _environment(device),
         "approaches": {},
     }
+    began = time.perf_counter()
     val_samples = None
     trained = {}
-    for name in config.approaches:
-        model, card, train_seconds, split_sizes = _train_or_load(name, config, preset, data_path, callback)
-        if val_samples is None:
-            val_samples = _validation_samples(data_path, config)
-            results["train_images"], results["val_images"] = split_sizes[0], len(val_samples)
-        _notify(callback, "evaluate", approach=name)
-        entry, predictions = _measure(name, model, card, val_samples, preset, config, device, callback)
-        entry["train_seconds"] = train_seconds
-        results["approaches"][name] = entry
-        trained[name] = (card, predictions)
+    for label, name in approaches.items():
+        runs = []
+        for seed in ([None] if label in config.weights else seeds):
+            model, card, train_seconds, split_sizes, reused = _train_or_load(label, name, seed, config, preset, data_path,
+                                                                             callback)
+            if val_samples is None:
+                val_samples = _validation_samples(data_path, config)
+                results["train_images"], results["val_images"] = split_sizes[0], len(val_samples)
+                results["classes"] = _label_space(card).names
+                results["interior_pixels"] = _interior_pixels(val_samples, len(results["classes"]))
+            _notify(callback, "evaluate", approach=label, seed=seed)
+            scores, predictions = _score(model, card, val_samples, device)
+            runs.append({"seed": seed, "train_seconds": train_seconds, "reused": reused, **scores})
+            if len(runs) == 1:
+                first = (model, card, predictions)
+        model, card, predictions = first
+        entry = _measure(label, name, model, preset, config, device, callback)
+        entry.update(compare_report.seed_summary(runs))
+        entry["runs"] = runs
+        results["approaches"][label] = entry
+        trained[label] = (card, predictions)
+    results["wall_seconds"] = time.perf_counter() - began
     _write_outputs(config.out, results, trained, val_samples, config.grid_images)
     _notify(callback, "done", out=str(config.out))
     return results
@@ -136,13 +185,13 @@ def _make_synthetic(config: CompareConfig, preset: ComparePreset, callback: Call
     return generate("context", out, n=preset.n_images, size=preset.img_size, seed=config.seed)
 
 
-def _train_or_load(name, config, preset, data_path, callback):
+def _train_or_load(label, name, seed, config, preset, data_path, callback):
     from segcli.checkpoint import load_checkpoint
     from segcli.services.train import TrainConfig, train
 
-    if name in config.weights:
-        model, card = load_checkpoint(config.weights[name])
-        return model, card, 0.0, (card.get("data", {}).get("train_images", 0), None)
+    if seed is None:
+        model, card = load_checkpoint(config.weights[label])
+        return model, card, 0.0, (card.get("data", {}).get("train_images", 0), None), False
     train_config = TrainConfig(
         data=data_path,
         data_format=config.data_format,
@@ -153,20 +202,50 @@ def _train_or_load(name, config, preset, data_path, callback):
         epochs=config.epochs,
         batch_size=preset.batch_size,
         img_size=preset.img_size,
-        seed=config.seed,
+        seed=seed,
+        split_seed=config.seed,  # every seed validates on the same images
         device=config.device,
-        out=config.out / "runs" / name,
+        out=config.out / "runs" / (label if len(_seeds(config, preset)) == 1 else f"{label}-seed{seed}"),
         val_every=0,
-        command=["segcli", "compare", "(training " + name + ")"],
+        command=["segcli", "compare", f"(training {label}, seed {seed})"],
     )
+    reused = finished_run(train_config)
+    if reused is not None:  # an interrupted or split-up compare: this approach and seed are trained already
+        _notify(callback, "reuse", approach=label, seed=seed, path=str(reused[0]))
+        model, card = load_checkpoint(reused[0])
+        return model, card, reused[1], (card["data"]["train_images"], card["data"]["val_images"]), True
     start = time.perf_counter()
+
     def relay(event: str, **info) -> None:
-        _notify(callback, "train:" + event, approach=name, **info)
+        _notify(callback, "train:" + event, approach=label, seed=seed, **info)
 
     result = train(train_config, callback=relay)
     seconds = time.perf_counter() - start
     model, card = load_checkpoint(result.last)
-    return model, card, seconds, (result.train_images, result.val_images)
+    return model, card, seconds, (result.train_images, result.val_images), False
+
+
+def finished_run(train_config) -> tuple[Path, float] | None:
+    """OUT/runs/<label>[-seed<s>]/last.safetensors and its training seconds, if that run finished with this very
+    configuration (the card records it), so that rerunning compare in the same OUT trains only what is missing."""
+    import json
+    from dataclasses import asdict
+
+    from segcli.checkpoint import checkpoint_paths
+
+    weights, card_path = checkpoint_paths(Path(train_config.out) / "last")
+    log = Path(train_config.out) / "metrics.jsonl"
+    if not (weights.is_file() and card_path.is_file() and log.is_file()):
+        return None
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(train_config).items() if k != "command"}
+    if card.get("training") != wanted or (train_config.steps is not None and card.get("step") != train_config.steps):
+        return None
+    return weights, float(json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["seconds"])
+
+
+def _seeds(config: CompareConfig, preset: ComparePreset) -> list[int]:
+    return [config.seed + i for i in range(preset.seeds)]
 
 
 def _validation_samples(data_path: Path, config: CompareConfig) -> list:
@@ -176,53 +255,70 @@ def _validation_samples(data_path: Path, config: CompareConfig) -> list:
     return [dataset[i] for i in range(len(dataset))]
 
 
-def _measure(name, model, card, samples, preset, config, device, callback) -> dict:
+def _measure(label, name, model, preset, config, device, callback) -> dict:
+    """What does not depend on the seed: size, receptive field, latency and memory (timed on the first seed's model)."""
     from segcli.models.facts import model_facts
 
     facts = model_facts(name, size=preset.img_size, model=model)
-    scores, predictions = _score(model, card, samples, device)
     entry = {
+        "model": name,
         "params": facts["parameters"],
         "gflops": facts["gflops"],
         "receptive_field": facts["receptive_field"],
         "output_stride": facts["output_stride"],
-        **scores,
         "latency_ms": {},
         "peak_memory_mb": {},
     }
     for size in preset.sizes:
-        _notify(callback, "time", approach=name, size=size)
+        _notify(callback, "time", approach=label, size=size)
         entry["latency_ms"][str(size)] = latency_ms(model, size, device)
         entry["peak_memory_mb"][str(size)] = peak_memory_mb(model, size, device)
     if name == "sliding":
         entry["sliding_inference"] = _sliding_naive_vs_dense(model, config.naive_size or min(preset.sizes), device)
-    return entry, predictions
+    return entry
 
 
 def _score(model, card, samples, device) -> tuple[dict, list]:
-    """mIoU, per-class IoU and boundary F1 with eval's code, plus accuracy deep inside objects."""
-    from segcli.inference import predict_arrays
-    from segcli.metrics import score_semantic
+    """One trained model on the validation split: eval's metrics, summed from per-image counts that are kept.
 
-    label_space = _label_space(card)
+    Per image: the confusion matrix, per-class hits and totals deep inside objects, and boundary F1
+    at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are things and stuff,
+    also of the objects' outlines alone (thing vs stuff), which a cow taken for a goat does not move. The dataset's mIoU is the summed
+    matrix's (as eval computes it), its boundary F1 the mean over images (Csurka et al., as eval).
+    """
+    from segcli.inference import predict_arrays
+    from segcli.metrics import ConfusionMatrix, boundary_f1
+
+    space = _label_space(card)
+    num_classes = space.num_classes
+    things = np.array([space.isthing[i] if i < num_classes else False for i in range(256)])
+    object_boundaries = 0 < things[:num_classes].sum() < num_classes  # things and stuff: outlines of objects too
     predictions = predict_arrays(model, card, [s.image for s in samples], device=device)
-    summary = score_semantic([(s.semantic, p.semantic) for s, p in zip(samples, predictions)],
-                             label_space.num_classes, label_space.names)
-    # Per class, so that the large background does not hide the objects whose interiors need context.
-    hits, totals = np.zeros(label_space.num_classes), np.zeros(label_space.num_classes)
+    confusion, hits, totals = [], [], []
+    tolerances = ["default", *map(str, BOUNDARY_TOLERANCES_PX)]
+    boundary = {key: [] for key in tolerances + ([f"objects-{t}" for t in tolerances] if object_boundaries else [])}
     for sample, prediction in zip(samples, predictions):
+        matrix = ConfusionMatrix(num_classes)
+        matrix.update(sample.semantic, prediction.semantic)
+        confusion.append(matrix.matrix.tolist())
         inside = _interior(sample.semantic, margin=compare_report.INTERIOR_MARGIN)
         truth = sample.semantic[inside]
-        np.add.at(totals, truth, 1)
-        np.add.at(hits, truth[prediction.semantic[inside] == truth], 1)
-    present = totals > 0
-    scores = {
-        "miou": summary["miou"],
-        "pixel_accuracy": summary["pixel_accuracy"],
-        "per_class": summary["per_class"],
-        "boundary_f1": summary["boundary_f1"],
-        "interior_accuracy": float((hits[present] / totals[present]).mean()) if present.any() else None,
-    }
+        truth_ok = truth[truth < num_classes]
+        right = truth_ok[prediction.semantic[inside][truth < num_classes] == truth_ok]
+        totals.append(np.bincount(truth_ok, minlength=num_classes)[:num_classes].tolist())
+        hits.append(np.bincount(right, minlength=num_classes)[:num_classes].tolist())
+        for key in boundary:
+            tolerance = key.removeprefix("objects-")
+            tolerance = None if tolerance == "default" else float(tolerance)
+            gt, pred = sample.semantic, prediction.semantic
+            if key.startswith("objects-"):  # thing vs stuff only: where objects end, whichever thing class they are
+                gt, pred = np.where(gt == 255, 255, things[gt]).astype(np.uint8), things[pred].astype(np.uint8)
+            boundary[key].append(boundary_f1(gt, pred, tolerance, num_classes=num_classes))
+    images = {"confusion": confusion, "interior_hits": hits, "interior_totals": totals, "boundary_f1": boundary}
+    summed = ConfusionMatrix(num_classes)
+    summed.merge(np.asarray(confusion, np.int64).sum(0))
+    scores = {**compare_report.image_metrics(images), "per_class": summed.compute(space.names)["per_class"],
+              **compare_report.majority(images, space.names), "images": images}
     return scores, predictions
 
 
@@ -245,6 +341,15 @@ def _interior(semantic: np.ndarray, margin: int) -> np.ndarray:
     return inside
 
 
+def _interior_pixels(samples: list, num_classes: int) -> list[int]:
+    """Per class, the validation pixels deep inside objects: what the context claim's interior accuracy rests on."""
+    counts = np.zeros(num_classes, np.int64)
+    for sample in samples:
+        truth = sample.semantic[_interior(sample.semantic, margin=compare_report.INTERIOR_MARGIN)]
+        counts += np.bincount(truth[truth < num_classes], minlength=num_classes)[:num_classes]
+    return counts.tolist()
+
+
 def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> dict:
     """Time the same weights run naively (every window cut out) and densely, and check they agree."""
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -253,7 +358,9 @@ def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> dict:
     try:
         for kind in ("dense", "naive"):
             model.inference = kind
-            times[kind] = latency_ms(model, size, device, repeats=1 if kind == "naive" else 5, max_seconds=120)
+            # One naive pass takes seconds: no warm-up pass is needed to time it, and it would double the cost.
+            naive = kind == "naive"
+            times[kind] = latency_ms(model, size, device, repeats=1 if naive else 5, warmup=0 if naive else 1, max_seconds=120)
             with torch.inference_mode():
                 outputs[kind] = model(x)["semantic"]
     finally:
@@ -281,7 +388,7 @@ def _write_grid(path: Path, trained: dict, samples: list) -> Path:
     """Rows of validation images: input | ground truth | each approach's prediction, labelled."""
     from segcli import draw
 
-    space = _label_space(next(iter(trained.values()))[0])
+    space = _label_space(next(iter(trained.values()))[0])  # the first seed's predictions of each approach
     colors = space.colors
     tiles, labels = [], []
     predictions = {name: preds for name, (_, preds) in trained.items()}

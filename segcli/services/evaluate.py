@@ -166,7 +166,10 @@ def _training_data_options(card: dict) -> dict:
     """How the checkpoint's training read its data: the same 0/255 reading, and the same seed, so that a
     random train/val split puts the same images in `val` (scoring training images would flatter the model)."""
     training = card.get("training") or {}
-    return {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
+    options = {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
+    if training.get("split_seed") is not None:  # compare's repeated seeds share one hold-out
+        options["seed"] = training["split_seed"]
+    return options
 
 
 def _checked_label_space(card: dict, dataset):

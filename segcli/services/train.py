@@ -59,7 +59,7 @@ def _out_dir(config: TrainConfig) -> Path:
 
 def _datasets(config: TrainConfig):
     options = dict(classes=config.classes, binary=config.binary, val=config.val, images=config.images,
-                   masks=config.masks, seed=config.seed)
+                   masks=config.masks, seed=config.seed if config.split_seed is None else config.split_seed)
     train_set = load_dataset(config.data, config.data_format, "train", **options)
     val_set = load_dataset(config.data, train_set.format, "val", **options)
     return train_set, val_set

@@ -21,6 +21,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     img_size: int = 256  # training crop side
     seed: int = 0
+    split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)
     resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state
     device: str = "auto"
     width: int | None = None  # base channel width (None: the builder's default)
