@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from segcli import io
 from segcli.checkpoint import load_checkpoint, save_checkpoint
 from segcli.cli import app
-from segcli.services.compare import CompareConfig, compare, finished_run
+from segcli.errors import UsageError
+from segcli.services.compare import CompareConfig, compare, finished_run, parse_approaches
 from segcli.services.compare_report import HELD, NOT_HELD, NOT_JUDGED, UNDECIDED, claims, judge, ranking
 from segcli.training.config import TrainConfig
 
@@ -193,6 +194,14 @@ def test_unknown_or_repeated_approach_is_refused_before_any_work(tmp_path):
         result = CliRunner().invoke(app, ["compare", "--quick", "--approaches", approaches, "--out", str(tmp_path)])
         assert result.exit_code == 2 and ("no_such_net" in result.output or "twice" in result.output), result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_encoder_variants_are_named_like_the_zoo_s_encoders():
+    assert parse_approaches(("unet", "unet:resnet34", "r18=fcn:resnet18")) == {
+        "unet": "unet", "unet:resnet34": "unet:resnet34", "r18": "fcn:resnet18"}
+    for bad, words in (("sliding:resnet34", "fixed encoder"), ("unet:resnet999", "unknown encoder")):
+        with pytest.raises(UsageError, match=words):
+            parse_approaches((bad,))
 
 
 def test_binary_masks_are_compared_with_binary(tmp_path):

@@ -90,7 +90,12 @@ def _preset(config: CompareConfig) -> ComparePreset:
 
 
 def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
-    """`NAME` or `LABEL=NAME` -> {label: zoo name}, checked against the zoo before any work."""
+    """`NAME[:ENCODER]` or `LABEL=NAME[:ENCODER]` -> {label: NAME[:ENCODER]}, checked against the zoo before any work.
+
+    `unet:resnet34` is U-Net with torchvision's ImageNet ResNet-34 encoder (downloaded on first use)."""
+    import inspect
+
+    from segcli.models.encoders import ENCODERS
     from segcli.models.registry import get_model_entry
 
     approaches: dict[str, str] = {}
@@ -101,8 +106,14 @@ def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
             raise UsageError(f"--approaches: {spec!r} is neither NAME nor LABEL=NAME")
         if label in approaches:
             raise UsageError(f"--approaches: {label} is given twice; give the second one a label, e.g. {label}2={name}")
-        if "semantic" not in get_model_entry(name).modes:
-            raise UsageError(f"--approaches: {name} is not a semantic model; compare measures semantic segmentation")
+        base, _, encoder = name.partition(":")
+        entry = get_model_entry(base)
+        if "semantic" not in entry.modes:
+            raise UsageError(f"--approaches: {base} is not a semantic model; compare measures semantic segmentation")
+        if encoder and "encoder" not in inspect.signature(entry.builder).parameters:
+            raise UsageError(f"--approaches {name}: {base} has a fixed encoder; give an encoder to unet, fcn or deeplab")
+        if encoder and encoder not in ENCODERS:
+            raise UsageError(f"--approaches {name}: unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         approaches[label] = name
     return approaches
 
@@ -196,7 +207,8 @@ def _train_or_load(label, name, seed, config, preset, data_path, callback):
         data=data_path,
         data_format=config.data_format,
         binary=config.binary,
-        model=name,
+        model=name.partition(":")[0],
+        encoder=name.partition(":")[2] or None,  # NAME:ENCODER, an ImageNet encoder (pretrained) under NAME's decoder
         mode="semantic",
         steps=None if config.epochs else preset.steps,
         epochs=config.epochs,
@@ -259,7 +271,7 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
     """What does not depend on the seed: size, receptive field, latency and memory (timed on the first seed's model)."""
     from segcli.models.facts import model_facts
 
-    facts = model_facts(name, size=preset.img_size, model=model)
+    facts = model_facts(name.partition(":")[0], size=preset.img_size, model=model)
     entry = {
         "model": name,
         "params": facts["parameters"],
