@@ -230,10 +230,10 @@ def _script(name: str):
 def test_readme_and_boundary_study_are_rendered_from_results(quick_run, tmp_path):
     out, results, _ = quick_run
     readme = tmp_path / "README.md"
-    readme.write_text("before\n<!-- compare:begin (make readme-compare) -->\nold\n<!-- compare:end -->\nafter\n")
+    readme.write_text("before\n<!-- compare:begin (make readme-compare) -->\nSTALE-SECTION\n<!-- compare:end -->\nafter\n")
     _script("readme_compare").main(str(out / "results.json"), str(readme))
     text = readme.read_text()
-    assert text.startswith("before") and text.endswith("after\n") and "old" not in text
+    assert text.startswith("before") and text.endswith("after\n") and "STALE-SECTION" not in text
     assert "not judged" in text and f"{results['approaches']['unet']['miou']:.3f}" in text
     study = tmp_path / "boundary.md"
     study.write_text("# study\n<!-- study:begin (make compare-boundary) -->\n<!-- study:end -->\n")
