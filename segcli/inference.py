@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
+from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
 from segcli.structures import Instance, Prediction, mask_to_xywh
 
 
@@ -67,15 +68,30 @@ def flip_outputs(model, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def prepare_model(model, options: InferenceOptions):
-    """The model in the memory layout `options` asks for (dense models only: detectors keep theirs)."""
-    if options.channels_last and getattr(model, "dense", True):
+    """A copy of an eval-mode model made for inference: BatchNorm folded into the convolutions, convolution and
+    ReLU fused (oneDNN), and for dense models the memory layout and, on a CPU, the weights' dtype `options` ask for.
+
+    Weights in bfloat16 rather than float32 weights under autocast: every op of the forward (upsampling,
+    concatenation, pooling) then runs in bfloat16, and no weight is cast again at every call.
+    """
+    model = fuse_conv_relu(fold_batchnorm(model.eval()))
+    if not getattr(model, "dense", True):
+        return model
+    if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if options.dtype == torch.bfloat16 and all(p.device.type == "cpu" for p in model.parameters()):
+        model = model.to(torch.bfloat16)
     return model
+
+
+def _weights_dtype(model) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
     x, (h, w) = _pad_to(batch, _stride(model))
+    x = x.to(_weights_dtype(model))  # a model prepared in bfloat16 takes bfloat16 images
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), _autocast(x.device, options.dtype):

@@ -1,0 +1,105 @@
+"""Inference speed-ups change no prediction: BatchNorm folding and conv+ReLU fusion keep float32 logits
+(1e-5), and the bfloat16 model agrees with float32 on at least 99% of pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segcli.data.synth import render_sample
+from segcli.inference import InferenceOptions, dense_forward, predict_arrays, prepare_model
+from segcli.models.fusion import ConvReLU, can_fuse_relu, fold_batchnorm, fuse_conv_relu
+from segcli.models.registry import build_model
+
+DENSE = ["unet", "fcn", "deeplab", "fullres", "sliding", "unet_panoptic", "deeplab_panoptic"]
+
+
+def _model(name: str) -> nn.Module:
+    """An eval-mode model whose BatchNorms are far from identity, so folding them has work to do."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, width=4)
+    for norm in model.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+            nn.init.uniform_(norm.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_folding_and_fusion_keep_float32_logits(name):
+    model = _model(name)
+    before = _norms(model)
+    x = torch.randn(2, 3, 64, 48)
+    plain = InferenceOptions()
+    reference = dense_forward(model, x, plain)
+    folded = fold_batchnorm(model)
+    assert _norms(folded) == 0 < before and _norms(model) == before  # a copy: the argument keeps its norms
+    fast = InferenceOptions(channels_last=True)
+    for candidate, options in [(folded, plain), (prepare_model(model, fast), fast)]:
+        outputs = dense_forward(candidate, x, options)
+        for key, value in reference.items():
+            torch.testing.assert_close(outputs[key], value, atol=1e-5, rtol=1e-5)
+
+
+def test_fusion_replaces_conv_relu_pairs():
+    model = fuse_conv_relu(fold_batchnorm(_model("unet")))
+    fused = [m for m in model.modules() if isinstance(m, ConvReLU)]
+    if not can_fuse_relu():
+        pytest.skip("this torch has no oneDNN")
+    assert len(fused) == sum(isinstance(m, nn.ReLU) for m in _model("unet").modules())
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+def test_folding_refuses_a_training_model():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model("unet", num_classes=2, width=4))
+
+
+def _trained(name: str) -> tuple[nn.Module, list[np.ndarray]]:
+    """A model trained for a few dozen steps on synthetic shapes: confident enough that rounding matters only
+    near real class boundaries (an untrained model's near-constant logits would make agreement trivial)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    samples = [render_sample("shapes", 64, rng) for _ in range(8)]
+    model = build_model(name, num_classes=6, width=8, **({"thing_classes": [3, 4, 5]} if "panoptic" in name else {}))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() / 255 for s in samples])
+    images = (images - 0.5) / 0.25
+    targets = [{"semantic": torch.from_numpy(s.semantic).long(), "masks": torch.from_numpy(np.stack(
+        [i.mask for i in s.instances] or [np.zeros((64, 64), bool)])), "labels": torch.tensor(
+        [i.label for i in s.instances] or [0])} for s in samples]
+    model.train()
+    for step in range(40):
+        batch = slice(4 * (step % 2), 4 * (step % 2) + 4)
+        loss = sum(model.compute_losses(images[batch], targets[batch]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    test_rng = np.random.default_rng(1)
+    test = [render_sample("shapes", 96, test_rng).image for _ in range(2)]
+    return model.eval(), test
+
+
+@pytest.mark.parametrize("name", ["unet_panoptic", "deeplab"])
+def test_bfloat16_agrees_with_float32_on_99_percent_of_pixels(name):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bfloat16 support")
+    model, images = _trained(name)
+    card = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    reference = predict_arrays(model, card, images, "cpu")
+    options = InferenceOptions(channels_last=True, dtype=torch.bfloat16)
+    fast = prepare_model(model, options)
+    assert next(fast.parameters()).dtype == torch.bfloat16
+    for a, b in zip(reference, predict_arrays(fast, card, images, "cpu", options)):
+        assert len(np.unique(a.semantic)) > 1  # a real prediction, not one class everywhere
+        assert (a.semantic == b.semantic).mean() >= 0.99
+        if a.panoptic is not None:
+            assert ((a.panoptic > 0) == (b.panoptic > 0)).mean() >= 0.99
