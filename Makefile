@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean
+.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -61,6 +61,18 @@ compare-boundary: install
 # The pictures of the README's predict section, drawn by the demo.
 readme-demo: install
 	README_IMAGES=1 bash scripts/demo.sh
+
+# Bundled models (models/): retrain from scratch, score on held-out test data, write the card and models/README.md.
+# shapes: about 22 min on an idle 2-core CPU. membrane is trained and scored but never shipped (ISBI 2012 is
+# licensed for non-commercial use only).
+weights: weights-shapes
+
+weights-shapes weights-membrane: weights-%: install
+	PY=$(PY) DATA=$(DATA) bash scripts/weights.sh $*
+
+# models/README.md from the cards, with sizes and CPU latencies measured here.
+models-readme: install
+	$(PY) scripts/models_readme.py
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache runs demo_out

@@ -1,0 +1,143 @@
+"""Write models/README.md from the bundled models' cards (never by hand): `make models-readme`.
+
+Every column comes from a card, except size (the weights file) and latency, which this script
+measures: median wall time of `predict_arrays` (image in, prediction of the card's mode out: the
+forward pass and post-processing, channels-last float32, batch 1) on one image at the model's
+native size, after warm-up, with the threads torch has here. Recipes that ship no weights
+(`RECIPES`, e.g. membrane: its data is non-commercial) get their own table with their documented result.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segcli.checkpoint import load_checkpoint, read_card
+from segcli.inference import InferenceOptions, predict_arrays, prepare_model
+from segcli.models.registry import get_model_entry
+from segcli.services.resolve import bundled_checkpoint, bundled_names
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+HEADLINE = {"panoptic": ("pq", "sq", "rq", "things_pq"), "instance": ("ap", "ap50", "ap75"),
+            "semantic": ("miou", "pixel_accuracy")}
+MODE_ORDER = ("panoptic", "instance", "semantic")
+
+# Trained by `make weights-NAME` but not shipped; their result as measured by that recipe (docs/training.md).
+RECIPES = {
+    "membrane": {
+        "mode": "semantic", "classes": "membrane, cell",
+        "data": "ISBI 2012 EM membranes (isbi2012_membrane), train split: 20 images of 512 px",
+        "licence": "non-commercial use only (cite Cardona et al. 2010): weights not shipped",
+        "result": "validation mIoU 0.742 (membrane IoU 0.594, cell 0.890), boundary F1 0.980; 100 epochs, 12 min "
+                  "on this CPU (docs/training.md)",
+    },
+}
+
+
+def sample_image(card: dict) -> np.ndarray:
+    """The first test image, cut to the native size (a shapes image is already that size); noise without the data."""
+    size = card.get("native_size") or card.get("img_size") or 256
+    test = card.get("test") or {}
+    try:
+        from segcli.data import load_dataset
+
+        image = load_dataset(test["path"], split=test.get("split", "test"))[0].image
+    except Exception:  # the test data is not on this machine: time a random image of the same size
+        image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    image = image[:size, :size]
+    pad = ((0, size - image.shape[0]), (0, size - image.shape[1]), (0, 0))
+    return np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image
+
+
+def latency_ms(net, card: dict, image: np.ndarray, repeats: int = 10) -> float:
+    options = InferenceOptions(channels_last=True, batch_size=1)
+    net = prepare_model(net, options)
+    for _ in range(2):
+        predict_arrays(net, card, [image], options=options)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict_arrays(net, card, [image], options=options)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _metrics(card: dict) -> str:
+    parts = []
+    for mode in MODE_ORDER:
+        values = card.get("metrics", {}).get(mode)
+        if values:
+            parts.append(f"{mode}: " + ", ".join(f"{k} {values[k]:.3f}" for k in HEADLINE[mode] if values.get(k) is not None))
+    return "<br>".join(parts)
+
+
+def _classes(card: dict) -> str:
+    space = card["label_space"]
+    things = space.get("isthing") or [False] * len(space["names"])
+    return ", ".join(f"{n}{' (thing)' if t else ''}" for n, t in zip(space["names"], things))
+
+
+def row(name: str, card: dict, weights: Path) -> str:
+    net, _ = load_checkpoint(weights)
+    size = card.get("native_size") or card.get("img_size")
+    image = sample_image(card)
+    ms = latency_ms(net, {**card, "mode": card["mode"]}, image)
+    data = card.get("data", {})
+    cells = [f"`{name}`", ", ".join(get_model_entry(card["model"]).modes), _classes(card),
+             f"{data.get('name', '')}; licence: {data.get('licence', 'unknown')}",
+             f"`{card.get('recipe', '')}`: `{card.get('command', '')}`",
+             f"{_metrics(card)}<br>({card.get('test', {}).get('data', 'test data unknown')})",
+             f"{weights.stat().st_size / 1e6:.1f} MB ({card.get('storage_dtype', 'float32')})",
+             f"{ms:.0f} ms at {size}x{size}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(out: str = str(MODELS / "README.md")) -> None:
+    torch.manual_seed(0)
+    lines = [
+        "# Bundled models",
+        "",
+        "Written by `scripts/models_readme.py` from the cards (`NAME.json`) beside the weights",
+        "(`NAME.safetensors`); do not edit by hand: `make models-readme` regenerates it. `segcli models` lists the",
+        "same models; use one with `--model NAME` in `predict` and `eval --data`, and fine-tune it with",
+        "`segcli train --weights models/NAME.safetensors`. They need no network.",
+        "",
+        "| name | modes | classes | training data | trained by | test metrics | size | CPU latency |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    total = 0
+    for name in bundled_names():
+        weights = bundled_checkpoint(name)
+        card = read_card(bundled_checkpoint(name))
+        lines.append(row(name, card, weights))
+        total += weights.stat().st_size
+    lines += [
+        "",
+        f"All weights together: {total / 1e6:.1f} MB. Latency: median of 10 `predict_arrays` calls (forward pass and "
+        f"post-processing of the model's own mode, float32 channels-last, batch 1) on one test image at the native size, "
+        f"{torch.get_num_threads()} torch threads, {platform.machine()} CPU, torch {torch.__version__}; measured while "
+        "other jobs shared the machine, so treat it as an upper bound.",
+        "",
+        "## Recipes without shipped weights",
+        "",
+        "| name | mode | classes | training data | licence | recipe | documented result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, recipe in RECIPES.items():
+        lines.append(f"| `{name}` | {recipe['mode']} | {recipe['classes']} | {recipe['data']} | {recipe['licence']} | "
+                     f"`make weights-{name}` | {recipe['result']} |")
+    notes = [(name, read_card(bundled_checkpoint(name)).get("notes")) for name in bundled_names()]
+    if any(text for _, text in notes):
+        lines += ["", "## Notes", ""] + [f"- `{name}`: {text}" for name, text in notes if text]
+    Path(out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
