@@ -1,13 +1,18 @@
-"""`make bench`: run every benchmarks/bench_*.py module's `run()` and print what each measured.
+"""`make bench`: run every benchmarks/bench_*.py module's `run()`, then print each target as PASS or FAIL.
 
-Each benchmark returns a flat dict of numbers and, where the issue sets one, a `target` and a
-boolean `met`. Results are also written to benchmarks/results.json for the README.
+A benchmark returns a flat dict of what it measured plus either a list of `checks` (see
+`benchmarks.common.check`) or one `target` with a boolean `met`. Everything, with the environment
+it ran in, goes to benchmarks/results.json; `scripts/readme_bench.py` puts its table in the README.
+
+    python -m benchmarks.run                 # all of them
+    python -m benchmarks.run inference train # the modules whose names contain these words
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import platform
 import sys
@@ -18,18 +23,47 @@ import torch
 
 import benchmarks
 
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def environment() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor())
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bfloat16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "machine": platform.machine(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def checks_of(result: dict) -> list[dict]:
+    """The PASS/FAIL lines of one benchmark's result."""
+    if "checks" in result:
+        return result["checks"]
+    if "met" in result:
+        return [{"name": result.get("name", ""), "measured": result.get("measured", ""), "target": result.get("target", ""),
+                 "met": bool(result["met"]), "verdict": "PASS" if result["met"] else "FAIL"}]
+    return []
+
 
 def main(selected: list[str]) -> int:
-    results: dict[str, dict] = {
-        "_environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-        }
-    }
+    began = time.perf_counter()
+    results: dict[str, dict] = {"_environment": environment()}
     names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
-    failed = 0
+    table: list[tuple[str, dict]] = []
     for name in names:
         if selected and not any(s in name for s in selected):
             continue
@@ -40,12 +74,20 @@ def main(selected: list[str]) -> int:
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
         results[name] = result
         for key, value in result.items():
-            print(f"   {key}: {value}")
-        if result.get("met") is False:
-            failed += 1
-    out = Path(__file__).with_name("results.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}; {failed} target(s) missed")
+            if key != "checks":
+                print(f"   {key}: {value}")
+        for line in checks_of(result):
+            line.setdefault("name", name)
+            table.append((name, line))
+            print(f"   {line['verdict']}  {line['name']}: {line['measured']} (target {line['target']})", flush=True)
+    results["_environment"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    results["_environment"]["total_seconds"] = round(time.perf_counter() - began, 1)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    failed = sum(not line["met"] for _, line in table)
+    print(f"\n{'verdict':7}  {'target':<75} measured")
+    for _name, line in table:
+        print(f"{line['verdict']:7}  {(line['name'] + ' ' + line['target'])[:75]:<75} {line['measured']}")
+    print(f"\nwrote {RESULTS} in {results['_environment']['total_seconds']} s; {failed} of {len(table)} target(s) missed")
     return 1 if failed else 0
 
 

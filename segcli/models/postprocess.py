@@ -21,11 +21,15 @@ import torch.nn.functional as F
 
 from segcli.structures import IGNORE_INDEX, Instance, Prediction, Segment, mask_to_xywh
 
+# At most this many instance centres per image, whatever `top_k` asks: an untrained model's heatmap has a
+# peak almost everywhere, and every centre kept costs a segment in every output (detectron2's default top-k).
+MAX_CENTERS = 200
+
 # ---------------------------------------------------------------- bottom-up (Panoptic-DeepLab)
 
 
 def find_instance_centers(heatmap: torch.Tensor, threshold: float = 0.1, nms_kernel: int = 7,
-                          top_k: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+                          top_k: int = MAX_CENTERS) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W) or (1, H, W) heatmap -> centres (K, 2) as (y, x) and their scores (K,), best first.
 
     A centre is a pixel above `threshold` that equals the maximum of its `nms_kernel` x `nms_kernel`
@@ -72,7 +76,7 @@ def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_inst
 
 
 def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, offsets: torch.Tensor, thing_classes: list[int],
-                         *, center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = 200,
+                         *, center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = MAX_CENTERS,
                          stuff_area: int = 64) -> Prediction:
     """One image's Panoptic-DeepLab outputs -> `Prediction` (semantic map, instances by score, panoptic map).
 
@@ -80,27 +84,72 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
     argmax in `thing_classes`) are grouped around the centres; those no centre claims become void
     in the panoptic map. An instance's score is its mean class probability times its centre's
     heatmap value (clamped to [0, 1]), as detectron2's Panoptic-DeepLab scores instances.
+
+    Cost: a few passes over the image for all centres together (areas, classes, scores and boxes by
+    bincount), then work proportional to each real segment's box; at most `top_k` centres (an untrained
+    model's noisy heatmap has hundreds of peaks).
     """
     num_classes = semantic_logits.shape[0]
     probabilities = semantic_logits.float().softmax(0)
     semantic = probabilities.argmax(0)
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=semantic.device)
     is_thing[list(thing_classes)] = True
-    thing_mask = is_thing[semantic]
-    centers, center_scores = find_instance_centers(center, center_threshold, nms_kernel, top_k)
-    ids = group_pixels(centers, offsets, thing_mask)
-    labels = majority_labels(semantic, ids, len(centers), num_classes)
+    centers, center_scores = find_instance_centers(center, center_threshold, nms_kernel, min(top_k, MAX_CENTERS))
+    ids = group_pixels(centers, offsets, is_thing[semantic])
+    count = len(centers)
+    labels = majority_labels(semantic, ids, count, num_classes)
+    flat = ids.reshape(-1)
+    areas = torch.bincount(flat, minlength=count + 1)[1:]
+    # Each pixel's probability of its instance's class, summed per instance: all mean scores in one pass.
+    pixel_label = torch.cat([labels.new_zeros(1), labels])[flat]
+    own = probabilities.reshape(num_classes, -1).gather(0, pixel_label[None])[0]
+    scores = torch.bincount(flat, weights=own.double(), minlength=count + 1)[1:] / areas.clamp(min=1)
+    scores = (scores.float() * center_scores.clamp(0, 1)).tolist()
+    kept = sorted((k for k in range(count) if areas[k] > 0), key=lambda k: -scores[k])
+    ids_np = ids.cpu().numpy()
+    boxes = _boxes(ids_np, count)
     instances = []
-    for k in range(len(centers)):
-        mask = ids == k + 1
-        if not mask.any():
-            continue
-        score = probabilities[labels[k]][mask].mean() * center_scores[k].clamp(0, 1)
-        instances.append(Instance(mask=mask.cpu().numpy(), label=int(labels[k]), score=float(score)))
-    instances.sort(key=lambda inst: -inst.score)
+    for k in kept:
+        y0, x0, y1, x1 = boxes[k]
+        mask = np.zeros(ids_np.shape, bool)
+        mask[y0:y1, x0:x1] = ids_np[y0:y1, x0:x1] == k + 1
+        instances.append(Instance(mask=mask, label=int(labels[k]), score=scores[k],
+                                  bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
     semantic_np = semantic.to(torch.uint8).cpu().numpy()
-    panoptic, segments = paste_segments(semantic_np, instances, is_thing.tolist(), stuff_area)
+    panoptic, segments = _paste_disjoint(semantic_np, ids_np, count, [(k + 1, int(areas[k])) for k in kept], instances,
+                                         is_thing.tolist(), stuff_area)
     return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
+
+
+def _boxes(ids: np.ndarray, count: int) -> np.ndarray:
+    """(count, 4) [y0, x0, y1, x1) boxes of ids 1..count, from per-row and per-column counts (two bincounts)."""
+    h, w = ids.shape
+    rows = np.bincount((ids * h + np.arange(h)[:, None]).ravel(), minlength=(count + 1) * h).reshape(count + 1, h)[1:] > 0
+    cols = np.bincount((ids * w + np.arange(w)[None, :]).ravel(), minlength=(count + 1) * w).reshape(count + 1, w)[1:] > 0
+    y0, x0 = rows.argmax(1), cols.argmax(1)
+    y1, x1 = h - rows[:, ::-1].argmax(1), w - cols[:, ::-1].argmax(1)
+    return np.stack([y0, x0, y1, x1], 1)
+
+
+def _paste_disjoint(semantic: np.ndarray, ids: np.ndarray, count: int, kept: list[tuple[int, int]],
+                    instances: list[Instance], isthing: list[bool], stuff_area: int) -> tuple[np.ndarray, list[Segment]]:
+    """`paste_segments` for instances that cannot overlap (ids 1..count of one map; `kept` (id, area) pairs in
+    paste order): instance segments renumbered by one lookup, then the stuff classes as there."""
+    lookup = np.zeros(count + 1, np.int32)
+    segments: list[Segment] = []
+    for number, ((old, area), inst) in enumerate(zip(kept, instances), 1):
+        lookup[old] = number
+        segments.append(Segment(number, inst.label, area, inst.bbox, score=inst.score))
+    panoptic = lookup[ids]
+    free_area = np.bincount(semantic[panoptic == 0], minlength=256)
+    for label in np.flatnonzero(free_area).tolist():
+        if label == IGNORE_INDEX or label >= len(isthing) or isthing[label] or free_area[label] < stuff_area:
+            continue
+        region = (semantic == label) & (panoptic == 0)
+        segment_id = len(segments) + 1
+        panoptic[region] = segment_id
+        segments.append(Segment(segment_id, label, int(free_area[label]), mask_to_xywh(region)))
+    return panoptic, segments
 
 
 def paste_segments(semantic: np.ndarray, instances: list[Instance], isthing: list[bool], stuff_area: int,
