@@ -70,6 +70,9 @@ class Mode(str, Enum):
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present, else CPU), cpu, cuda[:N] or mps.")]
+# Commands whose work is CPU-only still take --device (SPEC: every command does) and check its spelling.
+CpuDeviceOpt = Annotated[str, typer.Option("--device", help="Checked like every command's (auto, cpu, cuda[:N], mps), "
+                                                            "but this command runs on the CPU whatever it says.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weights (as SEGCLI_OFFLINE=1); "
@@ -77,7 +80,10 @@ OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weig
 
 
 def _setup(debug: bool = False, quiet: bool = False, device: str = "auto", offline: bool = False) -> RunState:
+    from segcli.device import check_device_name
+
     STATE.debug, STATE.quiet, STATE.device = debug, quiet, device
+    check_device_name(device)  # a misspelt --device is a usage error in every command, even where it is unused
     if offline:
         from segcli.hub import set_offline
 
@@ -112,13 +118,14 @@ def models_command(
     size: Annotated[int, typer.Option("--size", help="Input size in pixels for --info's GFLOPs.")] = 512,
     fetch: Annotated[list[str] | None, typer.Option("--fetch", help="Download these models' (or encoders') weights "
                                                                    "now, for later offline use; repeatable.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="The list as JSON on stdout, with which weights are on this machine.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="The list (with which weights are on this machine), or --info's "
+                                                          "facts, as JSON on stdout instead of a table.")] = False,
     offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
+    device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the model zoo and which pretrained weights are on this machine, fetch weights, or describe one model."""
+    """List the zoo and which pretrained weights are here, fetch weights, or describe one model (tables on stderr)."""
     _setup(debug, quiet, device, offline)
     from segcli.services import catalog
 
@@ -126,28 +133,48 @@ def models_command(
         for name, paths in catalog.fetch_models(fetch, progress=not quiet):
             _say(f"{name}: " + ", ".join(str(p) for p in paths))
         return
+    _needs_output(json_out, "--json")
     if info is not None:
         from segcli.models.facts import model_facts
 
         facts = model_facts(info, size=size)
+        if json_out:
+            _print_json(facts)
+            return
         table = Table(title=f"{info}", show_header=False)
         for key, value in facts.items():
             table.add_row(key, str(value))
-        Console().print(table)
+        _show(table)
         return
     rows = catalog.list_catalog(mode.value if mode else None)
     if json_out:
-        import json
-
-        typer.echo(json.dumps(rows, indent=2))
+        _print_json(rows)
         return
     table = Table(title="segcli model zoo")
     for column in ("name", "modes", "weights", "description"):
         table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
     for row in rows:
         table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), row["description"])
-    Console().print(table)
+    _show(table)
     _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
+
+
+def _needs_output(machine: object, option: str) -> None:
+    """--quiet hides the tables; without machine output as well, the run would show nothing at all."""
+    if STATE.quiet and not machine:
+        raise UsageError(f"--quiet hides the table and {option} is not given: nothing would be shown; add {option}")
+
+
+def _show(table: Table) -> None:
+    """Tables are for people: on stderr (SPEC), unless --quiet."""
+    if not STATE.quiet:
+        err_console.print(table)
+
+
+def _print_json(obj: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj) + "\n")
 
 
 @app.command("predict")
@@ -238,7 +265,7 @@ def synth_command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images in the val split.")] = 0.25,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder that is not a synthetic dataset.")] = False,
-    device: DeviceOpt = "auto",
+    device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -395,14 +422,14 @@ def eval_command(
     data: Annotated[Path | None, typer.Option("--data", help="A dataset: predict its validation split and score it.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model for --data: bundled, or library weights (tv_*) fetched on first use.")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint for --data (or with --model tv_* a torchvision state dict).")] = None,
-    data_format: Annotated[str, typer.Option("--format", help="Dataset format for --data.")] = "auto",
-    split: Annotated[str, typer.Option("--split", help="Split of --data to score.")] = "val",
+    data_format: Annotated[str | None, typer.Option("--format", help="Dataset format for --data (default auto).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of --data to score (default val).")] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Semantic: number of classes (default: from --classes or the data).")] = None,
-    ignore_index: Annotated[int, typer.Option("--ignore-index", help="Semantic: label value to ignore.")] = 255,
+    ignore_index: Annotated[int | None, typer.Option("--ignore-index", help="Semantic: ground-truth label to ignore (default 255).")] = None,
     classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: one class name per line, in index order.")] = None,
     boundary_px: Annotated[float | None, typer.Option("--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -411,23 +438,16 @@ def eval_command(
 ) -> None:
     """Score predictions: mIoU/Dice/boundary F1, COCO mask AP, or panoptic quality, as the reference scripts do."""
     _setup(debug, quiet, device, offline)
-    from segcli.services import evaluate
+    _needs_output(json_out or csv_out, "--json FILE (- for stdout)")
+    from segcli.services.evaluate import evaluate
 
-    if data is not None:
-        if model is None and weights is None:
-            raise UsageError("--data needs --model NAME or --weights FILE to predict with")
-        result = evaluate.evaluate_model(data, mode=mode.value, model=model, weights=weights, data_format=data_format,
-                                         split=split, device=device, boundary_px=boundary_px)
-    elif gt is None or pred is None:
-        raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
-    elif mode is Mode.semantic:
-        result = evaluate.evaluate_semantic(gt, pred, num_classes, ignore_index, classes, boundary_px, workers)
-    elif mode is Mode.instance:
-        result = evaluate.evaluate_instance(gt, pred)
-    else:
-        result = evaluate.evaluate_panoptic(gt, pred, gt_dir, pred_dir, workers)
+    result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
+                      weights=weights, data_format=data_format, split=split, num_classes=num_classes,
+                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device)
     _render_metrics(mode.value, result)
-    if json_out:
+    if json_out and str(json_out) == "-":
+        _print_json(result)
+    elif json_out:
         from segcli import io
 
         io.write_json(json_out, result, indent=2)
@@ -472,8 +492,7 @@ def _render_metrics(mode: str, result: dict) -> None:
     if absent:
         where = "the ground truth" if mode == "instance" else "both ground truth and prediction"
         table.caption = f"{absent} classes not shown: absent from {where} (null in --json)"
-    if not STATE.quiet:
-        err_console.print(table)
+    _show(table)
 
 
 @app.command("compare")
@@ -601,12 +620,12 @@ def visualize_command(
     cols: Annotated[int, typer.Option("--cols", help="Columns of the --grid contact sheet.")] = 4,
     ext: Annotated[ImageExt, typer.Option("--ext", help="Output format: png (exact) or jpg (smaller).")] = ImageExt.png,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
-    device: DeviceOpt = "auto",
+    device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Draw predictions on their images: overlays, contours, legend, error maps against ground truth, grids."""
-    _setup(debug, quiet, device)  # drawing runs on the CPU; --device is accepted like every command's
+    _setup(debug, quiet, device)
     from segcli.services.visualize import VisualizeConfig, visualize
 
     config = VisualizeConfig(
@@ -646,7 +665,7 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="File to write (default: the weights path with .onnx).")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
     size: Annotated[int, typer.Option("--size", help="Example input side in pixels for tracing (a multiple of 32).")] = 256,
-    device: DeviceOpt = "auto",
+    device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -11,6 +11,7 @@ the same gradient with the model's real weights: how far influence actually reac
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -133,6 +134,10 @@ def model_facts(name: str, size: int = 512, model: nn.Module | None = None, **bu
     if model is None:
         if name.startswith("tv_"):
             build_kwargs.setdefault("pretrained", False)  # facts need the architecture, not the weights
+        if "min_size" in inspect.signature(entry.builder).parameters:
+            # Detectors resize every input to their own min_size first: without this, any --size costs the same.
+            build_kwargs.setdefault("min_size", size)
+            build_kwargs.setdefault("max_size", size)
         model = build_model(name, **build_kwargs)
     in_channels = _in_channels(model)
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
-from segcli.errors import DataError
+from segcli.errors import DataError, UsageError
 from segcli.metrics import (
     BoundaryF1,
     ConfusionMatrix,
@@ -146,18 +146,75 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
     return pq_compute(gt, pred, gt_dir, pred_dir, workers)
 
 
+# Which options each way of scoring reads; any other option given is refused, never silently dropped.
+_OPTIONS = {
+    ("data", "semantic"): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
+                           "boundary_px"},
+    ("data", "instance"): {"model", "weights", "data_format", "split", "num_classes", "classes"},
+    ("data", "panoptic"): {"model", "weights", "data_format", "split", "num_classes", "classes"},
+    ("files", "semantic"): {"gt", "pred", "num_classes", "ignore_index", "classes", "boundary_px", "workers"},
+    ("files", "instance"): {"gt", "pred"},
+    ("files", "panoptic"): {"gt", "pred", "gt_dir", "pred_dir", "workers"},
+}
+_FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px"}
+
+
+def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_dir: Path | None = None,
+             pred_dir: Path | None = None, data: Path | None = None, model: str | None = None, weights: Path | None = None,
+             data_format: str | None = None, split: str | None = None, num_classes: int | None = None,
+             ignore_index: int | None = None, classes: Path | None = None, boundary_px: float | None = None,
+             workers: int | None = None, device: str | None = None) -> dict:
+    """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given."""
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("mode", "data", "device")}
+    route = "data" if data is not None else "files"
+    unused = sorted(set(given) - _OPTIONS[(route, mode)])
+    if unused:
+        flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unused)
+        how = "with --data (predict, then score)" if route == "data" else "when scoring files (--gt/--pred)"
+        raise UsageError(f"{flags}: not used by eval --mode {mode} {how}; leave {'them' if len(unused) > 1 else 'it'} out")
+    if route == "data":
+        if model is None and weights is None:
+            raise UsageError("--data needs --model NAME or --weights FILE to predict with")
+        return evaluate_model(data, mode, model=model, weights=weights, data_format=data_format or "auto",
+                              split=split or "val", device=device or "auto", boundary_px=boundary_px,
+                              num_classes=num_classes, ignore_index=ignore_index, classes=classes)
+    if gt is None or pred is None:
+        raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
+    if mode == "semantic":
+        return evaluate_semantic(gt, pred, num_classes, IGNORE_INDEX if ignore_index is None else ignore_index, classes,
+                                 boundary_px, workers)
+    if mode == "instance":
+        return evaluate_instance(gt, pred)
+    return evaluate_panoptic(gt, pred, gt_dir, pred_dir, workers)
+
+
 def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",
-                   split: str = "val", device: str = "auto", boundary_px: float | None = None, **dataset_options) -> dict:
-    """Predict a dataset split with a model and score it (ultralytics' `val`)."""
+                   split: str = "val", device: str = "auto", boundary_px: float | None = None, num_classes: int | None = None,
+                   ignore_index: int | None = None, classes: Path | None = None) -> dict:
+    """Predict a dataset split with a model and score it (ultralytics' `val`).
+
+    `classes` is the dataset's classes.txt (as in training), `num_classes` a check of the model's class count,
+    `ignore_index` a ground-truth label to leave out of the semantic scores (255 always is)."""
+    from segcli.checkpoint import card_label_space
     from segcli.data import load_dataset
     from segcli.device import resolve_device
     from segcli.inference import predict_arrays
     from segcli.services.resolve import resolve_model
 
+    if classes is not None and not Path(classes).is_file():
+        raise DataError(f"--classes {classes}: no such file (one class name per line, in index order)")
     net, card = resolve_model(mode=mode, model=model, weights=weights, device=resolve_device(device))
-    dataset = load_dataset(data, format=data_format, split=split, **(_training_data_options(card) | dataset_options))
+    predicted = card_label_space(card).num_classes
+    if num_classes is not None and num_classes != predicted:
+        raise UsageError(f"--num-classes {num_classes}: the model predicts {predicted} classes; leave it out or use "
+                         "a model trained for that many")
+    options = _training_data_options(card) | ({"classes": classes} if classes is not None else {})
+    dataset = load_dataset(data, format=data_format, split=split, **options)
     label_space = _checked_label_space(card, dataset)
     samples = [dataset[i] for i in range(len(dataset))]
+    if ignore_index is not None and ignore_index != IGNORE_INDEX:
+        for sample in samples:
+            sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
     predictions = predict_arrays(net, card, [s.image for s in samples])
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
 

@@ -70,6 +70,8 @@ def _model_args(config: TrainConfig, label_space) -> dict:
     accepted = inspect.signature(builder).parameters
     args = {"num_classes": label_space.num_classes}
     if config.width is not None:
+        if "width" not in accepted:
+            raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; leave --width out")
         args["width"] = config.width
     if "thing_classes" in accepted:
         args["thing_classes"] = label_space.thing_indices
@@ -128,11 +130,21 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     model_args = _model_args(config, label_space)
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
+    _set_loss_options(model, config, train_set)
+    return model, model_args
+
+
+def _set_loss_options(model: torch.nn.Module, config: TrainConfig, train_set) -> None:
+    """--dice and --class-weights act on the class cross-entropy of semantic and panoptic models; a model
+    without one (Mask R-CNN) refuses them rather than record options it would not use."""
+    for option, attribute, wanted in (("--dice", "dice_weight", bool(config.dice)),
+                                      ("--class-weights auto", "class_weights", config.class_weights == "auto")):
+        if wanted and not hasattr(model, attribute):
+            raise UsageError(f"{option}: {config.model} has no per-pixel class loss to weight; leave {option.split()[0]} out")
     if config.dice:
         model.dice_weight = config.dice
-    if config.class_weights == "auto" and config.mode == "semantic":
-        model.class_weights = _class_weights(train_set, label_space.num_classes)
-    return model, model_args
+    if config.class_weights == "auto":
+        model.class_weights = _class_weights(train_set, train_set.label_space.num_classes)
 
 
 def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_set, val_set) -> dict:
