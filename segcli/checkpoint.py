@@ -77,8 +77,16 @@ def read_card(path: str | Path) -> dict:
         raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside NAME.json")
     card = io.read_json(card_path)
     for key in ("model", "model_args", "mode", "label_space"):
-        if key not in card:
+        if not isinstance(card, dict) or key not in card:
             raise ModelError(f"{card_path}: not a segcli checkpoint card (no {key!r})")
+    try:
+        names = LabelSpace.from_dict(card["label_space"]).names
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"{card_path}: the card's label_space is not readable ({error!r})") from None
+    declared = card["model_args"].get("num_classes") if isinstance(card["model_args"], dict) else None
+    if declared is not None and declared != len(names):
+        raise ModelError(f"{card_path}: the card names {len(names)} classes but its model_args build {declared}; "
+                         "the card does not belong to these weights")
     return card
 
 
@@ -90,12 +98,29 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     card = read_card(path)
     if not weights.is_file():
         raise ModelError(f"{weights}: weights file missing beside its card")
-    model = build_model(card["model"], **_builder_args(card))
-    state = load_file(str(weights), device="cpu")
+    try:
+        model = build_model(card["model"], **_builder_args(card))
+    except (TypeError, ValueError) as error:  # model_args the builder does not take, or cannot build
+        raise ModelError(f"{checkpoint_paths(path)[1]}: the card's model_args {card['model_args']} do not build "
+                         f"{card['model']} ({error})") from None
+    state = read_safetensors(weights)
     from segcli.models.pretrained import load_into
 
     load_into(model, state, f"{weights} ({card['model']} {card['model_args']})")
     return model.to(device).eval(), card
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file; a truncated or foreign file is one clear error, not a SafetensorError."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path), device="cpu")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelError(f"{path}: not a readable safetensors file (truncated or corrupt: {error}); "
+                         "copy it again or retrain") from None
 
 
 def _builder_args(card: dict) -> dict:
@@ -157,4 +182,4 @@ def load_training_state(stem: str | Path) -> dict:
     tensor_path, plain_path = stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
     if not tensor_path.is_file() or not plain_path.is_file():
         raise ModelError(f"{stem}: no training state to resume from ({tensor_path.name} / {plain_path.name} missing)")
-    return _unflatten("state", load_file(str(tensor_path)), io.read_json(plain_path))
+    return _unflatten("state", read_safetensors(tensor_path), io.read_json(plain_path))

@@ -7,6 +7,7 @@ any other exception is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -23,6 +24,7 @@ from segcli._version import __version__
 from segcli.errors import SegcliError, UsageError
 
 err_console = Console(stderr=True)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program the pipe's closing killed
 
 
 @dataclass
@@ -48,8 +50,18 @@ class SegcliGroup(TyperGroup):
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            err_console.print("interrupted: files already written are complete; run again (predict --skip-existing, "
+                              "train --resume) to continue", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader of stdout went away (`| head -1`): stop, as a program killed by SIGPIPE would, and say so.
+            try:  # Python's exit-time flush would fail on the closed pipe again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # a stdout without a file descriptor (tests)
+                pass
+            err_console.print(f"stopped: the reader of stdout closed the pipe; exit code {EXIT_BROKEN_PIPE}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
 
 
 app = typer.Typer(
@@ -200,7 +212,8 @@ def predict_command(
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
-    offline: OfflineOpt = False,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
+                                                   "(default 2^28, 16384 x 16384), before decoding them.")] = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -215,6 +228,7 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
+        max_pixels=max_pixels,
     )
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
@@ -682,7 +696,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         app(args=args, prog_name="segcli")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before or after a command ran (the group handles it during one)
+        err_console.print("interrupted")
         sys.exit(130)
 
 

@@ -142,9 +142,9 @@ def load_state_dict(path: str | Path) -> dict:
     if not path.is_file():
         raise ModelError(f"--weights {path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from segcli.checkpoint import read_safetensors
 
-        return load_file(str(path))
+        return read_safetensors(path)  # a truncated file is one clear error, not a SafetensorError
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -34,16 +35,72 @@ def _read_bytes(path: str | Path) -> np.ndarray:
         return np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a file") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-def _decode(path: str | Path, flags: int) -> np.ndarray:
+# Above this many pixels an image is refused before decoding (predict --max-pixels raises it): a header can
+# declare any size, and decoding a 100000 x 100000 PNG would ask for 30 GB. 2^28 px is 16384 x 16384.
+DEFAULT_MAX_PIXELS = 2**28
+
+# OpenCV's own warnings (e.g. "PNG input buffer is incomplete") would add lines to segcli's one-line errors.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _declared_pixels(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding it, or None when PIL does not know the format."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # segcli applies its own limit (max_pixels) to the size read here
+    try:
+        with Image.open(str(path)) as img:
+            return img.size
+    except Exception:  # any header PIL cannot parse: OpenCV decides, and reports it
+        return None
+
+
+def _truncation(data: np.ndarray) -> str | None:
+    """Why a PNG or JPEG stream is cut short (its end marker missing), or None. OpenCV would decode the part
+    that is there (JPEG) or print libpng's complaint on stderr (PNG); neither is wanted."""
+    head, tail = data[:8].tobytes(), data[-64:].tobytes()
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk at its end)"
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-4096:].tobytes():
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def _checked_bytes(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """The file's bytes, refused before decoding when its header declares too many pixels, or it is empty or cut short."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    size = _declared_pixels(path)
+    if size is not None and size[0] * size[1] > limit:
+        raise DataError(f"{path}: {size[0]} x {size[1]} px is above the limit of {limit} pixels; "
+                        f"raise it with --max-pixels {size[0] * size[1]} if the file is genuine")
     data = _read_bytes(path)
-    image = cv2.imdecode(data, flags) if data.size else None
+    if not data.size:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    truncated = _truncation(data)
+    if truncated:
+        raise DataError(f"{path}: {truncated}; copy the file again")
+    return data
+
+
+def _imdecode(path: str | Path, data: np.ndarray, flags: int, what: str = "an image") -> np.ndarray:
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as error:  # OpenCV refuses sizes above its own limit (CV_IO_MAX_IMAGE_PIXELS) by raising
+        raise DataError(f"{path}: OpenCV cannot decode it ({str(error).strip().splitlines()[-1]}); for a genuine "
+                        "huge image set OPENCV_IO_MAX_IMAGE_PIXELS") from None
     if image is None:
-        raise DataError(f"{path}: not an image OpenCV can decode (corrupt, empty or unsupported format)")
+        raise DataError(f"{path}: not {what} OpenCV can decode (corrupt or unsupported format)")
     return image
+
+
+def _decode(path: str | Path, flags: int, max_pixels: int | None = None) -> np.ndarray:
+    return _imdecode(path, _checked_bytes(path, max_pixels), flags)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -57,7 +114,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Any image OpenCV can decode -> (H, W, 3) uint8 RGB.
 
     Conversions: EXIF orientation applied; grey -> three equal channels; RGBA -> alpha dropped
@@ -65,7 +122,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     # IMREAD_COLOR applies EXIF orientation and expands grey/palette to 3 channels, but reads 8-bit
     # only; ANYDEPTH keeps 16-bit so we can scale it ourselves rather than let OpenCV clip it.
-    image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels)
     image = _to_uint8(image)
     # OpenCV decodes to BGR; segcli is RGB everywhere from here on.
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
@@ -77,12 +134,10 @@ def read_label_png(path: str | Path) -> np.ndarray:
     Palette PNGs are returned as their indices (the class ids), not their colours: PIL knows the
     palette mode and OpenCV does not, so palette images are read with PIL here.
     """
-    data = _read_bytes(path)
+    data = _checked_bytes(path)
     if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and _png_color_type(data) == 3:
         return _read_palette_indices(path)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: not a label image OpenCV can decode")
+    image = _imdecode(path, data, cv2.IMREAD_UNCHANGED, "a label image")
     if image.ndim == 3:
         if image.shape[2] == 4:
             image = image[:, :, :3]
@@ -129,10 +184,7 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """A COCO panoptic PNG -> (H, W) int32 segment ids (0 = void)."""
-    data = _read_bytes(path)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: not a PNG OpenCV can decode")
+    image = _imdecode(path, _checked_bytes(path), cv2.IMREAD_UNCHANGED, "a PNG")
     if image.ndim != 3 or image.dtype != np.uint8:
         raise DataError(f"{path}: a COCO panoptic PNG is 8-bit RGB (id = R + 256*G + 256^2*B); this one is not")
     return rgb_to_id(np.ascontiguousarray(image[:, :, 2::-1]))  # BGR(A) -> RGB
@@ -144,6 +196,12 @@ def read_json(path: str | Path) -> object:
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a JSON file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file, so not JSON") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
 
@@ -161,20 +219,72 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+# Temporary files are named .segcli-<pid>-<stem>.<random>.tmp<suffix>: the pid tells a file another running
+# process is writing (leave it) from one a killed process left behind (remove_stale_temporaries deletes it).
+TEMP_PREFIX = ".segcli-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-.*\.tmp[^/]*$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files under folder whose writing process no longer runs (a kill -9 mid-write)."""
+    removed = []
+    for path in Path(folder).rglob(f"{TEMP_PREFIX}*"):
+        match = _TEMP_NAME.match(path.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{path.stem}.", suffix=f".tmp{path.suffix}",
+                                   dir=path.parent)
+    except OSError as error:
+        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
     os.close(fd)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes owner-only files; outputs get the usual permissions
     try:
         yield Path(tmp)
+        # After the writer: mkstemp makes owner-only files, and some writers (safetensors) replace the file
+        # with a new owner-only one; every output gets the umask's permissions.
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a file size limit, a folder that went away: nothing partial stays
+        raise DataError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create an output folder before any work: a file in its place, or a folder that cannot be created or
+    written, is a usage error then, not a failure after hours of work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: this is a file; name a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(prefix=".segcli-write-test.", dir=path)
+        os.close(probe)
+        os.unlink(name)
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write there ({error.strerror or error}); choose another folder") from None
+    remove_stale_temporaries(path)  # what a run killed mid-write left behind
+    return path
 
 
 def _encode(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:

@@ -198,6 +198,49 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def rle_string_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string: pycocotools' rleFrString (6-bit groups from '0',
+    sign-extended, each run after the second stored as a difference to the run two before), in Python."""
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    runs: list[int] = []
+    position = 0
+    while position < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(data):
+                raise ValueError("the string ends inside a number")
+            c = data[position] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {chr(data[position])!r} is not part of an RLE string")
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            position += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rle_error(segmentation: dict, height: int, width: int) -> str | None:
+    """What is wrong with an RLE for a height x width image (None: nothing). pycocotools decodes without bounds
+    checks, so runs that do not add up to the image would read or write past its mask."""
+    size = segmentation.get("size")
+    if not isinstance(size, (list, tuple)) or [int(v) for v in size] != [height, width]:
+        return f"RLE size {size} is not the image's [{height}, {width}]"
+    counts = segmentation.get("counts")
+    try:
+        runs = rle_string_counts(counts) if isinstance(counts, (str, bytes)) else [int(v) for v in counts]
+    except (TypeError, ValueError) as error:
+        return f"RLE counts unreadable ({error})"
+    if any(run < 0 for run in runs) or sum(runs) != height * width:
+        return f"RLE counts cover {sum(runs)} pixels with {'negative ' if any(r < 0 for r in runs) else ''}runs, " \
+               f"the image has {height * width}"
+    return None
+
+
 def coco_result(instance: Instance, image_id: object, label_space: LabelSpace) -> dict:
     """One entry of a COCO results list (what COCOeval's loadRes reads) for a predicted instance."""
     return {"image_id": image_id, "category_id": label_space.category_ids[instance.label],

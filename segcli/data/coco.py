@@ -15,7 +15,7 @@ from segcli import io
 from segcli.data.classes import from_coco_categories
 from segcli.data.dataset import DatasetOptions, Record, SegDataset, select_split, semantic_from_instances
 from segcli.errors import DataError
-from segcli.structures import IGNORE_INDEX, Instance, Sample
+from segcli.structures import IGNORE_INDEX, Instance, Sample, rle_error
 
 
 def json_kind(data: object) -> str | None:
@@ -83,13 +83,51 @@ def safe_join(folder: Path, file_name: str, source: Path) -> Path:
     return path
 
 
-def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
+REQUIRED_KEYS = {
+    "images": ("id", "file_name"),
+    "categories": ("id", "name"),
+    "annotations": ("image_id", "category_id", "segmentation"),  # COCO instances
+    "panoptic": ("image_id", "file_name", "segments_info"),  # COCO panoptic annotations
+    "segments_info": ("id", "category_id"),
+}
+
+
+def check_keys(json_path: Path, items: object, section: str, kind: str | None = None) -> None:
+    """Every entry of a COCO json section is an object with the keys segcli reads; else the entry is named."""
+    if not isinstance(items, list):
+        raise DataError(f"{json_path}: '{section}' should be a list")
+    for number, item in enumerate(items):
+        missing = [k for k in REQUIRED_KEYS[kind or section] if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise DataError(f"{json_path}: {section}[{number}] has no {', '.join(repr(k) for k in missing)}")
+
+
+def decode_segmentation(segmentation: object, h: int, w: int, what: str) -> np.ndarray:
+    """A COCO segmentation (polygons, or RLE with counts as a list or a string) -> (h, w) bool mask, checked first."""
     from pycocotools import mask as mask_utils
 
+    if isinstance(segmentation, list):
+        if not all(isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+                   and all(isinstance(v, (int, float)) for v in poly) for poly in segmentation):
+            raise DataError(f"{what}: polygons must be lists of at least three x, y pairs")
+        rles = mask_utils.frPyObjects(segmentation, h, w)
+        return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    if not isinstance(segmentation, dict):
+        raise DataError(f"{what}: segmentation is neither polygons nor an RLE")
+    problem = rle_error(segmentation, h, w)
+    if problem:
+        raise DataError(f"{what}: {problem}")
+    rle = mask_utils.frPyObjects(segmentation, h, w) if isinstance(segmentation["counts"], list) else segmentation
+    return mask_utils.decode(rle).astype(bool)
+
+
+def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
     json_path, own_split = find_json(path, "instances", split, options)
     data = io.read_json(json_path)
     if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
         raise DataError(f"{json_path}: not a COCO instances json (needs images, annotations, categories)")
+    for section in ("images", "annotations", "categories"):
+        check_keys(json_path, data.get(section), section)
     label_space = from_coco_categories(data["categories"], panoptic=False)
     folder = image_dir(json_path, options)
     by_image: dict[int, list[dict]] = {}
@@ -115,10 +153,7 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         for ann in record.files["anns"]:
             if ann["category_id"] not in index:
                 raise DataError(f"{json_path}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
-            segmentation = ann["segmentation"]
-            rles = mask_utils.frPyObjects(segmentation, h, w) if isinstance(segmentation, list) or \
-                isinstance(segmentation.get("counts"), list) else segmentation
-            mask = mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles).astype(bool)
+            mask = decode_segmentation(ann["segmentation"], h, w, f"{json_path}: annotation {ann.get('id')} ({record.image.name})")
             label = index[ann["category_id"]]
             target = instances if label_space.isthing[label] else stuff
             target.append(Instance(mask=mask, label=label, iscrowd=bool(ann.get("iscrowd", 0))))

@@ -10,7 +10,7 @@ import numpy as np
 
 from segcli import io
 from segcli.data.classes import from_coco_categories
-from segcli.data.coco import find_json, image_dir, safe_join
+from segcli.data.coco import check_keys, find_json, image_dir, safe_join
 from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, select_split
 from segcli.errors import DataError
 from segcli.structures import IGNORE_INDEX, Instance, Sample, Segment, mask_to_xywh
@@ -21,7 +21,13 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
     data = io.read_json(json_path)
     if not isinstance(data, dict) or not data.get("annotations") or "segments_info" not in data["annotations"][0]:
         raise DataError(f"{json_path}: not a COCO panoptic json (annotations need segments_info)")
+    check_keys(json_path, data["annotations"], "annotations", "panoptic")
+    for ann in data["annotations"]:
+        check_keys(json_path, ann["segments_info"], f"segments_info of {ann['file_name']}", "segments_info")
+    if "images" in data:
+        check_keys(json_path, data["images"], "images")
     categories = data.get("categories") or _categories_beside(json_path)
+    check_keys(json_path, categories, "categories")
     label_space = from_coco_categories(categories, panoptic=True)
     index = {cid: i for i, cid in enumerate(label_space.category_ids)}
     png_dir = Path(options.masks) if options.masks else json_path.with_suffix("")
@@ -41,6 +47,11 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         image = io.read_image(record.image)
         ids = io.read_panoptic_png(record.files["png"])
         check_same_size(image, ids, record.files["png"])
+        listed = {info["id"] for info in record.files["ann"]["segments_info"]}
+        unlisted = sorted(set(np.unique(ids).tolist()) - listed - {0})
+        if unlisted:
+            raise DataError(f"{record.files['png']}: segment ids {unlisted[:5]} are in the PNG but not in the "
+                            f"segments_info of {json_path}; the PNG and the json disagree")
         semantic = np.full(ids.shape, IGNORE_INDEX, np.uint8)
         instances, segments = [], []
         for info in record.files["ann"]["segments_info"]:

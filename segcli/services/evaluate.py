@@ -134,6 +134,12 @@ def evaluate_instance(gt: Path, pred: Path) -> dict:
         raise DataError(f"--gt {gt}: not a COCO instances json (needs images, annotations and categories)")
     if not isinstance(results, list):
         raise DataError(f"--pred {pred}: expected a COCO results list ([{{image_id, category_id, segmentation, score}}, ...])")
+    for number, ann in enumerate(gt_data["annotations"]):
+        missing = {"image_id", "category_id", "segmentation"} - set(ann) if isinstance(ann, dict) else {"(a dict)"}
+        if missing:
+            panoptic = isinstance(ann, dict) and "segments_info" in ann
+            hint = "a COCO panoptic json: score it with --mode panoptic" if panoptic else "not a COCO instances json"
+            raise DataError(f"--gt {gt}: annotation {number} has no {', '.join(sorted(missing))}: {hint}")
     return score_instance(gt_data, results, source=str(pred)) | {"images": len(gt_data["images"])}
 
 

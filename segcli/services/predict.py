@@ -63,6 +63,7 @@ class PredictConfig:
     batch_size: int | None = None  # same-size images (or tiles) per forward pass (None: 4 on a GPU, 1 on a CPU)
     precision: str = "float32"  # float32 | float16 | bfloat16 (autocast)
     device: str = "auto"
+    max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
 
@@ -90,6 +91,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify = callback if callback is not None else (lambda *a, **k: None)
     began = time.perf_counter()
     _check_config(config)
+    io.prepare_out_dir(config.out)
     all_jobs = plan_jobs(config.inputs, config.recursive, config.stdin)
     jobs = _shard(all_jobs, config.shard)
     device = resolve_device(config.device)
@@ -117,6 +119,8 @@ def _check_config(config: PredictConfig) -> None:
         raise UsageError(f"--tile {config.tile}: a tile side in pixels, or 0 to never tile")
     if not 0.0 <= config.overlap < 1.0:
         raise UsageError(f"--overlap {config.overlap}: a fraction of the tile in [0, 1)")
+    if config.max_pixels is not None and config.max_pixels < 1:
+        raise UsageError(f"--max-pixels {config.max_pixels}: a number of pixels, 1 or more")
     if not 0.0 <= config.alpha <= 1.0:
         raise UsageError(f"--alpha {config.alpha}: an opacity in [0, 1]")
 
@@ -357,7 +361,8 @@ class _Run:
                     and (part := read_part(self.config.out, self.config.mode, job, self.config.overlay)) is not None}
         readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read")
         try:
-            for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2):
+            for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2,
+                                          max_pixels=self.config.max_pixels):
                 if job in finished:
                     self.pending.append(_done(finished[job]["record"] | {"skipped": True}))
                 elif isinstance(image, str):
@@ -389,8 +394,17 @@ class _Run:
         predictions = predict_arrays(self.net, self.card, [image for _, image, _ in self.batch], self.device, self.options)
         share = (time.perf_counter() - began) / len(self.batch)
         for (job, image, slot), prediction in zip(self.batch, predictions):
-            self.writer.submit(_fill, slot, write_outputs, job, image, prediction, self.config, self.label_space, share)
+            self.writer.submit(_fill, slot, self._write, job, image, prediction, share)
         self.batch = []
+
+    def _write(self, job: Job, image: np.ndarray, prediction: Prediction, seconds: float) -> dict:
+        """write_outputs; a file that cannot be written (full disk) fails this input, and its other files go too."""
+        try:
+            return write_outputs(job, image, prediction, self.config, self.label_space, seconds)
+        except SegcliError as error:
+            for path in output_paths(self.config.out, job.stem, self.config.mode, self.config.overlay).values():
+                path.unlink(missing_ok=True)
+            return _failure(job, self.config.mode, str(error))
 
     def _report(self, keep: int) -> None:
         """Send the records that are ready, in input order, waiting for them while more than `keep` are outstanding."""
@@ -413,8 +427,8 @@ def _fill(slot: Future, function: Callable, *args) -> None:
         slot.set_exception(error)
 
 
-def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor,
-                ahead: int) -> Iterator[tuple[Job, np.ndarray | str | None]]:
+def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor, ahead: int,
+                max_pixels: int | None = None) -> Iterator[tuple[Job, np.ndarray | str | None]]:
     """Every job in order with its decoded image (the error message if it failed; None for jobs in `skip`,
     which are not read); at most `ahead` images are decoded ahead of the consumer."""
     queue = (job for job in jobs if job not in skip)
@@ -422,7 +436,7 @@ def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor,
 
     def refill() -> None:
         while len(loading) < ahead and (job := next(queue, None)) is not None:
-            loading[job] = pool.submit(io.read_image, job.path)
+            loading[job] = pool.submit(io.read_image, job.path, max_pixels)
 
     for job in jobs:
         refill()

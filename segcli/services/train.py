@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segcli import distributed
+from segcli import distributed, io
 from segcli.checkpoint import make_card
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
@@ -164,10 +164,11 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     # Each rank its own augmentation stream; DistributedDataParallel copies rank 0's initial weights to all.
     seed_everything(config.seed + distributed.rank())
     train_set, val_set = _datasets(config)
-    for warning in check_dataset(train_set, config.mode):
-        notify("warning", message=f"{train_set.root}: {warning}")
+    for split in (train_set, val_set):  # both before the first step: a bad validation label must not wait an epoch
+        for warning in check_dataset(split, config.mode):
+            notify("warning", message=f"{split.root} ({split.split}): {warning}")
     model, model_args = _model(config, train_set, device)
-    out = _out_dir(config)
+    out = io.prepare_out_dir(_out_dir(config))
     card = _card(config, model, model_args, train_set, val_set)
     limit = len(val_set) if config.val_limit is None else min(config.val_limit, len(val_set))
     trainer = Trainer(config, model, card, train_set, [val_set[i] for i in range(limit)], out=out, device=device,

@@ -137,6 +137,10 @@ def _check_options(config: VisualizeConfig) -> None:
     for option, path in (("--pred", config.pred), ("--mask", config.mask), ("--gt", config.gt), ("--classes", config.classes)):
         if path is not None and not Path(path).exists():
             raise UsageError(f"{option} {path}: no such file or folder")
+    for option, path, kind in (("--pred", config.pred, "folder"), ("--mask", config.mask, "file"),
+                               ("--classes", config.classes, "file")):
+        if path is not None and Path(path).is_dir() != (kind == "folder"):
+            raise UsageError(f"{option} {path}: expected a {kind}, this is {'a folder' if kind == 'file' else 'a file'}")
 
 
 def _is_file(path: Path | None) -> bool:

@@ -1,0 +1,148 @@
+"""Runs killed at any moment leave only complete files, and the next run finishes the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segcli import io
+from segcli.checkpoint import load_checkpoint, load_training_state
+from segcli.data.synth import generate
+
+SEGCLI = [sys.executable, "-m", "segcli"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+def _every_checkpoint_loads(run: Path) -> None:
+    for stem in ("last", "best"):
+        if (run / f"{stem}.json").exists():
+            load_checkpoint(run / stem)
+    if (run / "last.state.json").exists():
+        load_training_state(run / "last")
+
+
+def _no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if io.TEMP_PREFIX in p.name or ".tmp" in p.name]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 240) -> None:
+    end = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_kill_9_during_training_then_resume(tmp_path):
+    data = generate("shapes", tmp_path / "shapes", n=8, size=32, seed=0)
+    run = tmp_path / "run"
+    command = [*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "120", "--val-every",
+               "3", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    _wait_for(run / "last.state.json", process)
+    loads, end = 0, time.monotonic() + 1.0
+    while time.monotonic() < end and process.poll() is None:  # while it saves every 3 steps, files load at any moment
+        _every_checkpoint_loads(run)
+        loads += 1
+    assert process.poll() is None, "training ended before it could be killed: give it more steps"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    _every_checkpoint_loads(run)
+    killed_at = load_training_state(run / "last")["step"]
+    assert 0 < killed_at < 120 and loads > 0
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _every_checkpoint_loads(run)
+    assert load_checkpoint(run / "last")[1]["step"] == 120
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 120 and steps == sorted(steps)
+    _no_temporaries(run)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        io.write_image(tmp_path / "images" / f"im{i:02d}.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    return tmp_path / "images"
+
+
+def _outputs_complete(out: Path, stems: list[str]) -> None:
+    for stem in stems:
+        assert io.read_label_png(out / "semantic" / f"{stem}.png").shape == (48, 48)
+        assert io.read_image(out / "overlays" / f"{stem}.jpg").shape[0] == 48  # wider: a legend beside it
+        assert io.read_json(out / ".parts" / "semantic" / f"{stem}.json")["record"]["ok"]
+
+
+def test_kill_9_during_predict_then_skip_existing(folder, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--json", "--quiet",
+               "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    for _ in range(3):
+        assert json.loads(process.stdout.readline())["ok"]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # Whatever is there is whole: every file of the layout decodes (temporary files aside).
+    for png in out.rglob("*.png"):
+        if io.TEMP_PREFIX not in png.name:
+            io.read_label_png(png)
+    finished = [p.stem for p in (out / ".parts" / "semantic").glob("*.json")]
+    assert len(finished) >= 3
+    resumed = subprocess.run([*command, "--skip-existing"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert len(records) == 30 and sum(bool(r.get("skipped")) for r in records) >= len(finished)
+    stems = [f"im{i:02d}" for i in range(30)]
+    _outputs_complete(out, stems)
+    _no_temporaries(out)
+
+
+def test_two_skip_existing_runs_on_one_out_never_corrupt_a_file(folder, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--quiet",
+               "--device", "cpu", "--skip-existing"]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, env=_env())
+    second = subprocess.Popen(command, stderr=subprocess.PIPE, env=_env())
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.wait(timeout=300) == 0, second.stderr.read()
+    _outputs_complete(out, [f"im{i:02d}" for i in range(30)])
+    assert len(list((out / "semantic").iterdir())) == 30
+    _no_temporaries(out)
+
+
+def test_a_stale_temporary_file_of_a_dead_process_is_removed_and_a_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "semantic" / f"{io.TEMP_PREFIX}{dead.stdout.strip()}-a.x1.tmp.png"
+    live = tmp_path / "semantic" / f"{io.TEMP_PREFIX}{os.getppid()}-b.x2.tmp.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    io.prepare_out_dir(tmp_path)
+    assert not stale.exists() and live.exists()
+
+
+def test_sigint_during_training_is_exit_130_and_one_line(tmp_path):
+    data = generate("shapes", tmp_path / "shapes", n=8, size=32, seed=0)
+    run = tmp_path / "run"
+    process = subprocess.Popen([*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "2000",
+                                "--val-every", "5", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
+                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    _wait_for(run / "last.json", process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and stdout == b"", stderr
+    _every_checkpoint_loads(run)

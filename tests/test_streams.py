@@ -1,0 +1,107 @@
+"""Where output goes: tables on stderr, machine output on stdout only when asked, file modes from the umask,
+and a closed pipe or Ctrl-C ending a run with its own exit code and one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from segcli import io
+from segcli.cli import EXIT_BROKEN_PIPE, app
+
+runner = CliRunner()
+SEGCLI = [sys.executable, "-m", "segcli"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+def test_checkpoint_files_follow_the_umask_like_their_cards(tiny_checkpoint, tmp_path):
+    from segcli.checkpoint import save_training_state
+
+    expected = 0o666 & ~io._read_umask()
+    save_training_state(tiny_checkpoint.with_suffix(""), {"step": 1, "moments": {"a": torch.zeros(2)}})
+    files = sorted(tiny_checkpoint.parent.iterdir())
+    assert {f.name for f in files} == {"tiny.safetensors", "tiny.json", "tiny.state.safetensors", "tiny.state.json"}
+    for path in files:
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_models_table_goes_to_stderr_and_json_to_stdout():
+    from segcli.models.registry import list_models
+
+    table = runner.invoke(app, ["models"])
+    assert table.exit_code == 0 and table.stdout == "" and "unet" in table.stderr
+    listed = runner.invoke(app, ["models", "--json", "--quiet"])
+    assert listed.exit_code == 0 and listed.stderr == ""
+    assert [m["name"] for m in json.loads(listed.stdout)] == [e.name for e in list_models()]
+    quiet = runner.invoke(app, ["models", "--quiet"])
+    assert quiet.exit_code == 2 and "--json" in quiet.stderr and quiet.stdout == ""
+
+
+@pytest.fixture
+def semantic_pair(tmp_path):
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:12, 4:12] = 1
+    for folder in ("gt", "pred"):
+        io.write_class_png(tmp_path / folder / "a.png", labels, [(0, 0, 0), (255, 0, 0)])
+    return ["eval", "--mode", "semantic", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+
+
+def test_eval_json_dash_writes_stdout_and_quiet_needs_json(semantic_pair, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*semantic_pair, "--json", "-", "--quiet"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert json.loads(result.stdout)["miou"] == 1.0
+    assert not (tmp_path / "-").exists()
+    shown = runner.invoke(app, semantic_pair)
+    assert shown.exit_code == 0 and shown.stdout == "" and "miou" in shown.stderr
+    silent = runner.invoke(app, [*semantic_pair, "--quiet"])
+    assert silent.exit_code == 2 and "--json" in silent.stderr
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        io.write_image(tmp_path / "images" / f"im{i:02d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    return tmp_path / "images"
+
+
+def test_predict_json_into_a_closed_pipe_stops_with_its_own_code(folder, tiny_checkpoint, tmp_path):
+    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
+               "--json", "--quiet", "--device", "cpu", "--no-overlay"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    first = process.stdout.readline()  # what `| head -1` reads, then it exits
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == EXIT_BROKEN_PIPE != 1
+    assert json.loads(first)["ok"] is True
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "closed the pipe" in lines[0], stderr
+    # What was written is complete: every PNG there decodes.
+    for png in (tmp_path / "out" / "semantic").glob("*.png"):
+        io.read_label_png(png)
+
+
+def test_sigint_ends_predict_with_130_and_one_line(folder, tiny_checkpoint, tmp_path):
+    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
+               "--json", "--quiet", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process.stdout.readline()  # running: one image done
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), stderr
+    assert not list((tmp_path / "out").rglob("*.tmp*"))  # no temporary file stays
