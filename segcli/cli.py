@@ -214,6 +214,7 @@ def predict_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
+    offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,

@@ -46,3 +46,17 @@ def tiny_checkpoint(tmp_path) -> Path:
     torch.manual_seed(0)
     return save_checkpoint(tmp_path / "ckpt" / "tiny", build_model("unet", **args),
                            make_card("unet", args, "semantic", LabelSpace(["bg", "a", "b"])))
+
+
+@pytest.fixture
+def random_images():
+    """A function writing n random size x size RGB PNGs im00.png, im01.png, ... into a folder; returns the folder."""
+    def write(folder: Path, n: int, size: int) -> Path:
+        from segcli import io
+
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            io.write_image(folder / f"im{i:02d}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        return folder
+
+    return write

@@ -39,8 +39,9 @@ def test_models_lists_the_zoo():
 def test_user_error_is_one_line_and_exit_2():
     result = runner.invoke(app, ["models", "--info", "no_such_model"])
     assert result.exit_code == 2
-    assert "unknown model 'no_such_model'" in result.output
-    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown model 'no_such_model'" in lines[0], result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output
 
 
 def test_bad_option_value_is_exit_2():

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from segcli import io
@@ -71,11 +70,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(30):
-        io.write_image(tmp_path / "images" / f"im{i:02d}.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
-    return tmp_path / "images"
+def folder(random_images, tmp_path):
+    return random_images(tmp_path / "images", 30, 48)
 
 
 def _outputs_complete(out: Path, stems: list[str]) -> None:

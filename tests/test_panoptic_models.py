@@ -92,15 +92,24 @@ def test_forward_losses_and_predictions(name):
         assert scores == sorted(scores, reverse=True)
 
 
-def test_trainer_options_dice_and_class_weights_act_on_the_semantic_loss():
-    torch.manual_seed(0)
-    _, images, targets = _synthetic(1, 64, seed=0)
-    model = build_model("fcn_panoptic", num_classes=6, thing_classes=SHAPES.thing_indices, width=4)
-    plain = model.compute_losses(images, targets)
-    model.dice_weight, model.class_weights = 0.5, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
-    weighted = model.compute_losses(images, targets)
-    assert "dice" in weighted and weighted["dice"] > 0
-    assert weighted["semantic"] != plain["semantic"]  # stuff pixels no longer count
+def test_trainer_options_dice_and_class_weights_act_on_the_semantic_loss(tmp_path):
+    """--dice and --class-weights auto, given to `train`, change the panoptic model's losses from the first step."""
+    from segcli.data.synth import generate
+    from segcli.services.train import TrainConfig, train
+
+    data = generate("shapes", tmp_path / "shapes", n=6, size=32, seed=0)
+
+    def first_losses(name: str, **options) -> dict:
+        steps = []
+        train(TrainConfig(data=data, model="fcn_panoptic", mode="panoptic", steps=1, batch_size=2, img_size=32, width=4,
+                          seed=0, out=tmp_path / name, **options),
+              callback=lambda event, **info: steps.append(info["losses"]) if event == "step" else None)
+        return steps[0]
+
+    plain, dice, weighted = first_losses("plain"), first_losses("dice", dice=0.5), first_losses("cw", class_weights="auto")
+    assert "dice" not in plain and dice["dice"] > 0
+    assert dice["semantic"] == pytest.approx(plain["semantic"])  # the same batch and weights: only the dice term is new
+    assert weighted["semantic"] != pytest.approx(plain["semantic"])  # the classes are weighted
 
 
 def test_all_ignored_pixels_give_a_zero_loss_not_nan():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
@@ -140,7 +141,24 @@ def test_outputs_score_with_eval_against_the_datasets_ground_truth(shapes, check
         assert result.exit_code == 0, result.output
     instance = evaluate_instance(shapes / "annotations" / "instances_val.json", tmp_path / "instance" / "instances.json")
     panoptic = evaluate_panoptic(shapes / "annotations" / "panoptic_val.json", tmp_path / "panoptic" / "panoptic.json")
-    assert 0.0 <= instance["ap"] <= 1.0 and panoptic["images"] == len(val) == 2
+    assert panoptic["images"] == len(val) == 2
+    # predict's files scored by eval equal the same model scored in memory on the same split: nothing is lost
+    # or mismatched between the PNGs/json and the metrics (a range check could not tell).
+    from segcli.services.evaluate import evaluate_model
+
+    in_memory = evaluate_model(shapes, "panoptic", weights=checkpoint, device="cpu")
+    assert panoptic["pq"] == pytest.approx(in_memory["pq"], abs=1e-6)
+    in_memory = evaluate_model(shapes, "instance", weights=checkpoint, device="cpu")
+    assert instance["ap"] == pytest.approx(in_memory["ap"], abs=1e-6)
+    # This briefly trained model scores near 0, so AP must also be seen to move: the ground truth as results
+    # scores 1, and every other one of them alone finds only part of the objects.
+    gt = io.read_json(shapes / "annotations" / "instances_val.json")
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"],
+                "score": 1.0} for a in gt["annotations"]]
+    for results, expected in ((perfect, 1.0), (perfect[::2], None)):
+        io.write_json(tmp_path / "results.json", results)
+        ap = evaluate_instance(shapes / "annotations" / "instances_val.json", tmp_path / "results.json")["ap"]
+        assert ap == pytest.approx(expected) if expected else 0.2 < ap < 0.9
 
 
 # ---------------------------------------------------------------- inputs
@@ -331,15 +349,36 @@ def test_outputs_have_the_usual_file_permissions(shapes, checkpoint, tmp_path):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path  # not mkstemp's owner-only 0600
 
 
-def test_tiling_tta_and_bf16_run_and_keep_the_image_size(shapes, checkpoint, tmp_path):
-    image = _images(shapes)[0]
-    plain = _predict([image, "--weights", checkpoint, "--out", tmp_path / "plain", "--no-overlay"])
+def test_tiling_tta_bf16_and_batch_size_reach_inference_and_agree_with_plain(shapes, checkpoint, tmp_path, monkeypatch):
+    """Each option arrives in the inference options (a spy on predict_arrays), batches really hold two images,
+    and the tiled, flipped, bfloat16 prediction still agrees with the plain one."""
+    from segcli.services import predict as service
+
+    calls = []
+    real = service.predict_arrays
+
+    def spy(net, card, images, device, options):
+        calls.append((len(images), options))
+        return real(net, card, images, device, options)
+
+    monkeypatch.setattr(service, "predict_arrays", spy)
+    images = _images(shapes)[:2]
+    plain = _predict([*images, "--weights", checkpoint, "--out", tmp_path / "plain", "--no-overlay"])
+    assert plain.exit_code == 0, plain.output
+    assert [n for n, _ in calls] == [1, 1]
+    default = calls[0][1]
+    assert default.tile == 1024 and not default.tta and default.dtype == torch.float32 and default.batch_size == 1
+    calls.clear()
     options = ["--tile", "32", "--overlap", "0.5", "--tta", "--bf16", "--batch-size", "2"]
-    tiled = _predict([image, "--weights", checkpoint, "--out", tmp_path / "tiled", "--no-overlay", *options])
-    assert plain.exit_code == 0 and tiled.exit_code == 0, tiled.output
-    a = io.read_label_png(tmp_path / "plain" / "semantic" / image.name)
-    b = io.read_label_png(tmp_path / "tiled" / "semantic" / image.name)
-    assert a.shape == b.shape == (48, 48)
+    tiled = _predict([*images, "--weights", checkpoint, "--out", tmp_path / "tiled", "--no-overlay", *options])
+    assert tiled.exit_code == 0, tiled.output
+    ((count, used),) = calls
+    assert count == 2 and used.batch_size == 2
+    assert (used.tile, used.overlap, used.tta, used.dtype) == (32, 0.5, True, torch.bfloat16)
+    for image in images:
+        a = io.read_label_png(tmp_path / "plain" / "semantic" / image.name)
+        b = io.read_label_png(tmp_path / "tiled" / "semantic" / image.name)
+        assert a.shape == b.shape == (48, 48) and (a == b).mean() > 0.8
 
 
 def test_tta_is_refused_for_a_detector(shapes, tmp_path):

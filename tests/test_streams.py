@@ -71,11 +71,8 @@ def test_eval_json_dash_writes_stdout_and_quiet_needs_json(semantic_pair, tmp_pa
 
 
 @pytest.fixture
-def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        io.write_image(tmp_path / "images" / f"im{i:02d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    return tmp_path / "images"
+def folder(random_images, tmp_path):
+    return random_images(tmp_path / "images", 40, 32)
 
 
 def test_predict_json_into_a_closed_pipe_stops_with_its_own_code(folder, tiny_checkpoint, tmp_path):

@@ -131,7 +131,7 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
         raise UsageError(f"--weights {unknown[0]}=...: {unknown[0]} is not one of --approaches ({', '.join(approaches)})")
     preset = _preset(config)
     device = resolve_device(config.device)
-    config.out.mkdir(parents=True, exist_ok=True)
+    io.prepare_out_dir(config.out)
     data_path = config.data or _make_synthetic(config, preset, callback)
     seeds = _seeds(config, preset)
     results = {
