@@ -91,7 +91,6 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify = callback if callback is not None else (lambda *a, **k: None)
     began = time.perf_counter()
     _check_config(config)
-    io.prepare_out_dir(config.out)
     all_jobs = plan_jobs(config.inputs, config.recursive, config.stdin)
     jobs = _shard(all_jobs, config.shard)
     device = resolve_device(config.device)
@@ -99,6 +98,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     net, card = resolve_model(config.mode, config.model, config.weights, device)
     if config.tta and not getattr(net, "dense", True):
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
+    io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True)
     run = _Run(config, prepare_model(net, options), card, device, options, notify)
