@@ -148,7 +148,9 @@ def load_state_dict(path: str | Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelError(f"{path}: not a PyTorch state dict that loads without unpickling code ({error})") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # torch's message spans many lines
+        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
+        raise ModelError(f"{path}: not a PyTorch state dict that loads without unpickling code ({reason})") from None
     if not isinstance(state, dict):
         raise ModelError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
     return state

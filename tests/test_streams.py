@@ -38,13 +38,13 @@ def test_checkpoint_files_follow_the_umask_like_their_cards(tiny_checkpoint, tmp
 
 
 def test_models_table_goes_to_stderr_and_json_to_stdout():
-    from segcli.models.registry import list_models
+    from segcli.services.catalog import list_catalog
 
     table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and table.stdout == "" and "unet" in table.stderr
     listed = runner.invoke(app, ["models", "--json", "--quiet"])
     assert listed.exit_code == 0 and listed.stderr == ""
-    assert [m["name"] for m in json.loads(listed.stdout)] == [e.name for e in list_models()]
+    assert [m["name"] for m in json.loads(listed.stdout)] == [row["name"] for row in list_catalog()]
     quiet = runner.invoke(app, ["models", "--quiet"])
     assert quiet.exit_code == 2 and "--json" in quiet.stderr and quiet.stdout == ""
 
