@@ -1,7 +1,7 @@
 """Checkpoints: `NAME.safetensors` (weights only) beside `NAME.json` (the card).
 
 The card says how to rebuild the model (`model`, `model_args`), what it predicts (`mode`,
-`label_space`), how to feed it (`normalization`, `img_size`) and where it came from (`command`,
+`label_space`), how to feed it (`normalization`, `intensity`, `scale`, `img_size`) and where it came from (`command`,
 `data`, `metrics`, `segcli_version`). Loading never unpickles anything.
 
 Training state for `--resume` follows the same rule: tensors (optimizer moments, RNG states) in
@@ -43,6 +43,7 @@ def make_card(model_name: str, model_args: dict, mode: str, label_space: LabelSp
         "mode": mode,
         "label_space": label_space.to_dict(),
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "intensity": io.DEFAULT_SCALING.to_dict(),  # how 16-bit and float images were scaled to 0..255
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     card.update(extra)
@@ -131,6 +132,11 @@ def _builder_args(card: dict) -> dict:
     if args.get("encoder"):
         args["encoder_weights"] = "none"  # (None would be dropped by build_model and mean the default)
     return args
+
+
+def card_scaling(card: dict | None) -> io.IntensityScaling:
+    """The intensity scaling a checkpoint was trained with (cards without one: the default)."""
+    return io.IntensityScaling.from_dict((card or {}).get("intensity"))
 
 
 def card_label_space(card: dict) -> LabelSpace:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segcli import io
+from segcli.checkpoint import card_scaling
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
 from segcli.structures import Instance, Prediction, mask_to_xywh
@@ -156,8 +158,10 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
             predictions.extend(model.postprocess(dense_forward(model, torch.cat(batch), options), **thresholds))
             batch.clear()
 
+    scaling = card_scaling(card)
     for image in images:
-        x = image_to_tensor(image, mean, std)[None].to(device)
+        # In-memory 16-bit or float arrays get the scaling io.read_image gives files (the card's).
+        x = image_to_tensor(io.to_uint8(image, scaling), mean, std)[None].to(device)
         if not getattr(model, "dense", True):
             predictions.append(_sparse_predict(model, x, options, thresholds))
         elif options.tile is not None and max(x.shape[-2:]) > options.tile:

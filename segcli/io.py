@@ -16,6 +16,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -103,27 +104,58 @@ def _decode(path: str | Path, flags: int, max_pixels: int | None = None) -> np.n
     return _imdecode(path, _checked_bytes(path, max_pixels), flags)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """16-bit and float images are scaled to 0..255 by their type's range, not by their content."""
+@dataclass(frozen=True)
+class IntensityScaling:
+    """How 16-bit and float images become the model's 0..255 input; 8-bit images are used as they are.
+
+    Each image is stretched from its own `low` to its own `high` percentile (clipped), so a 12-bit
+    microscopy image (0..4095) keeps its contrast instead of losing its low bits. The card records
+    the scaling training used (`to_dict`), and predict and eval read images with the same one.
+    """
+
+    low: float = 0.1  # percentile mapped to 0
+    high: float = 99.9  # percentile mapped to 255
+
+    def to_dict(self) -> dict:
+        return {"8-bit": "as is", "16-bit and float": "per-image percentiles", "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> IntensityScaling:
+        data = data or {}
+        return cls(float(data.get("low", cls.low)), float(data.get("high", cls.high)))
+
+
+DEFAULT_SCALING = IntensityScaling()
+_PERCENTILE_SAMPLE = 1 << 22  # percentiles of a larger image come from an even subsample of this many values
+
+
+def to_uint8(image: np.ndarray, scaling: IntensityScaling = DEFAULT_SCALING) -> np.ndarray:
+    """8-bit images unchanged; any other depth stretched from its own percentiles to 0..255 (never by dropping bits)."""
     if image.dtype == np.uint8:
         return image
-    if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    values = image.reshape(-1)
+    if values.size > _PERCENTILE_SAMPLE:
+        values = values[:: values.size // _PERCENTILE_SAMPLE]
+    values = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
+    if values.size == 0:
+        return np.zeros(image.shape, np.uint8)
+    low, high = np.percentile(values, [scaling.low, scaling.high]).astype(np.float64)
+    if high <= low:  # a flat image: no contrast to keep
+        return np.zeros(image.shape, np.uint8)
+    scaled = (np.nan_to_num(image.astype(np.float32), nan=low) - low) * np.float32(255.0 / (high - low))
+    return (np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None, scaling: IntensityScaling = DEFAULT_SCALING) -> np.ndarray:
     """Any image OpenCV can decode -> (H, W, 3) uint8 RGB.
 
     Conversions: EXIF orientation applied; grey -> three equal channels; RGBA -> alpha dropped
-    (not composited); palette PNG -> its colours; 16-bit -> top 8 bits.
+    (not composited); palette PNG -> its colours; 16-bit and float -> stretched by `scaling`.
     """
     # IMREAD_COLOR applies EXIF orientation and expands grey/palette to 3 channels, but reads 8-bit
     # only; ANYDEPTH keeps 16-bit so we can scale it ourselves rather than let OpenCV clip it.
     image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels)
-    image = _to_uint8(image)
+    image = to_uint8(image, scaling)
     # OpenCV decodes to BGR; segcli is RGB everywhere from here on.
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from segcli import draw, io
-from segcli.checkpoint import card_label_space
+from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import InferenceOptions, predict_arrays, prepare_model
@@ -362,7 +362,7 @@ class _Run:
         readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read")
         try:
             for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2,
-                                          max_pixels=self.config.max_pixels):
+                                          max_pixels=self.config.max_pixels, scaling=card_scaling(self.card)):
                 if job in finished:
                     self.pending.append(_done(finished[job]["record"] | {"skipped": True}))
                 elif isinstance(image, str):
@@ -428,7 +428,8 @@ def _fill(slot: Future, function: Callable, *args) -> None:
 
 
 def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor, ahead: int,
-                max_pixels: int | None = None) -> Iterator[tuple[Job, np.ndarray | str | None]]:
+                max_pixels: int | None = None, scaling: io.IntensityScaling = io.DEFAULT_SCALING
+                ) -> Iterator[tuple[Job, np.ndarray | str | None]]:
     """Every job in order with its decoded image (the error message if it failed; None for jobs in `skip`,
     which are not read); at most `ahead` images are decoded ahead of the consumer."""
     queue = (job for job in jobs if job not in skip)
@@ -436,7 +437,7 @@ def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor, ahead
 
     def refill() -> None:
         while len(loading) < ahead and (job := next(queue, None)) is not None:
-            loading[job] = pool.submit(io.read_image, job.path, max_pixels)
+            loading[job] = pool.submit(io.read_image, job.path, max_pixels, scaling)
 
     for job in jobs:
         refill()
