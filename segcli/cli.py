@@ -345,7 +345,11 @@ def train_command(
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps instead of epochs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (per process under torchrun).")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
-    img_size: Annotated[int, typer.Option("--img-size", help="Side of the random training crops, in pixels.")] = 256,
+    img_size: Annotated[int, typer.Option("--img-size", help="Resize training: random crops resized to this side, in pixels.")] = 256,
+    crop: Annotated[int | None, typer.Option("--crop", help="Crop training: random PX-wide windows at the images' own "
+                                             "scale (or --scale); validation and predict use whole images.")] = None,
+    scale: Annotated[float | None, typer.Option("--scale", help="With --crop: resize images by F first (0.5: half size); "
+                                                "predict and eval apply it too.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
@@ -386,7 +390,7 @@ def train_command(
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, resume=resume, device=device, width=width, dice=dice,
+        batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]],

@@ -21,9 +21,12 @@ import torch.nn.functional as F
 
 from segcli import io
 from segcli.checkpoint import card_scaling
+from segcli.errors import ModelError
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
 from segcli.structures import Instance, Prediction, mask_to_xywh
+
+DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
 
 
 @dataclass
@@ -143,34 +146,65 @@ def tiled_dense_forward(model, image: torch.Tensor, options: InferenceOptions) -
     return {k: v.div_(total)[None] for k, v in sums.items()}  # in place: these maps are the size of the image
 
 
+def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Dense outputs computed at the card's scale -> the image's own size (bilinear); models whose maps hold
+    distances in pixels define `resize_outputs` to rescale them too."""
+    if tuple(next(iter(outputs.values())).shape[-2:]) == tuple(size):
+        return outputs
+    own = getattr(model, "resize_outputs", None)
+    if own is not None:
+        return own(outputs, size)
+    return {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+
+
+def input_scale(card: dict | None) -> float:
+    """The scale the model was trained at (`--scale`, recorded in the card); images are predicted at that scale."""
+    return float((card or {}).get("scale") or 1.0)
+
+
 def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: torch.device | str | None = None,
                    options: InferenceOptions | None = None, **thresholds) -> list[Prediction]:
-    """Predictions for RGB uint8 images of any sizes, each at its own resolution."""
+    """Predictions for RGB uint8 images of any sizes, each at its own resolution.
+
+    A model trained at `--scale F` sees every image resized by F; its dense outputs are resized back
+    before post-processing, so predictions (and the metrics computed from them) have the image's own size.
+    """
     options = options or InferenceOptions()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     mean, std = normalization(card)
+    scaling, scale = card_scaling(card), input_scale(card)
+    if scale != 1.0 and not getattr(model, "dense", True):
+        raise ModelError(f"{(card or {}).get('model', 'this model')}: a model trained at --scale {scale} must be dense "
+                         "(its outputs are resized back to the image); train detectors at --scale 1")
     predictions: list[Prediction] = []
     batch: list[torch.Tensor] = []  # consecutive same-size whole images, run as one forward pass
+    batch_size: tuple[int, int] = (0, 0)  # their own size
 
     def flush() -> None:
         if batch:
-            predictions.extend(model.postprocess(dense_forward(model, torch.cat(batch), options), **thresholds))
+            outputs = resize_outputs(model, dense_forward(model, torch.cat(batch), options), batch_size)
+            predictions.extend(model.postprocess(outputs, **thresholds))
             batch.clear()
 
-    scaling = card_scaling(card)
     for image in images:
+        size = image.shape[:2]
         # In-memory 16-bit or float arrays get the scaling io.read_image gives files (the card's).
-        x = image_to_tensor(io.to_uint8(image, scaling), mean, std)[None].to(device)
+        image = io.to_uint8(image, scaling)
+        if scale != 1.0:
+            image = io.resize_image(image, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
+        x = image_to_tensor(image, mean, std)[None].to(device)
         if not getattr(model, "dense", True):
             predictions.append(_sparse_predict(model, x, options, thresholds))
         elif options.tile is not None and max(x.shape[-2:]) > options.tile:
             flush()
-            predictions.append(model.postprocess(tiled_dense_forward(model, x, options), **thresholds)[0])
+            outputs = resize_outputs(model, tiled_dense_forward(model, x, options), size)
+            predictions.append(model.postprocess(outputs, **thresholds)[0])
         else:
-            if batch and batch[0].shape != x.shape:
+            if batch and (batch[0].shape != x.shape or batch_size != size):
                 flush()
             batch.append(x)
+            batch_size = size
             if len(batch) >= options.batch_size:
                 flush()
     flush()

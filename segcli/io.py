@@ -160,6 +160,13 @@ def read_image(path: str | Path, max_pixels: int | None = None, scaling: Intensi
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An image resized to (height, width): area-averaged when it shrinks (no aliasing), bilinear when it grows."""
+    h, w = size
+    shrink = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """A label file's raw values, no conversion: (H, W) uint8/uint16, or (H, W, 3) uint8 RGB for colour files.
 

@@ -7,12 +7,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from segcli import io
-from segcli.checkpoint import make_card, read_card, save_checkpoint
-from segcli.data.synth import synth_label_space
+from segcli.checkpoint import load_checkpoint, make_card, read_card, save_checkpoint
+from segcli.data.synth import generate, synth_label_space
+from segcli.data.transforms import build_transform
+from segcli.models.contour import boundary_map
+from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import build_model
+from segcli.services.evaluate import evaluate_model
 from segcli.services.predict import PredictConfig, predict
+from segcli.services.train import TrainConfig, train
+from segcli.structures import IGNORE_INDEX, Instance, Sample
 
 
 def _twelve_bit(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -64,3 +71,78 @@ def test_a_twelve_bit_image_keeps_its_contrast_through_predict(tmp_path, rng, mo
     assert twelve_in.std() > 0.5 * eight_in.std() > 0
     labels = [io.read_label_png(tmp_path / "out" / "semantic" / f"{name}.png") for name in ("a_eight", "b_twelve")]
     assert (labels[0] == labels[1]).mean() > 0.99
+
+
+# ---------------------------------------------------------------- crops at the image's own scale
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return generate("shapes", tmp_path_factory.mktemp("native") / "shapes", n=8, size=48, seed=0)
+
+
+def _two_touching_squares(size: int = 40) -> Sample:
+    image = np.zeros((size, size, 3), np.uint8)
+    a, b = np.zeros((size, size), bool), np.zeros((size, size), bool)
+    a[10:20, 5:15], b[10:20, 15:25] = True, True  # side by side, sharing an edge
+    image[a | b] = 200
+    semantic = (a | b).astype(np.uint8)
+    return Sample(image=image, name="two", semantic=semantic, instances=[Instance(a, 1), Instance(b, 1)])
+
+
+def test_crop_windows_keep_the_image_scale_and_pad_small_images(rng):
+    sample = _two_touching_squares()
+    torch.manual_seed(0)
+    image, target = build_transform("instance", True, None, crop=64)(sample)  # larger than the 40 px image
+    assert image.shape == (3, 64, 64)
+    assert int((target["semantic"] == IGNORE_INDEX).sum()) == 64 * 64 - 40 * 40  # padding is ignored (maybe flipped)
+    assert sorted(target["masks"].flatten(1).sum(1).tolist()) == [100, 100]  # both objects whole, at their own size
+    image, target = build_transform("instance", True, None, crop=16, scale=0.5)(sample)  # a 32 px window at half size
+    assert image.shape == (3, 16, 16) and all(m.sum() <= 25 for m in target["masks"])
+
+
+def test_contour_targets_and_grouping_separate_touching_objects():
+    sample = _two_touching_squares()
+    masks = torch.from_numpy(np.stack([inst.mask for inst in sample.instances]))
+    edge = boundary_map(masks, width=1)
+    assert edge[15, 14] and edge[15, 15] and not edge[15, 10]  # the shared edge is boundary on both sides
+    assert not edge[0, 0] and int(edge.sum()) == 2 * (100 - 64)  # each 10x10 square: its 36-pixel rim
+    # Ideal probabilities: interior where not boundary, boundary on the rims -> two instances, grown back whole.
+    probabilities = torch.zeros(3, 40, 40)
+    fg = torch.from_numpy(sample.semantic.astype(bool))
+    probabilities[2][edge] = 1
+    probabilities[1][fg & ~edge] = 1
+    probabilities[0][~fg] = 1
+    prediction = contour_prediction(probabilities, [1], min_area=5)
+    assert len(prediction.instances) == 2
+    assert sorted(inst.area for inst in prediction.instances) == [100, 100]
+    assert all(np.array_equal(p.mask, g.mask) or np.array_equal(p.mask, sample.instances[0].mask)
+               for p, g in zip(sorted(prediction.instances, key=lambda i: i.bbox[0]), sample.instances))
+    assert (prediction.semantic == sample.semantic).all()  # boundary pixels count for the object's class
+    model = build_model("unet_contour", num_classes=2, width=4)
+    losses = model.compute_losses(torch.zeros(1, 3, 40, 40), [{"semantic": torch.from_numpy(sample.semantic).long(),
+                                                                "masks": masks.to(torch.uint8), "labels": torch.tensor([1, 1])}])
+    assert set(losses) == {"semantic"} and torch.isfinite(losses["semantic"])
+    assert (model._target({"semantic": torch.from_numpy(sample.semantic).long(), "masks": masks, "labels": torch.tensor([1, 1])})
+            == 2).sum() == edge.sum()
+
+
+def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, tmp_path, monkeypatch):
+    import segcli.inference
+
+    seen = []
+    forward = segcli.inference.dense_forward
+    monkeypatch.setattr(segcli.inference, "dense_forward", lambda model, batch, options: seen.append(tuple(batch.shape[-2:]))
+                        or forward(model, batch, options))
+    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=4, batch_size=2,
+                         crop=32, scale=0.5, width=4, val_every=0, seed=0, device="cpu")
+    result = train(config)
+    card = read_card(result.best)
+    assert card["scale"] == 0.5 and card["crop"] == 32
+    assert seen and set(seen) == {(24, 24)}  # validation: each whole 48 px image at half size, not a 32 px crop
+    seen.clear()
+    again = evaluate_model(shapes, "panoptic", weights=result.best, device="cpu")
+    assert set(seen) == {(24, 24)} and again["images"] == result.val_images
+    assert again["pq"] == pytest.approx(result.metrics["pq"])  # scored against the full-size ground truth, as eval does
+    predictions = segcli.inference.predict_arrays(*load_checkpoint(result.best), [np.zeros((48, 50, 3), np.uint8)])
+    assert predictions[0].semantic.shape == (48, 50) and predictions[0].panoptic.shape == (48, 50)

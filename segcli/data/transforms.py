@@ -1,6 +1,11 @@
 """Augmentation and tensor conversion with torchvision.transforms.v2, on image and masks together.
 
-Training: random scale and crop (RandomResizedCrop), horizontal flip, colour jitter; the masks follow
+Two ways to train. Resize (`img_size`): random scale and crop (RandomResizedCrop) resized to the
+training size, whatever the image's own scale. Crop (`crop`, `scale`): a random `crop` x `crop`
+window of the image at a fixed scale (1 = its own pixels), as nnU-Net trains on patches, one window
+in three centred on an object so that sparse objects are seen; the window is cut from a compact
+`Packed` copy of the sample (an instance-id map, not one full-size mask per object).
+Both: horizontal flip, colour jitter; the masks follow
 the image geometry (nearest-neighbour), colour changes touch the image only. Validation: resize to
 fit inside the size, keeping the aspect ratio, then pad right and bottom to exactly that size, so
 batches stack (padding is 0 in the normalised image, i.e. the mean colour, and 255 = ignore in the
@@ -11,14 +16,17 @@ removed (fewer than MIN_PIXELS left) are dropped, so masks, boxes and labels alw
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from segcli import io
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD
-from segcli.structures import IGNORE_INDEX, Sample
+from segcli.structures import IGNORE_INDEX, Instance, Sample
 
 MIN_PIXELS = 4
 SCALE = {"semantic": (0.25, 1.0), "instance": (0.35, 1.0), "panoptic": (0.35, 1.0)}
@@ -28,12 +36,17 @@ def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
 
-def build_transform(mode: str, train: bool, img_size: int | tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD
-                    ) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
-    """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract)."""
-    size = _size(img_size)
+def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    *, crop: int | None = None, scale: float = 1.0) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
+    """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract).
+
+    With `crop` (training only): random windows at `scale` instead of resized crops (see the module docstring).
+    """
     if mode not in SCALE:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(SCALE)}")
+    if crop is not None:
+        return _crop_transform(mode, crop, scale, mean, std)
+    size = _size(img_size)
     if train:
         geometry = v2.Compose([
             v2.RandomResizedCrop(size, scale=SCALE[mode], ratio=(3 / 4, 4 / 3), antialias=True),
@@ -107,3 +120,93 @@ def _target(out: dict) -> dict:
         target["labels"] = out["labels"][keep]
         target["boxes"] = masks_to_boxes(target["masks"].bool())
     return target
+
+
+# ---------------------------------------------------------------- crops at a fixed scale
+
+FOREGROUND_WINDOWS = 1 / 3  # share of windows centred on a random object (nnU-Net's foreground oversampling)
+
+
+@dataclass
+class Packed:
+    """A training sample kept compactly: image, semantic map, and instances as one id map (0 = none)."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    semantic: np.ndarray  # (H, W) uint8 class indices, 255 = ignore
+    ids: np.ndarray  # (H, W) int32: instance i + 1 where instance i is (later instances on top)
+    labels: np.ndarray  # (N,) class index of each instance
+    crowd: np.ndarray  # (N,) bool
+
+    @classmethod
+    def of(cls, sample: Sample) -> Packed:
+        if isinstance(sample, Packed):
+            return sample
+        h, w = sample.image.shape[:2]
+        semantic = sample.semantic if sample.semantic is not None else np.full((h, w), IGNORE_INDEX, np.uint8)
+        ids = np.zeros((h, w), np.int32)
+        # Larger first, so a small object lying on a larger one stays visible (the datasets' paste order).
+        order = np.argsort([-inst.area for inst in sample.instances], kind="stable")
+        for number in order:
+            ids[sample.instances[number].mask] = number + 1
+        return cls(sample.image, semantic, ids, np.array([i.label for i in sample.instances], np.int64),
+                   np.array([i.iscrowd for i in sample.instances], bool))
+
+    def window(self, side: int, foreground: float) -> tuple[int, int]:
+        """Top-left corner of a random side x side window; with probability `foreground` one centred on an object."""
+        h, w = self.ids.shape
+        if len(self.labels) and float(torch.rand(())) < foreground:
+            ys, xs = np.nonzero(self.ids)
+            if len(ys):
+                pick = int(torch.randint(len(ys), ()))
+                return _clamp(int(ys[pick]) - side // 2, h - side), _clamp(int(xs[pick]) - side // 2, w - side)
+        return int(torch.randint(max(1, h - side + 1), ())), int(torch.randint(max(1, w - side + 1), ()))
+
+    def cut(self, y: int, x: int, side: int) -> Sample:
+        """The window as a Sample, padded to side x side (image 0, semantic ignored, no instance) where it leaves the image."""
+        image = _padded(self.image[y : y + side, x : x + side], side, 0)
+        semantic = _padded(self.semantic[y : y + side, x : x + side], side, IGNORE_INDEX)
+        ids = _padded(self.ids[y : y + side, x : x + side], side, 0)
+        instances = [Instance(ids == number, int(self.labels[number - 1]), iscrowd=bool(self.crowd[number - 1]), bbox=(0, 0, 0, 0))
+                     for number in np.unique(ids).tolist() if number]
+        return Sample(image=image, name="", semantic=semantic, instances=instances)
+
+
+def _clamp(value: int, high: int) -> int:
+    return min(max(0, value), max(0, high))
+
+
+def _padded(array: np.ndarray, side: int, value: int) -> np.ndarray:
+    h, w = array.shape[:2]
+    if h == side and w == side:
+        return np.ascontiguousarray(array)
+    out = np.full((side, side, *array.shape[2:]), value, array.dtype)
+    out[:h, :w] = array
+    return out
+
+
+def _rescaled(sample: Sample, size: int) -> Sample:
+    """A square window resized to size x size: the image smoothly, masks by nearest neighbour."""
+    image = io.resize_image(sample.image, (size, size))
+    semantic = cv2.resize(sample.semantic, (size, size), interpolation=cv2.INTER_NEAREST)
+    instances = [Instance(cv2.resize(inst.mask.view(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool),
+                          inst.label, iscrowd=inst.iscrowd, bbox=(0, 0, 0, 0)) for inst in sample.instances]
+    return Sample(image=image, name="", semantic=semantic, instances=instances)
+
+
+def _crop_transform(mode: str, crop: int, scale: float, mean, std) -> Callable:
+    if crop < 8 or scale <= 0:
+        raise ValueError(f"crop {crop} px at scale {scale}: need a crop of at least 8 px and a positive scale")
+    side = max(1, round(crop / scale))  # the window in the image's own pixels
+    augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
+    finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+    with_instances = mode != "semantic"
+
+    def apply(sample: Sample | Packed) -> tuple[torch.Tensor, dict]:
+        packed = Packed.of(sample)
+        window = packed.cut(*packed.window(side, FOREGROUND_WINDOWS if with_instances or packed.ids.any() else 0.0), side)
+        if side != crop:
+            window = _rescaled(window, crop)
+        out = augment(_as_tv_tensors(window, with_instances))
+        return finish(out["image"]), _target(out)
+
+    return apply

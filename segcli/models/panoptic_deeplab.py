@@ -87,6 +87,14 @@ class PanopticDeepLab(SegModel):
         flipped["offset"] = flipped["offset"] * flipped["offset"].new_tensor([1.0, -1.0]).view(1, 2, 1, 1)
         return flipped
 
+    @staticmethod
+    def resize_outputs(outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Maps predicted at another scale -> `size`; offsets are distances in pixels, so they scale with the image."""
+        h, w = outputs["offset"].shape[-2:]
+        resized = {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+        resized["offset"] = resized["offset"] * resized["offset"].new_tensor([size[0] / h, size[1] / w]).view(1, 2, 1, 1)
+        return resized
+
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """"semantic" always; "center" and "offset" when the targets carry instance "masks" and "labels"."""
         outputs = self(images)

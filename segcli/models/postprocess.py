@@ -15,6 +15,7 @@ Tensors come in (one image, no batch axis); `Prediction`s with numpy arrays go o
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -207,3 +208,94 @@ def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instanc
     """
     kept = sorted((inst for inst in instances if inst.score >= score_threshold), key=lambda inst: -inst.score)
     return paste_segments(semantic, kept, isthing, stuff_area, overlap_threshold=overlap_threshold)
+
+
+# ---------------------------------------------------------------- contours (interior / boundary classes)
+
+
+def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *, interior_threshold: float = 0.5,
+                       min_area: int = 10, stuff_area: int = 64) -> Prediction:
+    """One image's class probabilities plus a "thing boundary" class -> `Prediction`.
+
+    probabilities: (C + 1, H, W), softmax over the C classes and, last, the boundary of a thing.
+    The approach of the DSB 2018 winners' U-Nets and of StarDist's baselines for touching nuclei:
+    1. semantic map: argmax over the C classes, a boundary pixel counting for its likeliest thing class;
+    2. seeds: 4-connected components of the interior (thing probability above `interior_threshold`),
+       which the predicted boundaries keep apart where objects touch;
+    3. every thing pixel joins its nearest seed in the same connected thing region (the seeds grown
+       back over the mask); a thing region without any seed becomes one instance;
+    4. instances smaller than `min_area` pixels are dropped (void); an instance takes the majority
+       class of its pixels, and its score is its mean probability of that class (boundary included).
+    """
+    num_classes = probabilities.shape[0] - 1
+    p = probabilities.float()
+    things = list(thing_classes)
+    classes = p[:num_classes].clone()
+    if things:
+        thing_index = torch.tensor(things, device=p.device)
+        best = thing_index[p[thing_index].argmax(0)]  # the likeliest thing class of each pixel
+        classes.scatter_add_(0, best[None], p[num_classes][None])
+    semantic = classes.argmax(0)
+    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=p.device)
+    is_thing[things] = True
+    interior = (p[things].sum(0) > interior_threshold).cpu().numpy() if things else np.zeros(semantic.shape, bool)
+    foreground = is_thing[semantic].cpu().numpy() | interior
+    ids = grow_seeds(interior, foreground, min_area)
+    semantic_np = semantic.to(torch.uint8).cpu().numpy()
+    instances = _instances_from_ids(ids, semantic_np, classes.cpu().numpy(), num_classes)
+    panoptic, segments = paste_segments(semantic_np, instances, is_thing.tolist(), stuff_area)
+    return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
+
+
+def grow_seeds(interior: np.ndarray, foreground: np.ndarray, min_area: int = 0) -> np.ndarray:
+    """(H, W) int32 ids 1..K: the 4-connected components of `interior`, grown over `foreground` to the nearest
+    seed of the same (8-connected) foreground region; seedless regions become instances of their own; instances
+    below `min_area` pixels are removed and the rest renumbered."""
+    _, seeds = cv2.connectedComponents(interior.astype(np.uint8), connectivity=4)
+    _, regions = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
+    ids = np.zeros(interior.shape, np.int32)
+    if seeds.max() > 0:
+        # Every pixel -> the seed pixel nearest to it (one label per seed pixel), -> that pixel's seed.
+        _, nearest = cv2.distanceTransformWithLabels((seeds == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        lookup = np.zeros(int(nearest.max()) + 1, np.int32)
+        seeded = seeds > 0
+        lookup[nearest[seeded]] = seeds[seeded]
+        ids = lookup[nearest]
+        seed_region = np.zeros(int(seeds.max()) + 1, np.int32)
+        seed_region[seeds[seeded]] = regions[seeded]
+        ids[~foreground | (seed_region[ids] != regions)] = 0
+    has_seed = np.zeros(int(regions.max()) + 1, bool)
+    has_seed[regions[ids > 0]] = True
+    has_seed[0] = True
+    orphan = ~has_seed[regions]
+    if orphan.any():
+        ids[orphan] = ids.max() + np.unique(regions[orphan], return_inverse=True)[1].reshape(-1) + 1
+    areas = np.bincount(ids.ravel())
+    keep = areas >= max(1, min_area)
+    keep[0] = False
+    renumber = np.zeros(len(areas), np.int32)
+    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
+    return renumber[ids]
+
+
+def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray, class_probabilities: np.ndarray,
+                        num_classes: int) -> list[Instance]:
+    """Instances of an id map by descending score: majority class, mean probability of that class."""
+    count = int(ids.max())
+    if count == 0:
+        return []
+    flat = ids.ravel()
+    votes = np.bincount(flat * num_classes + semantic.ravel(), minlength=(count + 1) * num_classes).reshape(count + 1, num_classes)
+    labels = votes.argmax(1)
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(count + 2))
+    instances = []
+    for k in range(1, count + 1):
+        pixels = order[starts[k] : starts[k + 1]]
+        mask = np.zeros(flat.shape, bool)
+        mask[pixels] = True
+        score = float(class_probabilities[labels[k]].ravel()[pixels].mean())
+        instances.append(Instance(mask=mask.reshape(ids.shape), label=int(labels[k]), score=min(1.0, score)))
+    instances.sort(key=lambda inst: -inst.score)
+    return instances

@@ -204,7 +204,7 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     from segcli.checkpoint import card_label_space
     from segcli.data import load_dataset
     from segcli.device import resolve_device
-    from segcli.inference import predict_arrays
+    from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
     from segcli.services.resolve import resolve_model
 
     if classes is not None and not Path(classes).is_file():
@@ -221,7 +221,7 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
-    predictions = predict_arrays(net, card, [s.image for s in samples])
+    predictions = predict_arrays(net, card, [s.image for s in samples], options=InferenceOptions(tile=DEFAULT_TILE))
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
 
 

@@ -30,12 +30,11 @@ from segcli import draw, io
 from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
-from segcli.inference import InferenceOptions, predict_arrays, prepare_model
+from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays, prepare_model
 from segcli.services.resolve import resolve_model
 from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, coco_result, mask_to_xywh
 
 MODES = ("semantic", "instance", "panoptic")
-DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
 PARTS = ".parts"

@@ -120,6 +120,12 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
         raise ModelError(f"{config.model} cannot do --mode {config.mode}; models that can: {', '.join(models_for_mode(config.mode))}")
     if config.epochs is not None and config.steps is not None:
         raise UsageError("give --epochs or --steps, not both")
+    if config.crop is None and config.scale is not None:
+        raise UsageError("--scale F goes with --crop PX (random windows of the image resized by F)")
+    if config.crop is not None and config.crop < 8:
+        raise UsageError(f"--crop {config.crop}: a window side of at least 8 pixels")
+    if config.scale is not None and not 0.05 <= config.scale <= 8:
+        raise UsageError(f"--scale {config.scale}: a factor between 0.05 and 8 (1 = the images' own pixels)")
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
 
@@ -130,6 +136,10 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     model_args = _model_args(config, label_space)
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
+    if config.bf16 and getattr(model, "dense", True):
+        # bfloat16 convolutions run about 2x faster in channels-last (NHWC) layout on CPUs (PITFALLS); the
+        # Trainer feeds channels-last batches and validates in the same layout and precision.
+        model = model.to(memory_format=torch.channels_last)
     _set_loss_options(model, config, train_set)
     return model, model_args
 
@@ -156,6 +166,11 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
                      command=config.command, data=data, training=training)
     if getattr(model, "mean", None) is not None:
         card["normalization"] = {"mean": list(model.mean), "std": list(model.std)}
+    if config.crop is not None:
+        # Predict, eval and validation resize every image by the card's scale, then predict it whole (tiled).
+        card["scale"], card["crop"] = config.scale or 1.0, config.crop
+        if card["scale"] != 1.0 and not getattr(model, "dense", True):
+            raise UsageError(f"--scale: {config.model} detects instances; train it at --scale 1")
     return card
 
 

@@ -19,7 +19,9 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4
-    img_size: int = 256  # training crop side
+    img_size: int = 256  # resize training: random crops resized to this side (the image's scale is lost)
+    crop: int | None = None  # crop training: random windows of this side at `scale` (validation: whole images)
+    scale: float | None = None  # crop training: the images' scale (1 = their own pixels); recorded in the card
     seed: int = 0
     split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)
     resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state

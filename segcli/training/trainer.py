@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from segcli import distributed
 from segcli.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from segcli.data.loader import TransformedDataset, collate
-from segcli.data.transforms import build_transform
+from segcli.data.transforms import Packed, build_transform
 from segcli.errors import ModelError, UsageError
-from segcli.inference import predict_arrays
+from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
 from segcli.metrics import PRIMARY_METRIC, score_predictions
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
@@ -88,6 +88,7 @@ class Trainer:
         self.primary = PRIMARY_METRIC[config.mode]
         self.callbacks = list(callbacks or [])
         self.state = TrainState()
+        self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
         self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
         self._build_loader(train_set)
         self._build_optimizer()
@@ -103,8 +104,9 @@ class Trainer:
 
     def _build_loader(self, train_set) -> None:
         config = self.config
-        transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()))
-        dataset = TransformedDataset(train_set, transform)
+        transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()),
+                                    crop=config.crop, scale=config.scale or 1.0)
+        dataset = TransformedDataset(train_set, transform, cache=Packed.of if config.crop is not None else None)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() \
             else RandomSampler(dataset, generator=self.generator)
@@ -197,6 +199,8 @@ class Trainer:
         config, state, device = self.config, self.state, self.device
         tick = time.perf_counter()
         images = images.to(device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         with torch.autocast(device.type, dtype=torch.float16 if config.amp else torch.bfloat16,
                             enabled=config.amp or config.bf16):
@@ -251,7 +255,10 @@ class Trainer:
         samples = self.val_samples
         if distributed.is_distributed():
             samples = samples[distributed.rank():: max(1, distributed.world_size())]
-        predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device)
+        # Whole images at the card's scale, tiled where large, as predict runs them; in the training's precision and layout.
+        options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32,
+                                   channels_last=self.channels_last)
+        predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device, options=options)
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
                          instances=s.instances, panoptic=s.panoptic, segments=s.segments), p)

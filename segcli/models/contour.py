@@ -1,0 +1,102 @@
+"""Instances as seeds grown back over the mask: a semantic head that also predicts object boundaries.
+
+The recipe of the DSB 2018 nucleus winners (U-Net + watershed-like grouping) in its plainest form:
+
+    body (B, F, H, W) => 1x1 convolution => (B, C + 1, H, W) logits
+                                             C classes ("semantic") + "boundary of a thing" ("contour")
+
+Training is one cross-entropy over C + 1 classes: the pixels within `boundary_width` of an instance's
+edge (where it meets the background or another instance) are labelled "boundary" instead of their
+class. At inference the interiors, which the boundaries separate where objects touch, seed one
+instance each and grow back over the thing pixels (`segcli.models.postprocess.contour_prediction`).
+No centres or offsets: blob-like objects of a dozen pixels, touching by the hundred, are what it is for.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segcli.models.base import SegModel, dice_loss
+from segcli.models.panoptic_deeplab import MODES, resolve_thing_classes, weighted_cross_entropy
+from segcli.models.postprocess import contour_prediction
+from segcli.models.registry import register_model
+from segcli.models.semantic import build_body
+from segcli.structures import IGNORE_INDEX, Prediction
+
+
+def boundary_map(masks: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """(N, H, W) instance masks -> (H, W) bool: instance pixels within `width` px of another id (background or a
+    neighbour), later instances on top. The image border is not a boundary: an object cut by a crop goes on."""
+    if masks.shape[0] == 0:
+        return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+    numbers = torch.arange(1, masks.shape[0] + 1, device=masks.device, dtype=torch.float32).view(-1, 1, 1)
+    ids = (masks.float() * numbers).amax(0)[None, None]  # (1, 1, H, W)
+    k = 2 * width + 1
+    high = F.max_pool2d(ids, k, stride=1, padding=width)
+    low = -F.max_pool2d(-ids, k, stride=1, padding=width)
+    return ((ids > 0) & ((high != ids) | (low != ids)))[0, 0]
+
+
+class ContourModel(SegModel):
+    """body => 1x1 classifier to C classes + "boundary" (see the module docstring)."""
+
+    modes = MODES
+    dense = True
+    dice_weight: float = 0.0  # the trainer's --dice
+    class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto (C values; "boundary" gets the largest)
+
+    def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], boundary_width: int = 1) -> None:
+        super().__init__()
+        self.body = body
+        self.num_classes = num_classes
+        self.thing_classes = list(thing_classes)
+        self.boundary_width = boundary_width
+        self.classifier = nn.Conv2d(body.out_channels, num_classes + 1, 1)
+        self.output_stride = getattr(body, "output_stride", body.out_stride)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores = self.classifier(self.body(images))
+        if scores.shape[-2:] != images.shape[-2:]:
+            scores = F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return {"semantic": scores[:, : self.num_classes], "contour": scores[:, self.num_classes :]}
+
+    def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        outputs = self(images)
+        logits = torch.cat([outputs["semantic"], outputs["contour"]], dim=1)
+        target = torch.stack([self._target(t) for t in targets]).to(logits.device)
+        weights = None
+        if self.class_weights is not None:
+            weights = torch.cat([self.class_weights, self.class_weights.max().view(1)])
+        losses = {"semantic": weighted_cross_entropy(logits, target, 1.0, weights)}
+        if self.dice_weight > 0:
+            losses["dice"] = self.dice_weight * dice_loss(logits, target)
+        return losses
+
+    def _target(self, target: dict) -> torch.Tensor:
+        """The semantic target with thing-instance boundaries relabelled as class C."""
+        semantic = target["semantic"].long().clone()
+        if "masks" not in target or "labels" not in target:
+            return semantic
+        masks, labels = target["masks"].to(semantic.device), target["labels"].to(semantic.device)
+        keep = torch.isin(labels, torch.tensor(self.thing_classes, device=labels.device, dtype=labels.dtype))
+        edge = boundary_map(masks[keep].bool(), self.boundary_width)
+        semantic[edge & (semantic != IGNORE_INDEX)] = self.num_classes
+        return semantic
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, interior_threshold: float = 0.5, min_area: int = 10,
+                    stuff_area: int = 64) -> list[Prediction]:
+        """One `Prediction` per image; thresholds as in `segcli.models.postprocess.contour_prediction`."""
+        with torch.no_grad():
+            probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
+            return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
+                                       stuff_area=stuff_area) for p in probabilities]
+
+
+@register_model("unet_contour", modes=MODES, description="U-Net predicting classes + object boundaries; instances are "
+                "interiors grown back over the mask (many small touching objects: nuclei)")
+def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
+                 thing_classes: list[int] | None = None, boundary_width: int = 1) -> ContourModel:
+    body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
+    return ContourModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width)
