@@ -343,6 +343,8 @@ def train_command(
     data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split (default 30).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps instead of epochs.")] = None,
+    time_budget: Annotated[str | None, typer.Option("--time", help="Train for this long (e.g. 90s, 20m, 1h30m), validation "
+                                                    "included; the learning-rate schedule ends with it.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (per process under torchrun).")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
     img_size: Annotated[int, typer.Option("--img-size", help="Resize training: random crops resized to this side, in pixels.")] = 256,
@@ -390,6 +392,7 @@ def train_command(
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
+        time=parse_duration(time_budget) if time_budget is not None else None,
         batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
@@ -398,6 +401,20 @@ def train_command(
     with _progress() as progress:
         result = train(config, callback=_train_progress(progress))
     _say(f"best checkpoint: {result.best}  (last: {result.last}); {result.steps} steps in {result.seconds:.0f} s")
+
+
+def parse_duration(text: str) -> float:
+    """"90", "90s", "20m", "1.5h", "1h30m" -> seconds."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text.lower())
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise UsageError(f"--time {text!r}: write a duration such as 90s, 20m, 1h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise UsageError(f"--time {text!r}: the duration must be positive")
+    return total
 
 
 def _train_progress(progress):
@@ -410,11 +427,17 @@ def _train_progress(progress):
         if event == "start":
             progress.console.print(f"training {info['model']} on {info['device']}: {info['train_images']} training / "
                                    f"{info['val_images']} validation images -> {info['out']}", highlight=False)
-            tasks["epochs"] = progress.add_task("epochs", total=info["epochs"])
+            if info["epochs"] is not None:
+                tasks["epochs"] = progress.add_task("epochs", total=info["epochs"])
+            else:  # --time: a bar over the time budget (in % of it)
+                tasks["time"] = progress.add_task(f"time budget {info['time']:.0f} s", total=100)
             tasks["steps"] = progress.add_task("steps", total=info["total_steps"], completed=info["resumed_at"])
         elif event == "step":
-            progress.update(tasks["epochs"], completed=round(min(info["epochs"], info["step"] / info["steps_per_epoch"]), 2),
-                            description=f"epoch {info['epoch']}/{info['epochs']}")
+            if "epochs" in tasks:
+                progress.update(tasks["epochs"], completed=round(min(info["epochs"], info["step"] / info["steps_per_epoch"]), 2),
+                                description=f"epoch {info['epoch']}/{info['epochs']}")
+            else:
+                progress.update(tasks["time"], completed=round(100 * info["progress"], 1))
             progress.update(tasks["steps"], completed=info["step"],
                             description=f"step: loss {info['loss']:.4f} "
                                         f"{info['images_per_s']:.1f} img/s")

@@ -11,8 +11,10 @@ import torch
 
 from segcli import io
 from segcli.checkpoint import load_checkpoint, make_card, read_card, save_checkpoint
+from segcli.cli import parse_duration
 from segcli.data.synth import generate, synth_label_space
 from segcli.data.transforms import build_transform
+from segcli.errors import UsageError
 from segcli.models.contour import boundary_map
 from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import build_model
@@ -146,3 +148,26 @@ def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, 
     assert again["pq"] == pytest.approx(result.metrics["pq"])  # scored against the full-size ground truth, as eval does
     predictions = segcli.inference.predict_arrays(*load_checkpoint(result.best), [np.zeros((48, 50, 3), np.uint8)])
     assert predictions[0].semantic.shape == (48, 50) and predictions[0].panoptic.shape == (48, 50)
+
+
+# ---------------------------------------------------------------- time budget
+
+
+def test_time_budget_stops_on_time_and_the_schedule_ends_with_it(shapes, tmp_path):
+    events = []
+    config = TrainConfig(data=shapes, model="unet", mode="semantic", out=tmp_path / "run", time=4.0, batch_size=2,
+                         crop=32, width=4, seed=0, device="cpu")
+    result = train(config, callback=lambda event, **info: events.append((event, info)))
+    assert result.steps > 3  # it trained until the time was up, through several epochs of 6 images
+    assert 3.0 <= result.seconds < 4.0 + 60.0  # generous: the machine is shared; a final validation may overrun
+    lrs = [info["lr"] for event, info in events if event == "step"]
+    assert max(lrs) > 0.5e-3 and lrs[-1] < 0.35 * max(lrs)  # warm-up, then decay towards zero at the end of the time
+    assert [event for event, _ in events].count("validation") >= 1 and events[-1][0] == "done"
+    assert read_card(result.best)["training"]["time"] == 4.0
+
+
+def test_durations_parse():
+    assert [parse_duration(t) for t in ("90", "90s", "20m", "1h", "1h30m", "1.5h")] == [90, 90, 1200, 3600, 5400, 5400]
+    for bad in ("", "soon", "0m", "-5m"):
+        with pytest.raises(UsageError):
+            parse_duration(bad)

@@ -28,7 +28,7 @@ def _config(data, out, **kw) -> TrainConfig:
 
 def test_training_writes_loadable_checkpoints_with_cards(shapes, tmp_path):
     events = []
-    result = train(_config(shapes, tmp_path / "run"), callback=lambda event, **info: events.append(event))
+    result = train(_config(shapes, tmp_path / "run", val_every=3), callback=lambda event, **info: events.append(event))
     assert result.steps == 2 * (9 // 3) and result.train_images == 9 and result.val_images == 3
     model, card = load_checkpoint(result.best)
     assert card["model"] == "unet" and card["mode"] == "semantic" and card["data"]["fingerprint"]

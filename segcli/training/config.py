@@ -16,6 +16,7 @@ class TrainConfig:
     out: Path | None = None  # default runs/<model>-<mode>, numbered if it exists (unless resuming)
     epochs: int | None = None  # budget in passes over the training split...
     steps: int | None = None  # ...or in optimiser steps (default: 30 epochs)
+    time: float | None = None  # ...or in seconds of wall time, validation included (the schedule ends with it)
     batch_size: int = 8
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4
@@ -32,7 +33,7 @@ class TrainConfig:
     schedule: str = "poly"  # poly | cosine, after a linear warm-up
     warmup: int | None = None  # warm-up steps (default 5% of the run)
     clip: float = 1.0  # gradient norm clipping (0: off)
-    val_every: int | None = None  # validate every N steps (None: each epoch; 0: only at the end)
+    val_every: int | None = None  # validate every N steps (None: auto, validation <= 10% of the time; 0: only at the end)
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
     amp: bool = False  # float16 autocast with gradient scaling on CUDA

@@ -48,6 +48,7 @@ class TrainState:
     stale: int = 0  # validations since the best one
     metrics: dict = field(default_factory=dict)  # the latest validation's
     stop: bool = False  # early stopping (--patience) asked to end the run
+    seconds: float = 0.0  # wall time of the run before this process (a resumed --time run counts it)
 
 
 class _LossModule(torch.nn.Module):
@@ -61,16 +62,36 @@ class _LossModule(torch.nn.Module):
         return self.model.compute_losses(images, targets)
 
 
-def lr_schedule(optimizer, total: int, warmup: int, kind: str):
-    """Linear warm-up over `warmup` steps, then poly (power 0.9) or cosine decay to zero at `total`."""
+def lr_schedule(optimizer, total: int, warmup: int, kind: str, clock: Callable[[], float] | None = None):
+    """Linear warm-up over `warmup` steps, then poly (power 0.9) or cosine decay to zero at `total`.
+
+    With `clock` (a time budget) the run's progress is clock(), the share of the time spent, instead of
+    step / total: the warm-up is `warmup` steps if given, else the first 5% of the time, and the decay
+    reaches zero when the time is up.
+    """
+
+    def decay(progress: float) -> float:
+        progress = min(1.0, max(0.0, progress))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else (1 - progress) ** 0.9
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else (1 - progress) ** 0.9
+        return decay((step - warmup) / max(1, total - warmup))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def timed(step: int) -> float:
+        share = clock()
+        if warmup:
+            return (step + 1) / warmup if step < warmup else decay(share)
+        lead = 0.05
+        return max(1e-3, share / lead) if share < lead else decay((share - lead) / (1 - lead))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor if clock is None else timed)
+
+
+VALIDATION_SHARE = 0.1  # automatic cadence: validation takes at most this share of the wall time
+FIRST_VALIDATION = 0.1  # ...and the first comes after this share of the run (its cost is not known before)
+MIN_GAP = 0.02  # ...and validations are at least this share of the run apart
 
 
 class Trainer:
@@ -88,6 +109,8 @@ class Trainer:
         self.primary = PRIMARY_METRIC[config.mode]
         self.callbacks = list(callbacks or [])
         self.state = TrainState()
+        self.began: float | None = None
+        self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
         self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
         self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
         self._build_loader(train_set)
@@ -117,14 +140,23 @@ class Trainer:
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=True,
                                  num_workers=config.workers, worker_init_fn=seed_worker, generator=self.generator)
         self.steps_per_epoch = len(self.loader)
-        self.total = config.steps or (config.epochs or 30) * self.steps_per_epoch
+        if config.time is not None and config.time <= 0:
+            raise UsageError(f"--time {config.time:g} s: give a positive duration, e.g. --time 20m")
+        timed_only = config.time is not None and config.steps is None and config.epochs is None
+        # A time budget alone: steps are unbounded and the clock ends the run (`finished`).
+        self.total = 1 << 40 if timed_only else config.steps or (config.epochs or 30) * self.steps_per_epoch
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
+        self.budget_steps = None if timed_only else self.total  # what progress displays can show
+        self.budget_epochs = None if timed_only else self.epochs
 
     def _build_optimizer(self) -> None:
         config = self.config
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        warmup = config.warmup if config.warmup is not None else max(1, self.total // 20)
-        self.scheduler = lr_schedule(self.optimizer, self.total, warmup, config.schedule)
+        if config.time is None:
+            warmup = config.warmup if config.warmup is not None else max(1, self.total // 20)
+            self.scheduler = lr_schedule(self.optimizer, self.total, warmup, config.schedule)
+        else:
+            self.scheduler = lr_schedule(self.optimizer, self.total, config.warmup or 0, config.schedule, clock=self.progress)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
     # ------------------------------------------------------------------ resume
@@ -141,7 +173,8 @@ class Trainer:
         self._resume_rng = rng if isinstance(rng, dict) else rng[min(distributed.rank(), len(rng) - 1)]
         restore_rng(self._resume_rng)
         self.state = TrainState(step=saved["step"], epoch=saved["epoch"], epoch_batches=saved.get("epoch_batches", 0),
-                                best=saved["best"], best_metrics=saved["best_metrics"], stale=saved["stale"])
+                                best=saved["best"], best_metrics=saved["best_metrics"], stale=saved["stale"],
+                                seconds=saved.get("seconds", 0.0))
 
     # ------------------------------------------------------------------ loop
 
@@ -153,16 +186,50 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         data = self.card["data"]  # the run's record of its data: image counts of both splits
-        self.emit("start", out=str(self.out), total_steps=self.total, epochs=self.epochs, train_images=data["train_images"],
+        self.emit("start", out=str(self.out), total_steps=self.budget_steps, epochs=self.budget_epochs, time=self.config.time, train_images=data["train_images"],
                   val_images=data["val_images"], device=str(self.device), model=self.config.model, resumed_at=state.step)
-        self.began = time.perf_counter()
+        self.began = time.perf_counter() - state.seconds
+        self._validation = (time.perf_counter(), 0.0)
         self.model.train()
         for epoch in range(state.epoch, self.epochs):
             self._run_epoch(epoch)
-            if state.stop or state.step >= self.total:
+            if state.stop or self.finished():
                 break
         self.seconds = time.perf_counter() - self.began
         return state
+
+    def elapsed(self) -> float:
+        return 0.0 if self.began is None else time.perf_counter() - self.began
+
+    def progress(self) -> float:
+        """The share of the budget spent, in [0, 1]: steps, or time (keeping the last validation's length in
+        reserve for the final one), whichever is further."""
+        shares = [] if self.budget_steps is None else [self.state.step / self.total]
+        if self.config.time is not None:
+            shares.append(self.elapsed() / max(1e-9, self.config.time - self._validation[1]))
+        return min(1.0, max(shares))
+
+    def finished(self) -> bool:
+        return self.progress() >= 1.0
+
+    def _validation_due(self) -> bool:
+        """--val-every N: every N steps. Default: when the training time since the last validation is 9x what it
+        took (so validation is at most 10% of the run), at least 2% of the run apart, the first after 10%."""
+        every = self.config.val_every
+        if every is not None:
+            return bool(every) and self.state.step % every == 0
+        ended, took = self._validation
+        if took == 0.0:
+            return self.progress() >= FIRST_VALIDATION
+        since = time.perf_counter() - ended
+        return since >= took * (1 - VALIDATION_SHARE) / VALIDATION_SHARE and since >= MIN_GAP * self._run_seconds()
+
+    def _run_seconds(self) -> float:
+        """The run's expected length in seconds: the time budget, or extrapolated from the steps so far."""
+        if self.config.time is not None:
+            return self.config.time
+        done = max(1, self.state.step) / max(1, self.total)
+        return self.elapsed() / done
 
     def _epoch_batches(self, epoch: int):
         """This epoch's batches; resuming mid-epoch, the ones already trained are replayed and dropped."""
@@ -181,17 +248,17 @@ class Trainer:
         return batches
 
     def _run_epoch(self, epoch: int) -> None:
-        state, config = self.state, self.config
+        state = self.state
         for images, targets in self._epoch_batches(epoch):
-            if state.step >= self.total:
+            if self.finished():
                 break
             state.epoch_batches += 1
             self._step(images, targets, epoch)
-            if config.val_every and state.step % config.val_every == 0 and state.step < self.total:
+            if self._validation_due() and not self.finished():
                 self.validate_and_save()
                 if state.stop:
                     return
-        if state.step >= self.total or config.val_every is None:
+        if self.finished():
             self.validate_and_save()
 
     def _step(self, images: torch.Tensor, targets: list[dict], epoch: int) -> None:
@@ -217,7 +284,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         state.step += 1
-        self.emit("step", step=state.step, total_steps=self.total, epoch=epoch + 1, epochs=self.epochs,
+        self.emit("step", step=state.step, total_steps=self.budget_steps, epoch=epoch + 1, epochs=self.budget_epochs,
+                  seconds=self.elapsed(), progress=self.progress(),
                   steps_per_epoch=self.steps_per_epoch, loss=float(loss.detach()),
                   losses={k: float(v.detach()) for k, v in losses.items()}, lr=self.scheduler.get_last_lr()[0],
                   images_per_s=len(images) * distributed.world_size() / (time.perf_counter() - tick))
@@ -227,6 +295,7 @@ class Trainer:
     def validate_and_save(self) -> None:
         """Validate the model as it is now, keep the best score, save best, last and the resume state."""
         state = self.state
+        began = time.perf_counter()
         self.model.eval()
         distributed.broadcast_buffers(self.model)  # validate (and save) the same model on every rank
         sync = _rank_sync(self.model)
@@ -249,6 +318,7 @@ class Trainer:
             state.stop = True
             self.emit("stop", reason=f"no improvement in {self.primary} for {state.stale} validations")
         self.model.train()
+        self._validation = (time.perf_counter(), time.perf_counter() - began)
 
     def _validate(self) -> dict:
         """Each rank predicts its share; every rank scores the gathered pairs with eval's code."""
@@ -285,7 +355,7 @@ class Trainer:
         save_checkpoint(out / "last", self.model, card)
         save_training_state(out / "last", {
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
-            "step": state.step, "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
+            "step": state.step, "seconds": self.elapsed(), "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
             "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
                                             "seconds": round(time.perf_counter() - self.began, 1),
