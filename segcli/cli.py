@@ -89,6 +89,22 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weights (as SEGCLI_OFFLINE=1); "
                                                             "missing weights are named with where to put them.")]
+# Post-processing thresholds (default: the values recorded in the checkpoint's card); each applies to some models only.
+CenterThresholdOpt = Annotated[float | None, typer.Option("--center-threshold", help="Panoptic-DeepLab models: minimum "
+                                                          "centre heatmap value of an instance (card: 0.1).")]
+NmsKernelOpt = Annotated[int | None, typer.Option("--nms-kernel", help="Panoptic-DeepLab models: odd window of the "
+                                                  "centre non-maximum suppression, px (card: 7).")]
+TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Panoptic-DeepLab models: at most this many centres per image.")]
+InteriorThresholdOpt = Annotated[float | None, typer.Option("--interior-threshold", help="Contour models: object-interior "
+                                                            "probability that seeds an instance (card: 0.5).")]
+MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour models: drop instances smaller than this, px.")]
+ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
+StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
+
+
+def _thresholds(**given) -> dict:
+    """The post-processing options that were given (None: keep the card's)."""
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _setup(debug: bool = False, quiet: bool = False, device: str = "auto", offline: bool = False) -> RunState:
@@ -215,6 +231,13 @@ def predict_command(
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
     offline: OfflineOpt = False,
+    center_threshold: CenterThresholdOpt = None,
+    nms_kernel: NmsKernelOpt = None,
+    top_k: TopKOpt = None,
+    interior_threshold: InteriorThresholdOpt = None,
+    min_area: MinAreaOpt = None,
+    score_threshold: ScoreThresholdOpt = None,
+    stuff_area: StuffAreaOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -230,6 +253,9 @@ def predict_command(
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
         max_pixels=max_pixels,
+        thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
+                               interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold,
+                               stuff_area=stuff_area),
     )
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
@@ -474,6 +500,13 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     offline: OfflineOpt = False,
+    center_threshold: CenterThresholdOpt = None,
+    nms_kernel: NmsKernelOpt = None,
+    top_k: TopKOpt = None,
+    interior_threshold: InteriorThresholdOpt = None,
+    min_area: MinAreaOpt = None,
+    score_threshold: ScoreThresholdOpt = None,
+    stuff_area: StuffAreaOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -483,9 +516,14 @@ def eval_command(
     _needs_output(json_out or csv_out, "--json FILE (- for stdout)")
     from segcli.services.evaluate import evaluate
 
+    thresholds = _thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k, stuff_area=stuff_area,
+                             interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold)
+    if thresholds and data is None:
+        raise UsageError(f"--{next(iter(thresholds)).replace('_', '-')} post-processes a model's outputs: it goes with --data")
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
-                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device)
+                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
+                      thresholds=thresholds)
     _render_metrics(mode.value, result)
     if json_out and str(json_out) == "-":
         _print_json(result)

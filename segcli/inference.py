@@ -12,6 +12,7 @@ same-size images that need no tiling run as one batch.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from segcli import io
 from segcli.checkpoint import card_scaling
-from segcli.errors import ModelError
+from segcli.errors import ModelError, UsageError
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
 from segcli.structures import Instance, Prediction, mask_to_xywh
@@ -157,6 +158,26 @@ def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int
     return {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
 
 
+def postprocess_defaults(model) -> dict:
+    """The keyword options of `model.postprocess` with their default values (the thresholds a card records)."""
+    parameters = inspect.signature(model.postprocess).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+def postprocess_options(model, card: dict | None, given: dict | None = None) -> dict:
+    """The thresholds to post-process with: the card's (what training's validation used), overridden by `given`
+    (options left as None keep the card's). An option the model's post-processing does not take is an error."""
+    accepted = postprocess_defaults(model)
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    wrong = sorted(set(given) - set(accepted))
+    if wrong:
+        name = (card or {}).get("model", type(model).__name__)
+        takes = ", ".join(f"--{k.replace('_', '-')}" for k in accepted) or "none"
+        raise UsageError(f"--{wrong[0].replace('_', '-')} does not apply to {name}; its post-processing options: {takes}")
+    recorded = {k: v for k, v in ((card or {}).get("postprocess") or {}).items() if k in accepted}
+    return {**recorded, **given}
+
+
 def input_scale(card: dict | None) -> float:
     """The scale the model was trained at (`--scale`, recorded in the card); images are predicted at that scale."""
     return float((card or {}).get("scale") or 1.0)
@@ -172,6 +193,7 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     options = options or InferenceOptions()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
+    thresholds = postprocess_options(model, card, thresholds)
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
     if scale != 1.0 and not getattr(model, "dense", True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -171,3 +172,33 @@ def test_durations_parse():
     for bad in ("", "soon", "0m", "-5m"):
         with pytest.raises(UsageError):
             parse_duration(bad)
+
+
+# ---------------------------------------------------------------- post-processing options
+
+
+def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(shapes, tmp_path):
+    from typer.testing import CliRunner
+
+    from segcli.cli import app
+
+    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=6, batch_size=2,
+                         crop=32, width=4, val_every=0, seed=0, device="cpu")
+    best = train(config).best
+    assert read_card(best)["postprocess"] == {"interior_threshold": 0.5, "min_area": 10, "stuff_area": 64}
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["predict", str(shapes / "images"), "--weights", str(best), "--mode", "instance",
+                                "--center-threshold", "0.3", "--out", str(tmp_path / "p"), "--device", "cpu"])
+    assert wrong.exit_code == 2 and "--center-threshold does not apply to unet_contour" in wrong.output
+    assert "--interior-threshold" in wrong.output  # the options it does take
+    counts = []
+    for area in ("1", "100000"):
+        result = runner.invoke(app, ["predict", str(shapes / "images"), "--weights", str(best), "--mode", "instance",
+                                     "--min-area", area, "--out", str(tmp_path / area), "--json", "--no-overlay", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        counts.append(sum(len(json.loads(line)["segments"]) for line in result.stdout.splitlines()))
+    assert counts[1] == 0 <= counts[0]  # nothing is 100000 px: the option reached the post-processing
+    scored = evaluate_model(shapes, "panoptic", weights=best, device="cpu", thresholds={"min_area": 100000})
+    assert scored["things"]["pq"] in (0.0, None)
+    flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--min-area", "5"])
+    assert flagged.exit_code == 2 and "goes with --data" in flagged.output

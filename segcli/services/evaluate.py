@@ -169,9 +169,10 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
              pred_dir: Path | None = None, data: Path | None = None, model: str | None = None, weights: Path | None = None,
              data_format: str | None = None, split: str | None = None, num_classes: int | None = None,
              ignore_index: int | None = None, classes: Path | None = None, boundary_px: float | None = None,
-             workers: int | None = None, device: str | None = None) -> dict:
-    """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given."""
-    given = {k: v for k, v in locals().items() if v is not None and k not in ("mode", "data", "device")}
+             workers: int | None = None, device: str | None = None, thresholds: dict | None = None) -> dict:
+    """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given.
+    `thresholds`: post-processing options of the model (--data only)."""
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("mode", "data", "device", "thresholds")}
     route = "data" if data is not None else "files"
     unused = sorted(set(given) - _OPTIONS[(route, mode)])
     if unused:
@@ -183,7 +184,7 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
             raise UsageError("--data needs --model NAME or --weights FILE to predict with")
         return evaluate_model(data, mode, model=model, weights=weights, data_format=data_format or "auto",
                               split=split or "val", device=device or "auto", boundary_px=boundary_px,
-                              num_classes=num_classes, ignore_index=ignore_index, classes=classes)
+                              num_classes=num_classes, ignore_index=ignore_index, classes=classes, thresholds=thresholds)
     if gt is None or pred is None:
         raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
     if mode == "semantic":
@@ -196,7 +197,7 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
 
 def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",
                    split: str = "val", device: str = "auto", boundary_px: float | None = None, num_classes: int | None = None,
-                   ignore_index: int | None = None, classes: Path | None = None) -> dict:
+                   ignore_index: int | None = None, classes: Path | None = None, thresholds: dict | None = None) -> dict:
     """Predict a dataset split with a model and score it (ultralytics' `val`).
 
     `classes` is the dataset's classes.txt (as in training), `num_classes` a check of the model's class count,
@@ -221,7 +222,8 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
-    predictions = predict_arrays(net, card, [s.image for s in samples], options=InferenceOptions(tile=DEFAULT_TILE))
+    predictions = predict_arrays(net, card, [s.image for s in samples], options=InferenceOptions(tile=DEFAULT_TILE),
+                                 **(thresholds or {}))
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
 
 

@@ -30,7 +30,7 @@ from segcli import draw, io
 from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
-from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays, prepare_model
+from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
 from segcli.services.resolve import resolve_model
 from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, coco_result, mask_to_xywh
 
@@ -64,6 +64,7 @@ class PredictConfig:
     device: str = "auto"
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
+    thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
 
 
@@ -100,6 +101,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True)
+    postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
     run = _Run(config, prepare_model(net, options), card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile)
@@ -390,7 +392,8 @@ class _Run:
         if not self.batch:
             return
         began = time.perf_counter()
-        predictions = predict_arrays(self.net, self.card, [image for _, image, _ in self.batch], self.device, self.options)
+        predictions = predict_arrays(self.net, self.card, [image for _, image, _ in self.batch], self.device, self.options,
+                                     **self.config.thresholds)
         share = (time.perf_counter() - began) / len(self.batch)
         for (job, image, slot), prediction in zip(self.batch, predictions):
             self.writer.submit(_fill, slot, self._write, job, image, prediction, share)

@@ -21,6 +21,7 @@ from segcli.checkpoint import make_card
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError
+from segcli.inference import postprocess_defaults
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.services.resolve import fetch_weights
 from segcli.structures import IGNORE_INDEX
@@ -166,6 +167,8 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
                      command=config.command, data=data, training=training)
     if getattr(model, "mean", None) is not None:
         card["normalization"] = {"mean": list(model.mean), "std": list(model.std)}
+    # The post-processing thresholds validation uses; predict and eval start from them (their options override).
+    card["postprocess"] = postprocess_defaults(model)
     if config.crop is not None:
         # Predict, eval and validation resize every image by the card's scale, then predict it whole (tiled).
         card["scale"], card["crop"] = config.scale or 1.0, config.crop
