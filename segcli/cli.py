@@ -361,6 +361,25 @@ class Format(str, Enum):
     yolo = "yolo"
 
 
+# Training options whose help does not fit on one line (train_command stays a screen long).
+TimeOpt = Annotated[str | None, typer.Option("--time", help="Train for this long (e.g. 90s, 20m, 1h30m), validation "
+                                             "included; the learning-rate schedule ends with it.")]
+BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step (per process under torchrun; "
+                                                  "default: the plan's).")]
+ImgSizeOpt = Annotated[int | None, typer.Option("--img-size", help="Resize training: random crops resized to this side, "
+                                                "in pixels. No size option: the plan's crop and scale.")]
+CropOpt = Annotated[int | None, typer.Option("--crop", help="Crop training: random PX-wide windows at the images' own "
+                                             "scale (or --scale); validation and predict use whole images.")]
+ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Resize images by F first (0.5: half size) for crop "
+                                                "training; predict and eval apply it too.")]
+ClassWeightsOpt = Annotated[str | None, typer.Option("--class-weights", help="auto (inverse sqrt frequency) or none "
+                                                     "(default: the plan's).")]
+CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Panoptic-DeepLab centre Gaussian, px "
+                                                      "(default: the plan's, from the object size).")]
+BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="Contour models: object boundary width, "
+                                                      "px (default: the plan's).")]
+
+
 @app.command("train")
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (see README: dataset formats).")],
@@ -369,15 +388,12 @@ def train_command(
     data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split (default 30).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps instead of epochs.")] = None,
-    time_budget: Annotated[str | None, typer.Option("--time", help="Train for this long (e.g. 90s, 20m, 1h30m), validation "
-                                                    "included; the learning-rate schedule ends with it.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (per process under torchrun).")] = 8,
+    time_budget: TimeOpt = None,
+    batch_size: BatchSizeOpt = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
-    img_size: Annotated[int, typer.Option("--img-size", help="Resize training: random crops resized to this side, in pixels.")] = 256,
-    crop: Annotated[int | None, typer.Option("--crop", help="Crop training: random PX-wide windows at the images' own "
-                                             "scale (or --scale); validation and predict use whole images.")] = None,
-    scale: Annotated[float | None, typer.Option("--scale", help="With --crop: resize images by F first (0.5: half size); "
-                                                "predict and eval apply it too.")] = None,
+    img_size: ImgSizeOpt = None,
+    crop: CropOpt = None,
+    scale: ScaleOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
@@ -388,7 +404,10 @@ def train_command(
     masks: Annotated[Path | None, typer.Option("--masks", help="COCO panoptic: folder of the PNGs.")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Base channel width of the model.")] = None,
     dice: Annotated[float, typer.Option("--dice", help="Weight of a Dice loss added to cross-entropy.")] = 0.0,
-    class_weights: Annotated[str, typer.Option("--class-weights", help="auto (inverse sqrt frequency) or none.")] = "none",
+    class_weights: ClassWeightsOpt = None,
+    center_sigma: CenterSigmaOpt = None,
+    boundary_width: BoundaryWidthOpt = None,
+    plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
     clip: Annotated[float, typer.Option("--clip", help="Gradient-norm clipping (0: off).")] = 1.0,
@@ -412,18 +431,30 @@ def train_command(
     from segcli.distributed import launch_rank
 
     _setup(debug, quiet or launch_rank() > 0, device, offline)  # under torchrun only rank 0 talks
-    if class_weights not in ("auto", "none") or schedule not in ("poly", "cosine"):
-        raise UsageError("--class-weights takes auto or none; --schedule takes poly or cosine")
-    from segcli.services.train import TrainConfig, train
+    from segcli.services.train import TrainConfig
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        time=parse_duration(time_budget) if time_budget is not None else None,
-        batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
-        class_weights=class_weights, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
+        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
+        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]],
     )
+    _run_training(config, plan_only)
+
+
+def _run_training(config, plan_only: bool) -> None:
+    """Print the plan and stop, or train with progress bars and say where the checkpoints are."""
+    if config.class_weights not in ("auto", "none", None) or config.schedule not in ("poly", "cosine"):
+        raise UsageError("--class-weights takes auto or none; --schedule takes poly or cosine")
+    from dataclasses import asdict
+
+    from segcli.services.train import plan_run, train
+
+    if plan_only:
+        _, plan, print_ = plan_run(config)
+        _print_plan(plan.rows(), asdict(print_), force=True)
+        return
     with _progress() as progress:
         result = train(config, callback=_train_progress(progress))
     _say(f"best checkpoint: {result.best}  (last: {result.last}); {result.steps} steps in {result.seconds:.0f} s")
@@ -443,6 +474,24 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def _print_plan(rows: list, fingerprint: dict, force: bool = False) -> None:
+    """The plan as one table on stderr: each setting, its value, and what chose it; the fingerprint as its caption."""
+    if STATE.quiet and not force:
+        return
+    table = Table(title="training plan")
+    for column in ("setting", "value", "from"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    sizes = f"{fingerprint['images']} images, height {fingerprint['height']}, width {fingerprint['width']} (min/median/max)"
+    objects = ", ".join(f"{k} {v:g} px" for k, v in fingerprint["object_diameter"].items()) or "none"
+    classes = ", ".join(f"{k} {100 * v:.1f}%" for k, v in fingerprint["class_frequency"].items())
+    table.caption = (f"data: {sizes}; {fingerprint['bit_depth']}-bit, values {fingerprint['intensity_range'][0]:g}.."
+                     f"{fingerprint['intensity_range'][1]:g}; median object diameter {objects}, "
+                     f"{fingerprint['objects_per_image']:g} objects per image; pixels: {classes}")
+    err_console.print(table)
+
+
 def _train_progress(progress):
     """Step and epoch bars with loss, images/s and ETA; a table after each validation."""
     tasks: dict[str, int] = {}
@@ -450,7 +499,9 @@ def _train_progress(progress):
     def update(event: str, **info) -> None:
         if STATE.quiet:
             return
-        if event == "start":
+        if event == "plan":
+            _print_plan(info["rows"], info["fingerprint"])
+        elif event == "start":
             progress.console.print(f"training {info['model']} on {info['device']}: {info['train_images']} training / "
                                    f"{info['val_images']} validation images -> {info['out']}", highlight=False)
             if info["epochs"] is not None:

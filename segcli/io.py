@@ -160,6 +160,11 @@ def read_image(path: str | Path, max_pixels: int | None = None, scaling: Intensi
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
+def read_raw_intensities(path: str | Path) -> np.ndarray:
+    """An image's stored values, before any scaling (for a dataset's fingerprint: bit depth and range)."""
+    return _decode(path, cv2.IMREAD_UNCHANGED)
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An image resized to (height, width): area-averaged when it shrinks (no aliasing), bilinear when it grows."""
     h, w = size

@@ -202,3 +202,63 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
     assert scored["things"]["pq"] in (0.0, None)
     flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--min-area", "5"])
     assert flagged.exit_code == 2 and "goes with --data" in flagged.output
+
+
+# ---------------------------------------------------------------- a plan from the data
+
+
+def _blobs(root: Path, n: int, size: int, diameter: int, count: int, seed: int = 0) -> Path:
+    """An idmap dataset: n grey size x size images with `count` round objects of `diameter` px each."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "instances").mkdir()
+    for i in range(n):
+        ids = np.zeros((size, size), np.uint16)
+        for k, (y, x) in enumerate(rng.integers(diameter, size - diameter, (count, 2)), start=1):
+            cv2.circle(ids, (int(x), int(y)), diameter // 2, k, -1)
+        image = np.where(ids > 0, 200, 30).astype(np.uint8)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), image)
+        cv2.imwrite(str(root / "instances" / f"{i}.png"), ids)
+    return root
+
+
+def test_the_plan_follows_the_data(tmp_path):
+    from segcli.services.train import plan_run
+
+    small_objects = _blobs(tmp_path / "small", n=3, size=1000, diameter=10, count=200)
+    large_objects = _blobs(tmp_path / "large", n=3, size=128, diameter=60, count=1)
+    plans = {}
+    for name, data in (("small", small_objects), ("large", large_objects)):
+        config = TrainConfig(data=data, model="unet_panoptic", mode="panoptic", out=tmp_path / name)
+        resolved, plan, print_ = plan_run(config)
+        plans[name] = (resolved, plan, print_)
+        assert print_.bit_depth == 8 and print_.height[1] == print_.width[1]
+    (small, _, small_print), (large, _, large_print) = plans["small"], plans["large"]
+    assert 8 <= small_print.object_diameter["object"] <= 11 and 50 <= large_print.object_diameter["object"] <= 62
+    assert small.crop == 160 and small.scale == 1.0  # context for small objects, at their own pixels
+    assert large.crop == 128  # the whole (small) image
+    assert small.batch_size == 8 and large.batch_size > small.batch_size  # about the same pixels per step
+    assert small.center_sigma < large.center_sigma  # the centre Gaussian follows the object size
+    # An option wins over the plan, and the table says so.
+    resolved, plan, _ = plan_run(TrainConfig(data=small_objects, model="unet_panoptic", mode="panoptic", batch_size=3,
+                                             center_sigma=5.0))
+    assert resolved.batch_size == 3 and resolved.center_sigma == 5.0 and resolved.crop == 160
+    assert ("batch_size", "3", "--batch-size") in plan.rows() and ("center_sigma", "5", "--center-sigma") in plan.rows()
+
+
+def test_plan_only_prints_the_plan_and_stops(tmp_path):
+    from typer.testing import CliRunner
+
+    from segcli.cli import app
+
+    data = _blobs(tmp_path / "data", n=2, size=96, diameter=12, count=5)
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", "unet_contour", "--mode", "instance",
+                                      "--plan-only", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "training plan" in result.output and "boundary_width" in result.output and "crop" in result.output
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    run = train(TrainConfig(data=data, model="unet_contour", mode="instance", out=tmp_path / "run2", steps=2, width=4,
+                            val_every=0, device="cpu"))
+    card = read_card(run.best)
+    assert card["plan"]["plan"]["crop"] == 96 and card["plan"]["fingerprint"]["object_diameter"]["object"] > 8
+    assert json.loads((tmp_path / "run2" / "plan.json").read_text()) == card["plan"]

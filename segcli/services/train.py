@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,18 @@ from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError
 from segcli.inference import postprocess_defaults
+from segcli.io import write_json
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.services.resolve import fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
+from segcli.training.plan import Fingerprint, Plan, fingerprint, make_plan, plan_record
 from segcli.training.seeding import seed_everything
 from segcli.training.trainer import Trainer
 
 Callback = Callable[..., None]
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "plan_run", "train"]
 
 
 @dataclass
@@ -74,6 +76,11 @@ def _model_args(config: TrainConfig, label_space) -> dict:
         if "width" not in accepted:
             raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; leave --width out")
         args["width"] = config.width
+    for name in ("center_sigma", "boundary_width"):
+        if getattr(config, name) is not None:
+            if name not in accepted:
+                raise UsageError(f"--{name.replace('_', '-')}: {config.model} has no such setting")
+            args[name] = getattr(config, name)
     if "thing_classes" in accepted:
         args["thing_classes"] = label_space.thing_indices
     if "pretrained" in accepted:
@@ -121,8 +128,8 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
         raise ModelError(f"{config.model} cannot do --mode {config.mode}; models that can: {', '.join(models_for_mode(config.mode))}")
     if config.epochs is not None and config.steps is not None:
         raise UsageError("give --epochs or --steps, not both")
-    if config.crop is None and config.scale is not None:
-        raise UsageError("--scale F goes with --crop PX (random windows of the image resized by F)")
+    if config.img_size is not None and (config.crop is not None or config.scale is not None):
+        raise UsageError("--img-size (resize training) or --crop/--scale (windows at a fixed scale): choose one")
     if config.crop is not None and config.crop < 8:
         raise UsageError(f"--crop {config.crop}: a window side of at least 8 pixels")
     if config.scale is not None and not 0.05 <= config.scale <= 8:
@@ -177,6 +184,35 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
     return card
 
 
+def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fingerprint]:
+    """The run's settings: the plan from the data's fingerprint, each choice replaced by its option where one is given.
+    Returns the config with every planned setting filled in, the plan (with each setting's source) and the fingerprint."""
+    if train_set is None:
+        train_set = _datasets(config)[0]
+    print_ = fingerprint(train_set)
+    plan = make_plan(print_, get_model_entry(config.model).builder, config.mode)
+    sized = {"--img-size": config.img_size, "--crop": config.crop, "--scale": config.scale}
+    given = [option for option, value in sized.items() if value is not None]
+    if given:  # a size option: the plan chooses no size
+        plan.scale, plan.crop = config.scale or 1.0, config.crop or plan.crop
+        plan.source.update({"scale": ", ".join(given), "crop": ", ".join(given)})
+        if config.img_size is not None:  # resize training: its historic batch
+            plan.crop, plan.batch_size, plan.source["batch_size"] = config.img_size, 8, "--img-size"
+    for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights")):
+        if getattr(config, name) is not None:
+            setattr(plan, name, getattr(config, name))
+            plan.source[name] = option
+    for name in ("center_sigma", "boundary_width"):
+        if getattr(config, name) is not None:
+            plan.model_args[name] = getattr(config, name)
+            plan.source[name] = f"--{name.replace('_', '-')}"
+    resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights,
+                       center_sigma=plan.model_args.get("center_sigma"), boundary_width=plan.model_args.get("boundary_width"))
+    if config.img_size is None:
+        resolved = replace(resolved, crop=plan.crop, scale=plan.scale)
+    return resolved, plan, print_
+
+
 def _train(config: TrainConfig, device: torch.device, notify: Callback) -> TrainResult:
     _check_config(config, device)
     # Each rank its own augmentation stream; DistributedDataParallel copies rank 0's initial weights to all.
@@ -185,9 +221,14 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     for split in (train_set, val_set):  # both before the first step: a bad validation label must not wait an epoch
         for warning in check_dataset(split, config.mode):
             notify("warning", message=f"{split.root} ({split.split}): {warning}")
+    config, plan, print_ = plan_run(config, train_set)
+    notify("plan", rows=plan.rows(), fingerprint=asdict(print_))
     model, model_args = _model(config, train_set, device)
     out = io.prepare_out_dir(_out_dir(config))
     card = _card(config, model, model_args, train_set, val_set)
+    card["plan"] = plan_record(plan, print_)
+    if distributed.is_main():
+        write_json(out / "plan.json", card["plan"], indent=2)
     limit = len(val_set) if config.val_limit is None else min(config.val_limit, len(val_set))
     trainer = Trainer(config, model, card, train_set, [val_set[i] for i in range(limit)], out=out, device=device,
                       callbacks=[notify])

@@ -17,19 +17,22 @@ class TrainConfig:
     epochs: int | None = None  # budget in passes over the training split...
     steps: int | None = None  # ...or in optimiser steps (default: 30 epochs)
     time: float | None = None  # ...or in seconds of wall time, validation included (the schedule ends with it)
-    batch_size: int = 8
+    batch_size: int | None = None  # images per step (None: the plan's; 8 with --img-size)
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4
-    img_size: int = 256  # resize training: random crops resized to this side (the image's scale is lost)
+    img_size: int | None = None  # resize training: random crops resized to this side (the image's scale is lost)
     crop: int | None = None  # crop training: random windows of this side at `scale` (validation: whole images)
     scale: float | None = None  # crop training: the images' scale (1 = their own pixels); recorded in the card
+    # No size option at all (img_size, crop, scale): crop training with the plan's scale and crop (training/plan.py).
     seed: int = 0
     split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)
     resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state
     device: str = "auto"
     width: int | None = None  # base channel width (None: the builder's default)
     dice: float = 0.0  # weight of the Dice loss added to cross-entropy (semantic models)
-    class_weights: str = "none"  # "auto": inverse square-root class frequency (semantic models)
+    class_weights: str | None = None  # "auto": inverse square-root class frequency (semantic models); None: the plan's
+    center_sigma: float | None = None  # Panoptic-DeepLab centre Gaussian, px (None: the plan's, from the object size)
+    boundary_width: int | None = None  # contour models' object boundary, px (None: the plan's)
     schedule: str = "poly"  # poly | cosine, after a linear warm-up
     warmup: int | None = None  # warm-up steps (default 5% of the run)
     clip: float = 1.0  # gradient norm clipping (0: off)
