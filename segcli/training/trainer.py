@@ -92,6 +92,9 @@ def lr_schedule(optimizer, total: int, warmup: int, kind: str, clock: Callable[[
 VALIDATION_SHARE = 0.1  # automatic cadence: validation takes at most this share of the wall time
 FIRST_VALIDATION = 0.1  # ...and the first comes after this share of the run (its cost is not known before)
 MIN_GAP = 0.02  # ...and validations are at least this share of the run apart
+VALIDATION_COST = 1 / 30  # ...and one validation is expected to cost at most this share (else a subset is used)
+INFERENCE_SPEEDUP = 2.5  # a forward pass costs about 1 / 2.5 of a training step's (forward + backward) per pixel
+MIN_VALIDATION_IMAGES = 4
 
 
 class Trainer:
@@ -111,6 +114,7 @@ class Trainer:
         self.state = TrainState()
         self.began: float | None = None
         self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
+        self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
         self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
         self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
         self._build_loader(train_set)
@@ -284,6 +288,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         state.step += 1
+        self._trained[0] += time.perf_counter() - tick
+        self._trained[1] += images.shape[0] * images.shape[-2] * images.shape[-1]
         self.emit("step", step=state.step, total_steps=self.budget_steps, epoch=epoch + 1, epochs=self.budget_epochs,
                   seconds=self.elapsed(), progress=self.progress(),
                   steps_per_epoch=self.steps_per_epoch, loss=float(loss.detach()),
@@ -320,8 +326,31 @@ class Trainer:
         self.model.train()
         self._validation = (time.perf_counter(), time.perf_counter() - began)
 
+    def _affordable_validation(self) -> None:
+        """Default cadence, first validation: if the whole split would cost more than VALIDATION_COST of the run
+        (predicted from the training steps' speed per pixel), keep the largest prefix that does not (at least
+        MIN_VALIDATION_IMAGES), the same images for every validation, and say so."""
+        if self.config.val_every is not None or self.config.val_limit is not None or self._validation[1] \
+                or not self._trained[1] or distributed.is_distributed():  # ranks would time it differently
+            return
+        per_pixel = self._trained[0] / self._trained[1] / INFERENCE_SPEEDUP
+        whole = per_pixel * sum(s.image.shape[0] * s.image.shape[1] for s in self.val_samples)
+        allowed, spent, keep = VALIDATION_COST * self._run_seconds(), 0.0, 0
+        for sample in self.val_samples:
+            spent += per_pixel * sample.image.shape[0] * sample.image.shape[1]
+            if spent > allowed and keep >= MIN_VALIDATION_IMAGES:
+                break
+            keep += 1
+        if keep < len(self.val_samples):
+            self.emit("warning", message=f"validating on {keep} of {len(self.val_samples)} images (about "
+                      f"{whole:.0f} s each time for all) to keep validation under {VALIDATION_SHARE:.0%} of the run; "
+                      "--val-limit or --val-every choose otherwise, and eval --data scores every image")
+            self.val_samples = self.val_samples[:keep]
+            self.card["data"]["validated_images"] = keep
+
     def _validate(self) -> dict:
         """Each rank predicts its share; every rank scores the gathered pairs with eval's code."""
+        self._affordable_validation()
         samples = self.val_samples
         if distributed.is_distributed():
             samples = samples[distributed.rank():: max(1, distributed.world_size())]
