@@ -221,12 +221,14 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     for split in (train_set, val_set):  # both before the first step: a bad validation label must not wait an epoch
         for warning in check_dataset(split, config.mode):
             notify("warning", message=f"{split.root} ({split.split}): {warning}")
+    given = config  # the card's "training" is the config as given (a rerun matches it); the plan holds what it chose
     config, plan, print_ = plan_run(config, train_set)
     notify("plan", rows=plan.rows(), fingerprint=asdict(print_))
     model, model_args = _model(config, train_set, device)
     out = io.prepare_out_dir(_out_dir(config))
     card = _card(config, model, model_args, train_set, val_set)
     card["plan"] = plan_record(plan, print_)
+    card["training"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(given).items() if k != "command"}
     if distributed.is_main():
         write_json(out / "plan.json", card["plan"], indent=2)
     limit = len(val_set) if config.val_limit is None else min(config.val_limit, len(val_set))
