@@ -252,11 +252,8 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        max_pixels=max_pixels,
-        thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
-                               interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold,
-                               stuff_area=stuff_area),
-    )
+        max_pixels=max_pixels, thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
+        interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold, stuff_area=stuff_area))
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
