@@ -36,6 +36,15 @@ def hub_dir(tmp_path):
 
 
 @pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """TORCH_HOME pointed at an empty folder (torch.hub.get_dir() then derives the cache from it); online."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("SEGCLI_OFFLINE", "0")  # restored (removed) after the test, also when --offline set it
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+@pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
     """An untrained 3-class U-Net of width 4 saved as a segcli checkpoint (weights + card): fast to load and run."""
     from segcli.checkpoint import make_card, save_checkpoint

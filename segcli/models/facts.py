@@ -75,6 +75,8 @@ def _influence_extent(model: nn.Module, size: int, in_channels: int, threshold: 
         torch.randn(1, in_channels, size, size, generator=torch.Generator().manual_seed(0))
     x.requires_grad_(True)
     out = _first_output(model(x))
+    if not out.requires_grad:  # a detector's first output is post-processed (boxes, pasted masks): no gradient path
+        return 0, False
     c = size // 2
     cy, cx = c * out.shape[-2] // size, c * out.shape[-1] // size
     out[0, :, cy, cx].abs().sum().backward()
@@ -94,6 +96,8 @@ def receptive_field(model: nn.Module, in_channels: int = 3, start: int = 128) ->
     size = start
     while True:
         extent, touches = _influence_extent(probe, size, in_channels, threshold=0.0, dtype=torch.float64)
+        if extent == 0:
+            return "n/a (post-processed output)"
         if not touches:
             return extent
         if size >= MAX_RF_INPUT:
