@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from segcli._version import __version__
 from segcli.errors import SegcliError, UsageError
+from segcli.structures import Mode
 
 err_console = Console(stderr=True)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program the pipe's closing killed
@@ -73,12 +74,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(cls=SegcliGroup, no_args_is_help=True, help="Datasets: generate synthetic data, convert formats.")
 app.add_typer(data_app, name="data")
-
-
-class Mode(str, Enum):
-    semantic = "semantic"
-    instance = "instance"
-    panoptic = "panoptic"
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present, else CPU), cpu, cuda[:N] or mps.")]
@@ -209,7 +204,7 @@ def _print_json(obj: object) -> None:
 def predict_command(
     inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (one path per line on stdin).",
                                                 show_default=False)],
-    mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.semantic,
+    mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     model: Annotated[str | None, typer.Option("--model", help="A bundled model or one with library weights (tv_*), "
                                                              "downloaded on first use (default: the mode's, see README).")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json), "
@@ -381,7 +376,7 @@ BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (see README: dataset formats).")],
     model: Annotated[str, typer.Option("--model", help="Zoo model name (segcli models).")],
-    mode: Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")] = Mode.semantic,
+    mode: Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split (default 30).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps instead of epochs.")] = None,
@@ -730,7 +725,7 @@ def visualize_command(
     mask: Annotated[Path | None, typer.Option("--mask", help="Instead of --pred: one label PNG for one image.")] = None,
     mask_kind: Annotated[Mode, typer.Option(
         "--mask-kind", help="What --mask holds: class indices, instance ids, or COCO panoptic ids "
-                            "(drawn as classless segments: the PNG alone has no classes).")] = Mode.semantic,
+                            "(drawn as classless segments: the PNG alone has no classes).")] = Mode.SEMANTIC,
     mode: Annotated[Mode | None, typer.Option("--mode", help="Which prediction of --pred to draw (default: panoptic, "
                                                              "else instance, else semantic, whichever it has).")] = None,
     gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a label PNG, or a folder of <stem>.png. "

@@ -25,7 +25,7 @@ from segcli.checkpoint import card_scaling
 from segcli.errors import ModelError, UsageError
 from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
-from segcli.structures import Instance, Prediction, mask_to_xywh
+from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
 
@@ -40,6 +40,8 @@ class InferenceOptions:
     # NHWC activations: 1.3x (float32) to 2x (bfloat16) faster convolutions with oneDNN on this CPU, same outputs.
     # The caller converts the model (`prepare_model`); training keeps the default layout.
     channels_last: bool = False
+    # The outputs post-processing builds: the mode's own and those it is made from (panoptic, the default: all).
+    mode: Mode = Mode.PANOPTIC
 
 
 def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -161,7 +163,14 @@ def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int
 def postprocess_defaults(model) -> dict:
     """The keyword options of `model.postprocess` with their default values (the thresholds a card records)."""
     parameters = inspect.signature(model.postprocess).parameters.values()
-    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    return {p.name: p.default for p in parameters
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and p.name != "mode"}
+
+
+def _mode_argument(function, mode: Mode) -> dict:
+    """{"mode": mode} for post-processing that can build a mode's outputs alone; models built for one mode
+    (hf:) take no mode."""
+    return {"mode": mode} if "mode" in inspect.signature(function).parameters else {}
 
 
 def postprocess_options(model, card: dict | None, given: dict | None = None) -> dict:
@@ -193,7 +202,7 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     options = options or InferenceOptions()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
-    thresholds = postprocess_options(model, card, thresholds)
+    thresholds = postprocess_options(model, card, thresholds) | _mode_argument(model.postprocess, options.mode)
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
     if scale != 1.0 and not getattr(model, "dense", True):

@@ -13,10 +13,32 @@ Conventions (the contract between datasets, models, predict, eval and visualize)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
+from segcli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IGNORE_INDEX = 255
+
+
+class Mode(StrEnum):
+    """What a request asks for: the one list of modes. A mode's outputs are built from the modes before it
+    (panoptic from the semantic map and the instances), so post-processing for a mode builds those only."""
+
+    SEMANTIC = "semantic"
+    INSTANCE = "instance"
+    PANOPTIC = "panoptic"
+
+
+def parse_mode(text: str, option: str = "--mode") -> Mode:
+    """The Mode a user named, refused with the choices otherwise."""
+    try:
+        return Mode(text)
+    except ValueError:
+        raise UsageError(f"{option} {text}: choose one of {', '.join(Mode)}") from None
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
@@ -147,11 +169,12 @@ class Prediction:
     instances: list[Instance] = field(default_factory=list)  # sorted by descending score
     panoptic: np.ndarray | None = None  # (H, W) int32 segment ids, 0 = void
     segments: list[Segment] = field(default_factory=list)
-    probabilities: np.ndarray | None = None  # optional (C, H, W) float32 softmax
 
 
 def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
     """COCO-style [x, y, w, h] of a boolean mask's tight box (zeros for an empty mask)."""
+    import numpy as np  # here, not at the top: the CLI reads `Mode` from this module and starts without numpy
+
     # Row and column projections: O(H + W) memory, where np.nonzero would list every pixel of a large mask.
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
@@ -168,6 +191,7 @@ def panoptic_from_instances(
     Instances are pasted in list order (earlier wins); stuff pixels come from `semantic`.
     Segment ids are 1..K in that order.
     """
+    import numpy as np
     panoptic = np.zeros(semantic.shape, dtype=np.int32)
     segments: list[Segment] = []
     next_id = 1
@@ -191,6 +215,7 @@ def panoptic_from_instances(
 
 def mask_to_rle(mask: np.ndarray) -> dict:
     """COCO RLE of a boolean mask through pycocotools, with `counts` as str so it fits in JSON."""
+    import numpy as np
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))

@@ -153,3 +153,25 @@ def test_segcli_train_panoptic_scores_far_above_an_untrained_model(tmp_path):
     before = evaluate_model(data, "panoptic", weights=tmp_path / "untrained.safetensors", device="cpu")["pq"]
     after = evaluate_model(data, "panoptic", weights=run.best, device="cpu")["pq"]
     assert after > before + 0.2, (before, after)
+
+
+@pytest.mark.parametrize("name", ["unet_panoptic", "unet_contour"])
+def test_only_the_requested_mode_is_built(name):
+    """Asked for semantic, a panoptic model neither groups instances nor pastes a panoptic map; asked for
+    instances, it pastes none; the outputs it does build are those of the full post-processing."""
+    from segcli.inference import InferenceOptions, predict_arrays
+    from segcli.structures import Mode
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=SHAPES.num_classes, width=8).eval()
+    samples, _, _ = _synthetic(1, 48, seed=3)
+    images = [samples[0].image]
+    # A low centre threshold / interior threshold so an untrained model still yields instances to compare.
+    thresholds = {"center_threshold": 0.0} if name == "unet_panoptic" else {"interior_threshold": 0.0}
+    full, semantic, instance = (predict_arrays(model, None, images, "cpu", InferenceOptions(mode=mode), **thresholds)[0]
+                                for mode in (Mode.PANOPTIC, Mode.SEMANTIC, Mode.INSTANCE))
+    assert full.panoptic is not None and full.instances
+    assert semantic.instances == [] and semantic.panoptic is None and semantic.segments == []
+    assert instance.panoptic is None and instance.segments == []
+    np.testing.assert_array_equal(semantic.semantic, full.semantic)
+    assert [(i.label, i.score) for i in instance.instances] == [(i.label, i.score) for i in full.instances]

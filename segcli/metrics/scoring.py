@@ -11,9 +11,9 @@ from segcli.metrics.boundary import BoundaryF1
 from segcli.metrics.instance import coco_mask_ap
 from segcli.metrics.panoptic import PanopticQuality
 from segcli.metrics.semantic import ConfusionMatrix
-from segcli.structures import IGNORE_INDEX, Prediction, Sample, coco_result, mask_to_rle
+from segcli.structures import IGNORE_INDEX, Mode, Prediction, Sample, coco_result, mask_to_rle
 
-PRIMARY_METRIC = {"semantic": "miou", "instance": "ap", "panoptic": "pq"}
+PRIMARY_METRIC = {Mode.SEMANTIC: "miou", Mode.INSTANCE: "ap", Mode.PANOPTIC: "pq"}
 
 
 def semantic_result(matrix: ConfusionMatrix, boundary: BoundaryF1, names: list[str] | None) -> dict:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segcli.structures import IGNORE_INDEX, Prediction
+from segcli.structures import IGNORE_INDEX, Mode, Prediction
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,7 +46,7 @@ def image_to_tensor(
 class SegModel(nn.Module, ABC):
     """Base of every zoo model: declares its modes and the three methods above."""
 
-    modes: tuple[str, ...] = ("semantic",)
+    modes: tuple[Mode, ...] = (Mode.SEMANTIC,)
     dense: bool = True
 
     @abstractmethod
@@ -76,7 +76,7 @@ class SemanticModel(SegModel):
     Subclasses implement `logits(images) -> (B, C, H, W)` at input resolution.
     """
 
-    modes = ("semantic",)
+    modes = (Mode.SEMANTIC,)
     dense = True
     dice_weight: float = 0.0
     class_weights: torch.Tensor | None = None

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.models.base import SegModel, dice_loss
-from segcli.models.panoptic_deeplab import MODES, resolve_thing_classes, weighted_cross_entropy
+from segcli.models.panoptic_deeplab import resolve_thing_classes, weighted_cross_entropy
 from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import register_model
 from segcli.models.semantic import build_body
-from segcli.structures import IGNORE_INDEX, Prediction
+from segcli.structures import IGNORE_INDEX, Mode, Prediction
 
 
 def boundary_map(masks: torch.Tensor, width: int = 1) -> torch.Tensor:
@@ -42,7 +42,7 @@ def boundary_map(masks: torch.Tensor, width: int = 1) -> torch.Tensor:
 class ContourModel(SegModel):
     """body => 1x1 classifier to C classes + "boundary" (see the module docstring)."""
 
-    modes = MODES
+    modes = tuple(Mode)
     dense = True
     dice_weight: float = 0.0  # the trainer's --dice
     class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto (C values; "boundary" gets the largest)
@@ -85,16 +85,16 @@ class ContourModel(SegModel):
         semantic[edge & (semantic != IGNORE_INDEX)] = self.num_classes
         return semantic
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, interior_threshold: float = 0.5, min_area: int = 10,
-                    stuff_area: int = 64) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
+                    min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
         """One `Prediction` per image; thresholds as in `segcli.models.postprocess.contour_prediction`."""
         with torch.no_grad():
             probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
             return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
-                                       stuff_area=stuff_area) for p in probabilities]
+                                       stuff_area=stuff_area, mode=mode) for p in probabilities]
 
 
-@register_model("unet_contour", modes=MODES, description="U-Net predicting classes + object boundaries; instances are "
+@register_model("unet_contour", modes=tuple(Mode), description="U-Net predicting classes + object boundaries; instances are "
                 "interiors grown back over the mask (many small touching objects: nuclei)")
 def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
                  thing_classes: list[int] | None = None, boundary_width: int = 1) -> ContourModel:

@@ -52,9 +52,9 @@ from segcli.models.panoptic_deeplab import resolve_thing_classes, weighted_cross
 from segcli.models.postprocess import combine_semantic_and_instances
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
-from segcli.structures import IGNORE_INDEX, Instance, Prediction
+from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction
 
-MODES = ("instance", "panoptic")
+MODES = (Mode.INSTANCE, Mode.PANOPTIC)  # no semantic model of its own: its semantic head serves the fusion
 FPN_LEVELS = ("0", "1", "2", "3")  # strides 4..32: the names torchvision's RoI pooling reads
 
 
@@ -201,23 +201,28 @@ class MaskRCNNModel(SegModel):
                 self.semantic_trained.fill_(True)
         return losses
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, score_threshold: float = 0.05, mask_threshold: float = 0.5,
-                    overlap_threshold: float = 0.5, stuff_area: int = 64, fusion_score_threshold: float = 0.5) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, score_threshold: float = 0.05,
+                    mask_threshold: float = 0.5, overlap_threshold: float = 0.5, stuff_area: int = 64,
+                    fusion_score_threshold: float = 0.5) -> list[Prediction]:
         """One `Prediction` per image: instances scoring at least `score_threshold` (masks cut at
-        `mask_threshold`), the semantic head's argmax, and their fusion into a panoptic map (`assemble`)."""
+        `mask_threshold`), and for `mode` panoptic the semantic head's argmax and their fusion (`assemble`)."""
         keep = outputs["scores"] >= score_threshold
         detections = {k: v[keep].detach().cpu() for k, v in outputs.items() if k != "semantic"}
         return [
-            self.assemble(logits, _instances(detections, b, mask_threshold), overlap_threshold=overlap_threshold,
+            self.assemble(logits, _instances(detections, b, mask_threshold), mode=mode, overlap_threshold=overlap_threshold,
                           stuff_area=stuff_area, fusion_score_threshold=fusion_score_threshold)
             for b, logits in enumerate(outputs["semantic"])
         ]
 
-    def assemble(self, semantic_logits: torch.Tensor, instances: list[Instance], *, overlap_threshold: float = 0.5,
-                 stuff_area: int = 64, fusion_score_threshold: float = 0.5, **detection_thresholds) -> Prediction:
+    def assemble(self, semantic_logits: torch.Tensor, instances: list[Instance], *, mode: Mode = Mode.PANOPTIC,
+                 overlap_threshold: float = 0.5, stuff_area: int = 64, fusion_score_threshold: float = 0.5,
+                 **detection_thresholds) -> Prediction:
         """One image's semantic logits (C, H, W) and instances -> `Prediction`, fused by
-        `combine_semantic_and_instances`. Tiled inference calls it once for the whole image, with
-        the thresholds it gave `postprocess`; the detection ones were already applied per tile."""
+        `combine_semantic_and_instances` (for `mode` instance: the instances alone). Tiled inference calls it
+        once for the whole image, with the thresholds it gave `postprocess`; the detection ones were already
+        applied per tile."""
+        if mode == Mode.INSTANCE:
+            return Prediction(instances=instances)
         if self.semantic_trained:
             semantic_map = semantic_logits.argmax(0).to(torch.uint8).cpu().numpy()
         else:

@@ -27,9 +27,7 @@ from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import bottom_up_prediction
 from segcli.models.registry import register_model
 from segcli.models.semantic import build_body, copy_normalisation
-from segcli.structures import IGNORE_INDEX, Prediction
-
-MODES = ("semantic", "instance", "panoptic")
+from segcli.structures import IGNORE_INDEX, Mode, Prediction
 
 
 def resolve_thing_classes(thing_classes: list[int] | None, num_classes: int) -> list[int]:
@@ -51,7 +49,7 @@ class Head(nn.Sequential):
 class PanopticDeepLab(SegModel):
     """Semantic, centre and offset heads on one shared body (see the module docstring)."""
 
-    modes = MODES
+    modes = tuple(Mode)
     dense = True
     center_loss_weight = 200.0
     offset_loss_weight = 0.01
@@ -123,16 +121,16 @@ class PanopticDeepLab(SegModel):
             losses["dice"] = self.dice_weight * dice_loss(logits, target)
         return losses
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, center_threshold: float = 0.1, nms_kernel: int = 7,
-                    top_k: int = 200, stuff_area: int = 64) -> list[Prediction]:
-        """One `Prediction` per image: semantic map, instances (by score) and panoptic map.
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, center_threshold: float = 0.1,
+                    nms_kernel: int = 7, top_k: int = 200, stuff_area: int = 64) -> list[Prediction]:
+        """One `Prediction` per image: semantic map, instances (by score) and panoptic map, as far as `mode` needs.
 
         Thresholds as in `segcli.models.postprocess.bottom_up_prediction`.
         """
         with torch.no_grad():
             return [
                 bottom_up_prediction(logits, center, offset, self.thing_classes, center_threshold=center_threshold,
-                                     nms_kernel=nms_kernel, top_k=top_k, stuff_area=stuff_area)
+                                     nms_kernel=nms_kernel, top_k=top_k, stuff_area=stuff_area, mode=mode)
                 for logits, center, offset in zip(outputs["semantic"], outputs["center"], outputs["offset"])
             ]
 
@@ -164,21 +162,21 @@ def _panoptic(approach: str, num_classes: int, in_channels: int, width: int, thi
     return model
 
 
-@register_model("unet_panoptic", modes=MODES, description="U-Net body + Panoptic-DeepLab heads: semantic, centres, offsets (CPU default)")
+@register_model("unet_panoptic", modes=tuple(Mode), description="U-Net body + Panoptic-DeepLab heads: semantic, centres, offsets (CPU default)")
 def unet_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
                   thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
     return _panoptic("unet", num_classes, in_channels, width, thing_classes, center_sigma, depth=depth, encoder=encoder,
                      encoder_weights=encoder_weights)
 
 
-@register_model("fcn_panoptic", modes=MODES, description="FCN-8s body + Panoptic-DeepLab heads (stride-8 features)")
+@register_model("fcn_panoptic", modes=tuple(Mode), description="FCN-8s body + Panoptic-DeepLab heads (stride-8 features)")
 def fcn_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, thing_classes: list[int] | None = None,
                  center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
     return _panoptic("fcn", num_classes, in_channels, width, thing_classes, center_sigma, encoder=encoder,
                      encoder_weights=encoder_weights)
 
 
-@register_model("deeplab_panoptic", modes=MODES, description="DeepLabV3+ body + Panoptic-DeepLab heads (the paper's design)")
+@register_model("deeplab_panoptic", modes=tuple(Mode), description="DeepLabV3+ body + Panoptic-DeepLab heads (the paper's design)")
 def deeplab_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16,
                      thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
     return _panoptic("deeplab", num_classes, in_channels, width, thing_classes, center_sigma, output_stride=output_stride,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segcli.structures import IGNORE_INDEX, Instance, Prediction, Segment, mask_to_xywh
+from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction, Segment, mask_to_xywh
 
 # At most this many instance centres per image, whatever `top_k` asks: an untrained model's heatmap has a
 # peak almost everywhere, and every centre kept costs a segment in every output (detectron2's default top-k).
@@ -78,8 +78,9 @@ def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_inst
 
 def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, offsets: torch.Tensor, thing_classes: list[int],
                          *, center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = MAX_CENTERS,
-                         stuff_area: int = 64) -> Prediction:
-    """One image's Panoptic-DeepLab outputs -> `Prediction` (semantic map, instances by score, panoptic map).
+                         stuff_area: int = 64, mode: Mode = Mode.PANOPTIC) -> Prediction:
+    """One image's Panoptic-DeepLab outputs -> `Prediction` (semantic map, instances by score, panoptic map;
+    for `mode` semantic the map alone, for instance no panoptic map).
 
     semantic_logits (C, H, W), center (1, H, W) heatmap, offsets (2, H, W). Thing pixels (semantic
     argmax in `thing_classes`) are grouped around the centres; those no centre claims become void
@@ -93,6 +94,8 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
     num_classes = semantic_logits.shape[0]
     probabilities = semantic_logits.float().softmax(0)
     semantic = probabilities.argmax(0)
+    if mode == Mode.SEMANTIC:
+        return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=semantic.device)
     is_thing[list(thing_classes)] = True
     centers, center_scores = find_instance_centers(center, center_threshold, nms_kernel, min(top_k, MAX_CENTERS))
@@ -117,6 +120,8 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
         instances.append(Instance(mask=mask, label=int(labels[k]), score=scores[k],
                                   bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
     semantic_np = semantic.to(torch.uint8).cpu().numpy()
+    if mode == Mode.INSTANCE:
+        return Prediction(semantic=semantic_np, instances=instances)
     panoptic, segments = _paste_disjoint(semantic_np, ids_np, count, [(k + 1, int(areas[k])) for k in kept], instances,
                                          is_thing.tolist(), stuff_area)
     return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
@@ -214,8 +219,8 @@ def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instanc
 
 
 def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *, interior_threshold: float = 0.5,
-                       min_area: int = 10, stuff_area: int = 64) -> Prediction:
-    """One image's class probabilities plus a "thing boundary" class -> `Prediction`.
+                       min_area: int = 10, stuff_area: int = 64, mode: Mode = Mode.PANOPTIC) -> Prediction:
+    """One image's class probabilities plus a "thing boundary" class -> `Prediction` (what `mode` needs).
 
     probabilities: (C + 1, H, W), softmax over the C classes and, last, the boundary of a thing.
     The approach of the DSB 2018 winners' U-Nets and of StarDist's baselines for touching nuclei:
@@ -236,6 +241,8 @@ def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *,
         best = thing_index[p[thing_index].argmax(0)]  # the likeliest thing class of each pixel
         classes.scatter_add_(0, best[None], p[num_classes][None])
     semantic = classes.argmax(0)
+    if mode == Mode.SEMANTIC:
+        return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=p.device)
     is_thing[things] = True
     interior = (p[things].sum(0) > interior_threshold).cpu().numpy() if things else np.zeros(semantic.shape, bool)
@@ -243,6 +250,8 @@ def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *,
     ids = grow_seeds(interior, foreground, min_area)
     semantic_np = semantic.to(torch.uint8).cpu().numpy()
     instances = _instances_from_ids(ids, semantic_np, classes.cpu().numpy(), num_classes)
+    if mode == Mode.INSTANCE:
+        return Prediction(semantic=semantic_np, instances=instances)
     panoptic, segments = paste_segments(semantic_np, instances, is_thing.tolist(), stuff_area)
     return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from segcli.errors import ModelError
+from segcli.structures import Mode
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
-    modes: tuple[str, ...]
+    modes: tuple[Mode, ...]
     description: str
 
 
@@ -28,14 +29,14 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, modes: tuple[str, ...], description: str
+    name: str, *, modes: tuple[Mode, ...], description: str
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that adds a builder to the zoo under `name`; duplicate names are a bug."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelEntry(name, builder, tuple(modes), description)
+        _MODELS[name] = ModelEntry(name, builder, tuple(Mode(m) for m in modes), description)
         return builder
 
     return wrap

@@ -16,7 +16,7 @@ from segcli.models.base import SemanticModel
 from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel
 from segcli.models.encoders import build_encoder
 from segcli.models.registry import register_model
-from segcli.structures import IGNORE_INDEX
+from segcli.structures import IGNORE_INDEX, Mode
 
 # ---------------------------------------------------------------- 1. sliding window
 
@@ -302,26 +302,26 @@ class BodyClassifier(SemanticModel):
         return scores
 
 
-@register_model("sliding", modes=("semantic",), description="sliding window: classify each pixel from the patch around it")
+@register_model("sliding", modes=(Mode.SEMANTIC,), description="sliding window: classify each pixel from the patch around it")
 def sliding(num_classes: int = 2, in_channels: int = 3, width: int = 32, patch: int = 32, inference: str = "dense",
             training: str = "dense") -> SemanticModel:
     return SlidingWindow(num_classes, in_channels, width, patch=patch, inference=inference, training=training)
 
 
-@register_model("fullres", modes=("semantic",), description="CNN without downsampling: full-resolution 3x3 convolutions")
+@register_model("fullres", modes=(Mode.SEMANTIC,), description="CNN without downsampling: full-resolution 3x3 convolutions")
 def fullres(num_classes: int = 2, in_channels: int = 3, width: int = 32, depth: int = 8,
             dilations: list[int] | None = None) -> SemanticModel:
     return BodyClassifier(FullResBody(in_channels, width, depth, tuple(dilations) if dilations else None), num_classes)
 
 
-@register_model("fcn", modes=("semantic",), description="FCN-8s: encoder to 1/32, learned upsampling fused with 1/16, 1/8 skips")
+@register_model("fcn", modes=(Mode.SEMANTIC,), description="FCN-8s: encoder to 1/32, learned upsampling fused with 1/16, 1/8 skips")
 def fcn(num_classes: int = 2, in_channels: int = 3, width: int = 16, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
     # FCN's fused maps *are* the class scores: no extra classifier after the body.
     body = FCNBody(in_channels, width, out_channels=num_classes, encoder=encoder, encoder_weights=encoder_weights)
     return BodyClassifier(body, num_classes, classify=False)
 
 
-@register_model("unet", modes=("semantic",), description="U-Net: encoder-decoder with skip connections (recommended)")
+@register_model("unet", modes=(Mode.SEMANTIC,), description="U-Net: encoder-decoder with skip connections (recommended)")
 def unet(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4, bilinear: bool = True,
          encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
     """`encoder`: the zoo's small encoder (None) or an ImageNet one (segcli.models.encoders.ENCODERS), whose
@@ -329,7 +329,7 @@ def unet(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int
     return BodyClassifier(UNetBody(in_channels, width, depth, bilinear, encoder, encoder_weights), num_classes)
 
 
-@register_model("deeplab", modes=("semantic",), description="DeepLabV3+: dilated encoder, ASPP global context, 1/4 skip decoder")
+@register_model("deeplab", modes=(Mode.SEMANTIC,), description="DeepLabV3+: dilated encoder, ASPP global context, 1/4 skip decoder")
 def deeplab(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16,
             encoder: str | None = None, encoder_weights: str | None = "imagenet") -> SemanticModel:
     body = DeepLabBody(in_channels, width, output_stride, encoder=encoder, encoder_weights=encoder_weights)

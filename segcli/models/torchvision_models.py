@@ -18,7 +18,7 @@ from segcli import hub
 from segcli.models.base import SemanticModel
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
-from segcli.structures import IGNORE_INDEX
+from segcli.structures import IGNORE_INDEX, Mode
 
 AUX_WEIGHT = 0.5  # torchvision references/segmentation/train.py
 
@@ -86,7 +86,7 @@ def _build(name: str, builder, num_classes: int | None, pretrained: bool, weight
 
 
 def _entry(name: str, builder, description: str) -> None:
-    @register_model(f"tv_{name}", modes=("semantic",), description=description)
+    @register_model(f"tv_{name}", modes=(Mode.SEMANTIC,), description=description)
     def build(num_classes: int | None = None, pretrained: bool = True, weights: str | None = None) -> TorchvisionSemantic:
         return _build(name, builder, num_classes, pretrained, weights)
 

@@ -11,6 +11,7 @@ from segcli.models.encoders import ENCODERS
 from segcli.models.pretrained import required_weights
 from segcli.models.registry import get_model_entry, list_models
 from segcli.services.resolve import bundled_checkpoint, bundled_names, default_model, fetch_weights
+from segcli.structures import Mode
 
 
 def cache_folder() -> Path:
@@ -27,7 +28,7 @@ def _weights_row(weights) -> dict:
 def list_catalog(mode: str | None = None) -> list[dict]:
     """One row per zoo model: name, modes, description, whether it is a mode's default, and its library weights
     (file, url, path in the cache, cached or not, size in MB) or its bundled checkpoint."""
-    defaults = {m: default_model(m) for m in ("semantic", "instance", "panoptic")}
+    defaults = {m: default_model(m) for m in Mode}
     rows = []
     for entry in list_models(mode):
         rows.append({"name": entry.name, "modes": list(entry.modes), "description": entry.description,

@@ -24,7 +24,7 @@ from segcli.metrics import (
     score_predictions,
     semantic_result,
 )
-from segcli.structures import IGNORE_INDEX
+from segcli.structures import IGNORE_INDEX, Mode
 
 # ---------------------------------------------------------------- semantic
 
@@ -154,13 +154,13 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
 
 # Which options each way of scoring reads; any other option given is refused, never silently dropped.
 _OPTIONS = {
-    ("data", "semantic"): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
-                           "boundary_px"},
-    ("data", "instance"): {"model", "weights", "data_format", "split", "num_classes", "classes"},
-    ("data", "panoptic"): {"model", "weights", "data_format", "split", "num_classes", "classes"},
-    ("files", "semantic"): {"gt", "pred", "num_classes", "ignore_index", "classes", "boundary_px", "workers"},
-    ("files", "instance"): {"gt", "pred"},
-    ("files", "panoptic"): {"gt", "pred", "gt_dir", "pred_dir", "workers"},
+    ("data", Mode.SEMANTIC): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
+                              "boundary_px"},
+    ("data", Mode.INSTANCE): {"model", "weights", "data_format", "split", "num_classes", "classes"},
+    ("data", Mode.PANOPTIC): {"model", "weights", "data_format", "split", "num_classes", "classes"},
+    ("files", Mode.SEMANTIC): {"gt", "pred", "num_classes", "ignore_index", "classes", "boundary_px", "workers"},
+    ("files", Mode.INSTANCE): {"gt", "pred"},
+    ("files", Mode.PANOPTIC): {"gt", "pred", "gt_dir", "pred_dir", "workers"},
 }
 _FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px"}
 
@@ -222,7 +222,8 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
-    predictions = predict_arrays(net, card, [s.image for s in samples], options=InferenceOptions(tile=DEFAULT_TILE),
+    inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode))  # only what the mode's metrics read is built
+    predictions = predict_arrays(net, card, [s.image for s in samples], options=inference,
                                  **(thresholds or {}))
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
 

@@ -32,9 +32,8 @@ from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
 from segcli.services.resolve import resolve_model
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, coco_result, mask_to_xywh
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh, parse_mode
 
-MODES = ("semantic", "instance", "panoptic")
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
 PARTS = ".parts"
@@ -100,7 +99,8 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
     io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
-                               batch_size=_batch_size(config.batch_size, device), channels_last=True)
+                               batch_size=_batch_size(config.batch_size, device), channels_last=True,
+                               mode=Mode(config.mode))
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
     run = _Run(config, prepare_model(net, options), card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
@@ -112,8 +112,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
 
 
 def _check_config(config: PredictConfig) -> None:
-    if config.mode not in MODES:
-        raise UsageError(f"--mode {config.mode!r}: choose one of {', '.join(MODES)}")
+    parse_mode(config.mode)
     if config.batch_size is not None and config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: use 1 or more")
     if config.tile is not None and config.tile < 0:

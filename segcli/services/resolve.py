@@ -21,15 +21,15 @@ from segcli.errors import ModelError, UsageError
 from segcli.models import hf_zoo
 from segcli.models.pretrained import library_name, required_weights
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
-from segcli.structures import LabelSpace
+from segcli.structures import LabelSpace, Mode
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "models"
 
 # torchvision's COCO models: what `segcli predict photo.jpg --mode M` uses with no --model/--weights.
 DEFAULT_MODELS = {
-    "semantic": "tv_deeplabv3_resnet50",
-    "instance": "tv_maskrcnn_resnet50_fpn_v2",
-    "panoptic": "tv_maskrcnn_resnet50_fpn_v2",  # COCO things, void stuff, until a better panoptic model is added
+    Mode.SEMANTIC: "tv_deeplabv3_resnet50",
+    Mode.INSTANCE: "tv_maskrcnn_resnet50_fpn_v2",
+    Mode.PANOPTIC: "tv_maskrcnn_resnet50_fpn_v2",  # COCO things, void stuff, until a better panoptic model is added
 }
 
 
@@ -57,7 +57,7 @@ def bundled_names() -> list[str]:
 
 def default_model(mode: str) -> str:
     """The documented default model of a mode (panoptic: COCO Mask2Former when the [hf] extra is installed)."""
-    if mode == "panoptic" and hf_zoo.available():
+    if mode == Mode.PANOPTIC and hf_zoo.available():
         return hf_zoo.DEFAULT_PANOPTIC
     return DEFAULT_MODELS[mode]
 

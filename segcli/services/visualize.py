@@ -29,12 +29,11 @@ from segcli import draw, io
 from segcli.data.classes import from_coco_categories, parse_classes_txt
 from segcli.errors import DataError, InputError, SegcliError, UsageError
 from segcli.metrics import ConfusionMatrix
-from segcli.structures import IGNORE_INDEX, LabelSpace, default_palette
+from segcli.structures import IGNORE_INDEX, LabelSpace, Mode, default_palette, parse_mode
 
 Callback = Callable[..., None]
 
-MODES = ("semantic", "instance", "panoptic")
-MODE_PREFERENCE = ("panoptic", "instance", "semantic")  # the richest prediction a folder holds is drawn
+MODE_PREFERENCE = tuple(reversed(Mode))  # the richest prediction a folder holds is drawn
 MAX_LEGEND_INSTANCES = 20  # more rows than this make a legend taller than most images
 GRID_THUMBNAIL = 256  # longest side of a contact-sheet cell, so a sheet of many images stays viewable
 
@@ -124,10 +123,9 @@ def _check_options(config: VisualizeConfig) -> None:
         raise UsageError("give exactly one of --pred DIR (a segcli predict output folder) or --mask FILE (one label PNG)")
     if config.mask is not None and config.mode is not None:
         raise UsageError("--mode picks a prediction of a --pred folder; with --mask use --mask-kind")
-    if config.mode is not None and config.mode not in MODES:
-        raise UsageError(f"--mode {config.mode}: choose one of {', '.join(MODES)}")
-    if config.mask_kind not in MODES:
-        raise UsageError(f"--mask-kind {config.mask_kind}: choose one of {', '.join(MODES)}")
+    if config.mode is not None:
+        parse_mode(config.mode)
+    parse_mode(config.mask_kind, "--mask-kind")
     if not 0.0 <= config.alpha <= 1.0:
         raise UsageError(f"--alpha {config.alpha}: choose an opacity between 0 and 1")
     if config.cols < 1:
