@@ -32,7 +32,16 @@ from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
 from segcli.services.resolve import resolve_model
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh, parse_mode
+from segcli.structures import (
+    IGNORE_INDEX,
+    Instance,
+    LabelSpace,
+    Mode,
+    Prediction,
+    coco_result,
+    mask_to_xywh,
+    parse_mode,
+)
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
