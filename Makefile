@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-membrane models-readme
+.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -63,11 +63,11 @@ readme-demo: install
 	README_IMAGES=1 bash scripts/demo.sh
 
 # Bundled models (models/): retrain from scratch, score on held-out test data, write the card and models/README.md.
-# shapes: about 22 min on an idle 2-core CPU. membrane is trained and scored but never shipped (ISBI 2012 is
-# licensed for non-commercial use only).
-weights: weights-shapes
+# shapes: about 22 min on an idle 2-core CPU; nuclei: 28 min of training (needs $(DATA)/dsb2018_nuclei). membrane
+# is trained and scored but never shipped (ISBI 2012 is licensed for non-commercial use only).
+weights: weights-shapes weights-nuclei
 
-weights-shapes weights-membrane: weights-%: install
+weights-shapes weights-nuclei weights-membrane: weights-%: install
 	PY=$(PY) DATA=$(DATA) bash scripts/weights.sh $*
 
 # models/README.md from the cards, with sizes and CPU latencies measured here.

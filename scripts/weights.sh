@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make weights-NAME: train a bundled model from scratch, score it on held-out test data, write
 # models/NAME.safetensors + models/NAME.json (the card, with the test metrics) and regenerate models/README.md.
-# Usage: scripts/weights.sh shapes|membrane   (environment: WORK=runs/weights, DATA=../shared/data)
+# Usage: scripts/weights.sh shapes|nuclei|membrane   (environment: WORK=runs/weights, DATA=../shared/data)
 # membrane is trained and scored, never shipped (its data is licensed for non-commercial use only).
 set -euo pipefail
-NAME=${1:?usage: scripts/weights.sh shapes|membrane}
+NAME=${1:?usage: scripts/weights.sh shapes|nuclei|membrane}
 PY=${PY:-.venv/bin/python}
 SEGCLI="$PY -m segcli"
 WORK=${WORK:-runs/weights}
@@ -30,6 +30,15 @@ shapes)
   $PY scripts/bundle_model.py shapes "$WORK/shapes" "$WORK"/shapes/test_{panoptic,instance,semantic}.json \
     --test-data "$WORK/shapes-test" --split all
   ;;
+nuclei)
+  # The native-resolution recipe of docs/training.md: unet_contour (background / nucleus / nucleus boundary) on
+  # crops at the images' own scale planned from the data, bfloat16, a 28-minute budget with validation included.
+  $SEGCLI train --data "$DATA/dsb2018_nuclei" --model unet_contour --mode panoptic --bf16 --time 28m --seed 0 \
+    --out "$WORK/nuclei"
+  evaluate "$DATA/dsb2018_nuclei" test "$WORK/nuclei" panoptic instance semantic
+  $PY scripts/bundle_model.py nuclei "$WORK/nuclei" "$WORK"/nuclei/test_{panoptic,instance,semantic}.json \
+    --test-data "$DATA/dsb2018_nuclei" --split test
+  ;;
 membrane)
   # The documented U-Net run of docs/training.md; ISBI 2012 is for non-commercial use only, so nothing is bundled.
   $SEGCLI train --data "$DATA/isbi2012_membrane" --binary --model unet --mode semantic --epochs 100 --batch-size 4 \
@@ -39,6 +48,6 @@ membrane)
     "the data's licence is non-commercial)" >&2
   exit 0
   ;;
-*) echo "unknown bundled model: $NAME (shapes, membrane)" >&2; exit 2 ;;
+*) echo "unknown bundled model: $NAME (shapes, nuclei, membrane)" >&2; exit 2 ;;
 esac
 $PY scripts/models_readme.py

@@ -375,7 +375,7 @@ BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="
 @app.command("train")
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (see README: dataset formats).")],
-    model: Annotated[str, typer.Option("--model", help="Zoo model name (segcli models).")],
+    model: Annotated[str, typer.Option("--model", help="Zoo model name, or a bundled model to fine-tune (segcli models).")],
     mode: Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split (default 30).")] = None,
@@ -411,7 +411,8 @@ def train_command(
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
                                              "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights of a --model tv_*: a torchvision state dict.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights: a segcli checkpoint (fine-tuned; "
+                                                                  "its card gives the model), or for --model tv_* a torchvision state dict.")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
                                                                  "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")] = None,
     offline: OfflineOpt = False,

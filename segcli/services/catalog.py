@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segcli import hub
+from segcli.checkpoint import card_label_space, read_card
 from segcli.errors import ModelError
 from segcli.models import hf_zoo
 from segcli.models.encoders import ENCODERS
@@ -46,12 +47,29 @@ def list_catalog(mode: str | None = None) -> list[dict]:
             rows.append({"name": name, "modes": [], "description": "ImageNet encoder (torchvision): segcli train --model "
                          "unet|fcn|deeplab[_panoptic] --encoder " + name, "default_for": [],
                          "weights": [_weights_row(hub.torchvision_weights(name))]})
-    for name in bundled_names():
-        path = bundled_checkpoint(name)
-        rows.append({"name": name, "modes": [], "description": f"bundled model ({path.parent})", "default_for": [],
-                     "weights": [{"file": path.name, "path": str(path), "cached": True,
-                                  "size_mb": round(path.stat().st_size / 1e6, 1)}]})
+    rows += [row for row in map(_bundled_row, bundled_names()) if mode is None or mode in row["modes"]]
     return rows
+
+
+# The metrics `segcli models` shows for a bundled model, per mode (the card keeps every metric eval reported).
+HEADLINE_METRICS = {"panoptic": ("pq",), "instance": ("ap50", "ap"), "semantic": ("miou",)}
+
+
+def _bundled_row(name: str) -> dict:
+    """A bundled model: modes of its architecture, its classes and the test metrics its card records."""
+    path = bundled_checkpoint(name)
+    card = read_card(path)
+    metrics = card.get("metrics") or {}
+    shown = [f"{key} {metrics[m][key]:.3f}" for m, keys in HEADLINE_METRICS.items() for key in keys
+             if isinstance(metrics.get(m), dict) and isinstance(metrics[m].get(key), (int, float))]
+    classes = card_label_space(card).names
+    description = f"bundled: {card.get('summary', card['model'])}; classes {', '.join(classes)}"
+    if shown:
+        description += f"; test {', '.join(shown)}"
+    return {"name": name, "modes": list(get_model_entry(card["model"]).modes), "description": description,
+            "default_for": [], "architecture": card["model"], "classes": classes, "metrics": metrics,
+            "weights": [{"file": path.name, "path": str(path), "cached": True,
+                         "size_mb": round(path.stat().st_size / 1e6, 1)}]}
 
 
 def weights_summary(row: dict) -> str:

@@ -23,7 +23,10 @@ from segcli.models.pretrained import library_name, required_weights
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.structures import LabelSpace, Mode
 
+# The bundled models: the repository's models/ folder (a checkout, an editable install), which a wheel
+# installs as the package segcli.bundled (pyproject.toml).
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "models"
+INSTALLED_WEIGHTS = Path(__file__).resolve().parents[1] / "bundled"
 
 # torchvision's COCO models: what `segcli predict photo.jpg --mode M` uses with no --model/--weights.
 DEFAULT_MODELS = {
@@ -34,9 +37,9 @@ DEFAULT_MODELS = {
 
 
 def weights_dirs() -> list[Path]:
-    """Where bundled checkpoints are looked for: $SEGCLI_WEIGHTS, then the repository's models/ folder."""
+    """Where bundled checkpoints are looked for: $SEGCLI_WEIGHTS, then the installed package's, then the repository's."""
     dirs = [Path(p) for p in os.environ.get("SEGCLI_WEIGHTS", "").split(os.pathsep) if p]
-    return dirs + [REPO_WEIGHTS]
+    return dirs + [INSTALLED_WEIGHTS, REPO_WEIGHTS]
 
 
 def bundled_checkpoint(name: str) -> Path | None:

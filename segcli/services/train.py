@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from segcli import distributed, io
-from segcli.checkpoint import make_card
+from segcli.checkpoint import checkpoint_paths, make_card, read_card, read_safetensors
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError
 from segcli.inference import postprocess_defaults
 from segcli.io import write_json
+from segcli.models.pretrained import load_into
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
-from segcli.services.resolve import fetch_weights
+from segcli.services.resolve import bundled_checkpoint, fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
 from segcli.training.plan import Fingerprint, Plan, fingerprint, make_plan, plan_record
@@ -66,6 +67,32 @@ def _datasets(config: TrainConfig):
     train_set = load_dataset(config.data, config.data_format, "train", **options)
     val_set = load_dataset(config.data, train_set.format, "val", **options)
     return train_set, val_set
+
+
+def _fine_tuning(config: TrainConfig) -> TrainConfig:
+    """`--model NAME` of a bundled model, or `--weights FILE` with its card: start from that checkpoint. Its card gives
+    the architecture and width; the data's classes replace the class heads where their count differs."""
+    bundled = bundled_checkpoint(config.model)
+    has_card = config.weights is not None and checkpoint_paths(config.weights)[1].is_file()
+    if bundled is None and not has_card:
+        return config
+    if bundled is not None and has_card:
+        raise UsageError(f"--model {config.model} is a bundled checkpoint already; leave --weights out")
+    start = bundled or Path(config.weights)
+    card = read_card(start)
+    if has_card and config.model != card["model"]:
+        raise UsageError(f"--weights {start} is a {card['model']} checkpoint (its card says so), not --model {config.model}")
+    width = card["model_args"].get("width") if config.width is None else config.width
+    return replace(config, model=card["model"], weights=None, init=start, width=width)
+
+
+def _load_start(model: torch.nn.Module, start: Path) -> list[str]:
+    """The starting checkpoint's tensors that fit `model`; returns the names left at their new initialisation."""
+    state = read_safetensors(start)
+    own = model.state_dict()
+    fitting = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
+    load_into(model, {**own, **fitting}, str(start))
+    return sorted(k for k in own if k not in fitting)
 
 
 def _model_args(config: TrainConfig, label_space) -> dict:
@@ -214,6 +241,7 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
 
 
 def _train(config: TrainConfig, device: torch.device, notify: Callback) -> TrainResult:
+    config = _fine_tuning(config)
     _check_config(config, device)
     # Each rank its own augmentation stream; DistributedDataParallel copies rank 0's initial weights to all.
     seed_everything(config.seed + distributed.rank())
@@ -225,9 +253,15 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     config, plan, print_ = plan_run(config, train_set)
     notify("plan", rows=plan.rows(), fingerprint=asdict(print_))
     model, model_args = _model(config, train_set, device)
+    if config.init is not None:
+        fresh = _load_start(model, config.init)
+        notify("warning", message=f"fine-tuning from {config.init}" + (f"; new initialisation for {len(fresh)} tensors "
+               f"whose shape differs (class heads: {', '.join(fresh[:4])})" if fresh else ""))
     out = io.prepare_out_dir(_out_dir(config))
     card = _card(config, model, model_args, train_set, val_set)
     card["plan"] = plan_record(plan, print_)
+    if config.init is not None:
+        card["init"] = str(config.init)
     card["training"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(given).items() if k != "command"}
     if distributed.is_main():
         write_json(out / "plan.json", card["plan"], indent=2)

@@ -48,6 +48,7 @@ class TrainConfig:
     images: Path | None = None
     masks: Path | None = None
     pretrained: bool = True  # start from the library's weights (tv_* COCO, --encoder ImageNet), fetched on first use
-    weights: Path | None = None  # starting weights of a tv_* model: a torchvision-format state dict (.pth/.safetensors)
+    weights: Path | None = None  # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
+    init: Path | None = None  # the segcli checkpoint training starts from (a bundled --model, or --weights with a card)
     encoder: str | None = None  # ImageNet encoder under unet/fcn/deeplab(_panoptic), e.g. resnet34
     command: list[str] = field(default_factory=lambda: list(sys.argv))
