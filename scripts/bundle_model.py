@@ -40,6 +40,11 @@ ABOUT = {
                  "licence": "CC0", "url": "https://www.kaggle.com/c/data-science-bowl-2018"},
         "test_data": "dsb2018_nuclei test split: 21 images, never seen in training",
         "native_size": 256,
+        # Filled in from scripts/instance_errors.py's counts on the test split (--errors).
+        "notes": "published nucleus segmenters (StarDist, Cellpose, the DSB 2018 winners' U-Net + watershed) reach "
+                 "about 0.85 matched accuracy at IoU 0.5 on this kind of data; this model's is {accuracy:.2f} on the "
+                 "test split ({tp} of {objects} nuclei matched, {fp} false detections; scripts/instance_errors.py), "
+                 "and {merged} of the {fn} missed nuclei lie in predictions that merge touching nuclei (docs/training.md)",
     },
 }
 
@@ -61,7 +66,20 @@ def user_command(argv: list[str]) -> str:
     return shlex.join(["segcli", *argv[1:]])
 
 
-def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: str, fp16: bool) -> Path:
+def _notes(template: str | None, errors: Path | None) -> str | None:
+    """The card's note, with the matched accuracy and error counts of `scripts/instance_errors.py --json` filled in."""
+    if template is None or errors is None:
+        return None if template is None or "{" in template else template
+    counts = json.loads(Path(errors).read_text())["counts"]
+    tp = counts.get("tp", 0)
+    fn = sum(v for k, v in counts.items() if k.startswith("fn"))
+    fp = sum(v for k, v in counts.items() if k.startswith("fp"))
+    return template.format(accuracy=tp / max(tp + fn + fp, 1), tp=tp, objects=tp + fn, fp=fp, fn=fn,
+                           merged=counts.get("fn_merged", 0))
+
+
+def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: str, fp16: bool,
+           errors: Path | None = None) -> Path:
     weights, _ = checkpoint_paths(run / "best")
     card = read_card(weights)
     state = load_file(str(weights))
@@ -83,6 +101,7 @@ def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: 
         "metrics": metrics,
         "test": {"data": about["test_data"], "path": test_data, "split": split, "images": _images(test_jsons)},
         "native_size": about["native_size"],
+        "notes": _notes(about.get("notes"), errors),
         "storage_dtype": "float16" if fp16 else "float32",
         "segcli_version": __version__,
     })
@@ -107,9 +126,10 @@ def main() -> None:
     parser.add_argument("--test-data", required=True, help="the dataset the test metrics were measured on")
     parser.add_argument("--split", default="test", help="its split that was scored")
     parser.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
+    parser.add_argument("--errors", type=Path, help="scripts/instance_errors.py --json output on the test data")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    path = bundle(args.name, args.run, args.test_json, args.test_data, args.split, args.fp16)
+    path = bundle(args.name, args.run, args.test_json, args.test_data, args.split, args.fp16, args.errors)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB) and {path.with_suffix('.json')}")
 
 

@@ -35,9 +35,14 @@ nuclei)
   # crops at the images' own scale planned from the data, bfloat16, a 28-minute budget with validation included.
   $SEGCLI train --data "$DATA/dsb2018_nuclei" --model unet_contour --mode panoptic --bf16 --time 28m --seed 0 \
     --out "$WORK/nuclei"
+  # Thresholds chosen on the validation split (recorded in the card; the test split is never looked at).
+  $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode panoptic \
+    --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=5,20,40
   evaluate "$DATA/dsb2018_nuclei" test "$WORK/nuclei" panoptic instance semantic
+  $PY scripts/instance_errors.py "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --split test \
+    --json "$WORK/nuclei/errors_test.json" > /dev/null
   $PY scripts/bundle_model.py nuclei "$WORK/nuclei" "$WORK"/nuclei/test_{panoptic,instance,semantic}.json \
-    --test-data "$DATA/dsb2018_nuclei" --split test
+    --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json"
   ;;
 membrane)
   # The documented U-Net run of docs/training.md; ISBI 2012 is for non-commercial use only, so nothing is bundled.

@@ -89,6 +89,8 @@ def prepare_model(model, options: InferenceOptions):
         model = model.to(memory_format=torch.channels_last)
     if options.dtype == torch.bfloat16 and all(p.device.type == "cpu" for p in model.parameters()):
         model = model.to(torch.bfloat16)
+        for name in getattr(model, "float32_modules", ()):  # heads whose outputs bfloat16 cannot resolve
+            getattr(model, name).float()
     return model
 
 
