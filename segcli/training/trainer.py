@@ -114,6 +114,7 @@ class Trainer:
         self.state = TrainState()
         self.began: float | None = None
         self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
+        self.validation_seconds = 0.0  # spent validating since this process started (metrics.jsonl: its share)
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
         self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
         self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
@@ -306,6 +307,7 @@ class Trainer:
         distributed.broadcast_buffers(self.model)  # validate (and save) the same model on every rank
         sync = _rank_sync(self.model)
         state.metrics = self._validate()
+        self.validation_seconds += time.perf_counter() - began
         rng_states = distributed.gather_objects(rng_state())
         score = state.metrics[self.primary]
         score = score if score is not None else 0.0  # None: nothing to score in the split
@@ -388,6 +390,7 @@ class Trainer:
             "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
                                             "seconds": round(time.perf_counter() - self.began, 1),
+                                            "validation_seconds": round(self.validation_seconds, 1),
                                             "lr": self.scheduler.get_last_lr()[0], "best": improved, **summary})
         self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
 
