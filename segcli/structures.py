@@ -171,6 +171,17 @@ class Prediction:
     segments: list[Segment] = field(default_factory=list)
 
 
+@dataclass
+class LabelMap:
+    """One image's labels as files hold them: class indices (semantic), instance ids or panoptic segment ids (0 = none)."""
+
+    kind: str  # semantic | instance | panoptic
+    values: np.ndarray  # (H, W)
+    classes: dict[int, int] = field(default_factory=dict)  # segment id -> class index; instance id -> category id
+    scores: dict[int, float] = field(default_factory=dict)  # instance id -> score, when known
+    space: LabelSpace | None = None  # names and colours these labels carry, when known
+
+
 def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
     """COCO-style [x, y, w, h] of a boolean mask's tight box (zeros for an empty mask)."""
     import numpy as np  # here, not at the top: the CLI reads `Mode` from this module and starts without numpy
