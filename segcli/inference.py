@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from segcli import io
 from segcli.checkpoint import card_scaling
 from segcli.errors import ModelError, UsageError
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos

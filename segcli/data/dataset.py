@@ -18,7 +18,7 @@ import numpy as np
 
 from segcli.data.classes import parse_classes_txt
 from segcli.errors import DataError, UsageError
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, panoptic_from_instances
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, paste_segments
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -111,9 +111,9 @@ def complete_sample(sample: Sample, label_space: LabelSpace) -> Sample:
     elif not sample.instances and sample.panoptic is None:
         sample.instances = instances_from_semantic(sample.semantic, label_space)
     if sample.panoptic is None:
-        # Earlier instances win in panoptic_from_instances: smallest first, the overlap order of the semantic map.
+        # Earlier instances win in paste_segments: smallest first, the overlap order of the semantic map.
         ordered = smallest_first(sample.instances)
-        sample.panoptic, sample.segments = panoptic_from_instances(sample.semantic, ordered, label_space.isthing)
+        sample.panoptic, sample.segments = paste_segments(sample.semantic, ordered, label_space.isthing)
     return sample
 
 
