@@ -49,8 +49,9 @@ def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
 
 
-def _stride(model) -> int:
-    return int(getattr(model, "output_stride", 1) or 1)
+def _size_multiple(model) -> int:
+    """Input sides are padded to a multiple of the model's `size_multiple` (its coarsest feature's stride)."""
+    return int(getattr(model, "size_multiple", 1) or 1)
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -98,7 +99,7 @@ def _weights_dtype(model) -> torch.dtype:
 
 def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
-    x, (h, w) = _pad_to(batch, _stride(model))
+    x, (h, w) = _pad_to(batch, _size_multiple(model))
     x = x.to(_weights_dtype(model))  # a model prepared in bfloat16 takes bfloat16 images
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

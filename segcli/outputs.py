@@ -2,7 +2,7 @@
 
     DIR/<mode>/<stem>.png             the label PNG of the mode (class indices, instance ids or panoptic ids)
     DIR/overlays/<stem>.jpg           the image with the prediction drawn on it
-    DIR/instances.json, panoptic.json the mode's COCO aggregate, assembled from the parts
+    DIR/instances.json, panoptic.json the mode's COCO aggregate, written from the parts (write_aggregates)
     DIR/categories.json               the label space (COCO categories in class-index order), for every mode
     DIR/.parts/<mode>/<stem>.json     written last for each image: an image is done exactly when its part exists
 
@@ -166,7 +166,7 @@ def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> d
     return part
 
 
-def assemble(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
+def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
     """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
     # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
     written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]

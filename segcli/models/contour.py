@@ -55,7 +55,7 @@ class ContourModel(SegModel):
         self.thing_classes = list(thing_classes)
         self.boundary_width = boundary_width
         self.classifier = nn.Conv2d(body.out_channels, num_classes + 1, 1)
-        self.output_stride = getattr(body, "output_stride", body.out_stride)
+        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = self.classifier(self.body(images))

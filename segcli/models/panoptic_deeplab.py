@@ -64,7 +64,7 @@ class PanopticDeepLab(SegModel):
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
         self.target_config = targets
-        self.output_stride = getattr(body, "output_stride", body.out_stride)
+        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
         self.semantic_head = Head(body.out_channels, head_channels, num_classes)
         self.center_head = Head(body.out_channels, head_channels, 1)
         self.offset_head = Head(body.out_channels, head_channels, 2)

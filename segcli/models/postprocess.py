@@ -166,7 +166,8 @@ def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instanc
     """The standard heuristic fusion of an instance and a semantic prediction into one panoptic map.
 
     As panopticapi's `combine_semantic_and_instance_predictions.py` and detectron2's Panoptic FPN
-    (`combine_semantic_and_instance_outputs`) define it, with their defaults:
+    (`combine_semantic_and_instance_outputs`) define it. The defaults here are theirs (stuff_area 64 x 64
+    px); segcli's models pass their own (Mask R-CNN's default: stuff_area 64 px):
     1. instances scoring below `score_threshold` are dropped (panopticapi's `confidence_thr`);
     2. the rest are pasted in descending score; one whose area is more than `overlap_threshold`
        covered by instances already pasted is skipped, a partly covered one keeps its free pixels;

@@ -5,7 +5,7 @@ OpenCV decodes without holding the GIL), `predict_arrays` runs them in batches, 
 thread encodes each image's files while the next batch computes. After an image's files, its part
 `DIR/.parts/<mode>/<stem>.json` is written (atomically, last): an image is done exactly when its
 part exists. So `--skip-existing` resumes an interrupted run, and the aggregates (instances.json,
-panoptic.json) are assembled from the parts at the end, whatever run produced them.
+panoptic.json) are written from the parts at the end, whatever run produced them.
 
 Like `train`, it never prints: `callback("start", ...)`, then `callback("image", record=...)` once
 per input, in input order. A record is the `--json` line (README, "predict").
@@ -30,7 +30,7 @@ from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
-from segcli.outputs import Job, assemble, output_paths, read_part, write_outputs
+from segcli.outputs import Job, output_paths, read_part, write_aggregates, write_outputs
 from segcli.services.resolve import resolve_model
 from segcli.structures import Mode, Prediction, parse_mode
 
@@ -97,7 +97,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile)
     summary = run.run(jobs)
-    summary.aggregates = assemble(config.out, config.mode, all_jobs, run.label_space)
+    summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space)
     summary.seconds = time.perf_counter() - began
     return summary
 

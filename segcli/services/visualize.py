@@ -1,6 +1,6 @@
 """`segcli visualize`: draw predictions (and their errors against ground truth) on the images.
 
-Labels come from a `segcli predict --out DIR` folder (SPEC layout) or from one mask file. Each
+Labels come from a `segcli predict --out DIR` folder (segcli.outputs) or from one mask file. Each
 input image gets one picture: the prediction overlaid (or, with ground truth, the error map), a
 legend on its right, or with `side_by_side` the panels image | prediction | ground truth | errors.
 
