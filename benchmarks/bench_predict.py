@@ -26,8 +26,8 @@ from segcli import io
 from segcli.checkpoint import make_card, save_checkpoint
 from segcli.data.synth import render_sample, synth_label_space
 from segcli.inference import InferenceOptions, dense_forward, prepare_model
-from segcli.models.base import image_to_tensor
 from segcli.models.registry import build_model
+from segcli.preprocess import image_to_tensor
 from segcli.services.predict import PredictConfig, predict
 
 SIZE = 512

@@ -34,7 +34,7 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 def make_card(model_name: str, model_args: dict, mode: str, label_space: LabelSpace, **extra) -> dict:
     """A card with the required keys; `extra` adds normalization, img_size, command, data, metrics, ..."""
-    from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD
+    from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     card = {
         "segcli_version": __version__,

@@ -7,6 +7,8 @@ any other exception is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -30,9 +32,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program the 
 
 @dataclass
 class RunState:
-    debug: bool = False
-    quiet: bool = False
-    device: str = "auto"
+    debug: bool = False  # show tracebacks
+    quiet: bool = False  # no progress or messages on stderr
 
 
 STATE = RunState()
@@ -77,7 +78,7 @@ app.add_typer(data_app, name="data")
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present, else CPU), cpu, cuda[:N] or mps.")]
-# Commands whose work is CPU-only still take --device (SPEC: every command does) and check its spelling.
+# Commands whose work is CPU-only still take --device (every command does: scripts pass it to all) and check its spelling.
 CpuDeviceOpt = Annotated[str, typer.Option("--device", help="Checked like every command's (auto, cpu, cuda[:N], mps), "
                                                             "but this command runs on the CPU whatever it says.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
@@ -97,15 +98,38 @@ ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", he
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
 
 
-def _thresholds(**given) -> dict:
-    """The post-processing options that were given (None: keep the card's)."""
-    return {k: v for k, v in given.items() if v is not None}
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A str Enum of an option's choices, which typer lists in --help and checks."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
+
+
+THRESHOLD_OPTIONS = {"center_threshold": CenterThresholdOpt, "nms_kernel": NmsKernelOpt, "top_k": TopKOpt,
+                     "interior_threshold": InteriorThresholdOpt, "min_area": MinAreaOpt,
+                     "score_threshold": ScoreThresholdOpt, "stuff_area": StuffAreaOpt}
+
+
+def _with_thresholds(command):
+    """Give a command the post-processing options (declared once, in THRESHOLD_OPTIONS, shown before --device);
+    it receives those given as one dict, `thresholds` (None: keep the card's value)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "thresholds"]
+    at = next(i for i, p in enumerate(own) if p.name == "device")
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=option)
+             for name, option in THRESHOLD_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**options):
+        given = {name: options.pop(name) for name in THRESHOLD_OPTIONS}
+        return command(**options, thresholds={k: v for k, v in given.items() if v is not None})
+
+    wrapper.__signature__ = signature.replace(parameters=[*own[:at], *added, *own[at:]])
+    return wrapper
 
 
 def _setup(debug: bool = False, quiet: bool = False, device: str = "auto", offline: bool = False) -> RunState:
     from segcli.device import check_device_name
 
-    STATE.debug, STATE.quiet, STATE.device = debug, quiet, device
+    STATE.debug, STATE.quiet = debug, quiet
     check_device_name(device)  # a misspelt --device is a usage error in every command, even where it is unused
     if offline:
         from segcli.hub import set_offline
@@ -189,7 +213,7 @@ def _needs_output(machine: object, option: str) -> None:
 
 
 def _show(table: Table) -> None:
-    """Tables are for people: on stderr (SPEC), unless --quiet."""
+    """Tables are for people: on stderr (stdout carries only machine-readable output), unless --quiet."""
     if not STATE.quiet:
         err_console.print(table)
 
@@ -201,6 +225,7 @@ def _print_json(obj: object) -> None:
 
 
 @app.command("predict")
+@_with_thresholds
 def predict_command(
     inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (one path per line on stdin).",
                                                 show_default=False)],
@@ -226,16 +251,10 @@ def predict_command(
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
     offline: OfflineOpt = False,
-    center_threshold: CenterThresholdOpt = None,
-    nms_kernel: NmsKernelOpt = None,
-    top_k: TopKOpt = None,
-    interior_threshold: InteriorThresholdOpt = None,
-    min_area: MinAreaOpt = None,
-    score_threshold: ScoreThresholdOpt = None,
-    stuff_area: StuffAreaOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    thresholds: dict | None = None,  # the post-processing options given (_with_thresholds)
 ) -> None:
     """Segment images with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
     _setup(debug, quiet, device, offline)
@@ -247,8 +266,7 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        max_pixels=max_pixels, thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
-        interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold, stuff_area=stuff_area))
+        max_pixels=max_pixels, thresholds=thresholds)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -284,9 +302,7 @@ def _predict_progress(progress, json_out):
     return update
 
 
-class SynthKind(str, Enum):
-    shapes = "shapes"
-    context = "context"
+SynthKind = _choices("SynthKind", "shapes", "context")
 
 
 @data_app.command("synth")
@@ -342,15 +358,8 @@ def _progress():
     )
 
 
-class Format(str, Enum):
-    auto = "auto"
-    folder = "folder"
-    idmap = "idmap"
-    voc = "voc"
-    coco = "coco"
-    coco_panoptic = "coco-panoptic"
-    cityscapes = "cityscapes"
-    yolo = "yolo"
+# segcli.data.load.READERS' formats, typed again: importing the readers would slow every command's start-up.
+Format = _choices("Format", "auto", "folder", "idmap", "voc", "coco", "coco-panoptic", "cityscapes", "yolo")
 
 
 # Training options whose help does not fit on one line (train_command stays a screen long).
@@ -525,6 +534,7 @@ def _train_progress(progress):
 
 
 @app.command("eval")
+@_with_thresholds
 def eval_command(
     mode: Annotated[Mode, typer.Option("--mode", help="semantic (PNG folders), instance (COCO jsons), panoptic (COCO panoptic).")],
     gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a folder of class PNGs, or a COCO / COCO panoptic json.")] = None,
@@ -541,27 +551,19 @@ def eval_command(
     classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: one class name per line, in index order.")] = None,
     boundary_px: Annotated[float | None, typer.Option("--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (SPEC keys) to this JSON file (- for stdout).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (the README's keys) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     offline: OfflineOpt = False,
-    center_threshold: CenterThresholdOpt = None,
-    nms_kernel: NmsKernelOpt = None,
-    top_k: TopKOpt = None,
-    interior_threshold: InteriorThresholdOpt = None,
-    min_area: MinAreaOpt = None,
-    score_threshold: ScoreThresholdOpt = None,
-    stuff_area: StuffAreaOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    thresholds: dict | None = None,  # the post-processing options given (_with_thresholds)
 ) -> None:
     """Score predictions: mIoU/Dice/boundary F1, COCO mask AP, or panoptic quality, as the reference scripts do."""
     _setup(debug, quiet, device, offline)
     _needs_output(json_out or csv_out, "--json FILE (- for stdout)")
     from segcli.services.evaluate import evaluate
 
-    thresholds = _thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k, stuff_area=stuff_area,
-                             interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold)
     if thresholds and data is None:
         raise UsageError(f"--{next(iter(thresholds)).replace('_', '-')} post-processes a model's outputs: it goes with --data")
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
@@ -713,9 +715,7 @@ def _compare_progress(progress):
     return update
 
 
-class ImageExt(str, Enum):
-    png = "png"
-    jpg = "jpg"
+ImageExt = _choices("ImageExt", "png", "jpg")
 
 
 @app.command("visualize")
@@ -778,8 +778,7 @@ def _visualize_progress(progress):
     return update
 
 
-class ExportFormat(str, Enum):
-    onnx = "onnx"
+ExportFormat = _choices("ExportFormat", "onnx")
 
 
 @app.command("export")

@@ -12,12 +12,13 @@ import colorsys
 import cv2
 import numpy as np
 
-from segcli.structures import IGNORE_INDEX
+from segcli.structures import IGNORE_INDEX, LabelMap, LabelSpace
 
 VOID_COLOR = (255, 255, 255)
 ERROR_COLORS = {"tp": (40, 170, 60), "fp": (230, 60, 40), "fn": (40, 110, 230)}  # green, red, blue
 ERROR_NAMES = {"tp": "correct (TP)", "fp": "wrong or extra (FP)", "fn": "missed (FN)"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MAX_LEGEND_INSTANCES = 20  # more rows than this make a legend taller than most images
 
 
 def _distinct_hues(n: int) -> np.ndarray:
@@ -127,6 +128,55 @@ def overlay_panoptic(image: np.ndarray, panoptic: np.ndarray, segment_labels: di
     colors = panoptic_colors(segment_labels, isthing, class_colors)
     out = blend(image, colorize_ids(panoptic, colors), alpha, panoptic > 0)
     return draw_contours(out, panoptic, colors, only={s for s, lab in segment_labels.items() if isthing[lab]}) if contours else out
+
+
+def draw_labels(image: np.ndarray, labels: LabelMap, space: LabelSpace, alpha: float = 0.5, skip: tuple[int, ...] = (),
+                contours: bool | None = None, legend: bool = True) -> np.ndarray:
+    """The image with a label map drawn on it (overlay_labels) and, when `legend`, the legend of what it shows."""
+    drawn = overlay_labels(image, labels, space, alpha, skip, contours)
+    rows = legend_rows(labels, space, skip) if legend else []
+    return with_legend(drawn, [name for name, _ in rows], [color for _, color in rows]) if rows else drawn
+
+
+def overlay_labels(image: np.ndarray, labels: LabelMap, space: LabelSpace, alpha: float = 0.5,
+                   skip: tuple[int, ...] = (), contours: bool | None = None) -> np.ndarray:
+    """Semantic classes tinted in their colours (classes in `skip` left clear), instances and panoptic segments in
+    theirs. contours None: outlines for instances and things, none for semantic classes."""
+    outlines = contours is not False
+    if labels.kind == "semantic":
+        return overlay_semantic(image, labels.values, space.colors, alpha, skip, contours=bool(contours))
+    if labels.kind == "instance":
+        return overlay_instances(image, labels.values, alpha, contours=outlines)
+    return overlay_panoptic(image, labels.values, labels.classes, space.isthing, space.colors, alpha, contours=outlines)
+
+
+def legend_rows(labels: LabelMap, space: LabelSpace, skip: tuple[int, ...] = ()) -> list[tuple[str, tuple]]:
+    """Semantic and panoptic: one (name, colour) row per class present, but those in `skip` and void.
+    Instances have colours of their own: one row each (number, class, score), at most MAX_LEGEND_INSTANCES."""
+    if labels.kind == "instance":
+        return _instance_rows(labels, space)
+    if labels.kind == "semantic":
+        present = np.unique(labels.values).tolist()
+    else:
+        present = sorted({labels.classes[s] for s in np.unique(labels.values).tolist() if s in labels.classes})
+    return [(space.names[c], space.colors[c]) for c in present if c not in skip and c != IGNORE_INDEX]
+
+
+def _instance_rows(labels: LabelMap, space: LabelSpace) -> list[tuple[str, tuple]]:
+    colors = instance_colors(labels.values)
+    rows = []
+    for number, color in list(colors.items())[:MAX_LEGEND_INSTANCES]:
+        name = f"#{number}"
+        if number in labels.classes:
+            category = labels.classes[number]
+            name += " " + (space.names[space.index_of_category(category)] if category in space.category_ids
+                           else f"category {category}")
+        if number in labels.scores:
+            name += f" {labels.scores[number]:.2f}"
+        rows.append((name, color))
+    if len(colors) > MAX_LEGEND_INSTANCES:
+        rows.append((f"+{len(colors) - MAX_LEGEND_INSTANCES} more", VOID_COLOR))
+    return rows
 
 
 def draw_contours(image: np.ndarray, ids: np.ndarray, colors: dict[int, tuple[int, int, int]], thickness: int = 1,

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from segcli import io
 from segcli.checkpoint import card_scaling
 from segcli.errors import ModelError, UsageError
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
@@ -49,8 +49,9 @@ def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
 
 
-def _stride(model) -> int:
-    return int(getattr(model, "output_stride", 1) or 1)
+def _size_multiple(model) -> int:
+    """Input sides are padded to a multiple of the model's `size_multiple` (its coarsest feature's stride)."""
+    return int(getattr(model, "size_multiple", 1) or 1)
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -100,7 +101,7 @@ def _weights_dtype(model) -> torch.dtype:
 
 def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
-    x, (h, w) = _pad_to(batch, _stride(model))
+    x, (h, w) = _pad_to(batch, _size_multiple(model))
     x = x.to(_weights_dtype(model))  # a model prepared in bfloat16 takes bfloat16 images
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -129,26 +130,45 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     return sorted({min(i * step, length - tile) for i in range(count)})
 
 
+class TileBlend:
+    """The tiles of an (H, W) image and the Gaussian-weighted sum of their dense maps: `add` each tile's maps
+    at its place, `blended` divides by the summed weights. Memory is bounded by the tile (and the maps)."""
+
+    def __init__(self, size: tuple[int, int], options: InferenceOptions, device: torch.device) -> None:
+        h, w = size
+        tile, self.size, self.device = options.tile, (h, w), device
+        self.weight = gaussian_weight((min(tile, h), min(tile, w))).to(device)
+        self.tiles = [(y, x) for y in tile_starts(h, tile, options.overlap) for x in tile_starts(w, tile, options.overlap)]
+        self.sums: dict[str, torch.Tensor] = {}
+        self.total = torch.zeros((h, w), device=device)
+
+    def crop(self, image: torch.Tensor, y: int, x: int) -> torch.Tensor:
+        th, tw = self.weight.shape
+        return image[..., y : y + th, x : x + tw]
+
+    def add(self, y: int, x: int, maps: dict[str, torch.Tensor]) -> None:
+        """One tile's (C, th, tw) maps, weighted, into the sums."""
+        th, tw = self.weight.shape
+        for key, value in maps.items():
+            if key not in self.sums:
+                self.sums[key] = torch.zeros((value.shape[0], *self.size), device=self.device)
+            self.sums[key][:, y : y + th, x : x + tw] += value * self.weight
+        self.total[y : y + th, x : x + tw] += self.weight
+
+    def blended(self) -> dict[str, torch.Tensor]:
+        """The (C, H, W) weighted means."""
+        return {k: v.div_(self.total) for k, v in self.sums.items()}  # in place: these maps are the size of the image
+
+
 def tiled_dense_forward(model, image: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
-    """Blend overlapping tiles' raw outputs for one (1, 3, H, W) image; memory is bounded by the tile."""
-    _, _, h, w = image.shape
-    tile = options.tile
-    weight = gaussian_weight((min(tile, h), min(tile, w))).to(image.device)
-    sums: dict[str, torch.Tensor] = {}
-    total = torch.zeros((h, w), device=image.device)
-    boxes = [(y, x) for y in tile_starts(h, tile, options.overlap) for x in tile_starts(w, tile, options.overlap)]
-    th, tw = weight.shape
-    for i in range(0, len(boxes), options.batch_size):
-        chunk = boxes[i : i + options.batch_size]
-        batch = torch.cat([image[..., y : y + th, x : x + tw] for y, x in chunk])
-        outputs = dense_forward(model, batch, options)
+    """Blend overlapping tiles' raw outputs for one (1, 3, H, W) image, in batches of tiles."""
+    blend = TileBlend(tuple(image.shape[-2:]), options, image.device)
+    for i in range(0, len(blend.tiles), options.batch_size):
+        chunk = blend.tiles[i : i + options.batch_size]
+        outputs = dense_forward(model, torch.cat([blend.crop(image, y, x) for y, x in chunk]), options)
         for j, (y, x) in enumerate(chunk):
-            for key, value in outputs.items():
-                if key not in sums:
-                    sums[key] = torch.zeros((value.shape[1], h, w), device=image.device)
-                sums[key][:, y : y + th, x : x + tw] += value[j] * weight
-            total[y : y + th, x : x + tw] += weight
-    return {k: v.div_(total)[None] for k, v in sums.items()}  # in place: these maps are the size of the image
+            blend.add(y, x, {key: value[j] for key, value in outputs.items()})
+    return {k: v[None] for k, v in blend.blended().items()}
 
 
 def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -257,33 +277,26 @@ def _sparse_predict(model, x: torch.Tensor, options: InferenceOptions, threshold
     _, _, h, w = x.shape
     if options.tile is None or max(h, w) <= options.tile:
         return model.postprocess(_sparse_forward(model, x, options), **thresholds)[0]
-    tile = options.tile
-    weight = gaussian_weight((min(tile, h), min(tile, w))).to(x.device)
-    semantic, total = None, torch.zeros((h, w), device=x.device)
+    blend = TileBlend((h, w), options, x.device)
     kept: list[Instance] = []
-    for y in tile_starts(h, tile, options.overlap):
-        for x0 in tile_starts(w, tile, options.overlap):
-            crop = x[..., y : y + tile, x0 : x0 + tile]
-            outputs = _sparse_forward(model, crop, options)
-            part = model.postprocess(outputs, **thresholds)[0]
-            th, tw = crop.shape[-2:]
-            # The semantic map is dense: blend it as dense models' outputs are blended.
-            if semantic is None:
-                semantic = torch.zeros((outputs["semantic"].shape[1], h, w), device=x.device)
-            scores = outputs["semantic"][0].float()
-            if scores.shape[-2:] != (th, tw):  # models that resize internally (hf:) give it at their own size
-                scores = F.interpolate(scores[None], size=(th, tw), mode="bilinear", align_corners=False)[0]
-            semantic[:, y : y + th, x0 : x0 + tw] += scores * weight
-            total[y : y + th, x0 : x0 + tw] += weight
-            inner = (y > 0, x0 > 0, y + th < h, x0 + tw < w)  # edges that are not image edges
-            for inst in part.instances:
-                if _touches(inst.mask, inner):
-                    continue  # cut by the tile: a neighbouring tile holds it whole
-                full = np.zeros((h, w), bool)
-                full[y : y + th, x0 : x0 + tw] = inst.mask
-                kept.append(Instance(full, inst.label, inst.score))
+    for y, x0 in blend.tiles:
+        crop = blend.crop(x, y, x0)
+        outputs = _sparse_forward(model, crop, options)
+        part = model.postprocess(outputs, **thresholds)[0]
+        th, tw = crop.shape[-2:]
+        scores = outputs["semantic"][0].float()
+        if scores.shape[-2:] != (th, tw):  # models that resize internally (hf:) give it at their own size
+            scores = F.interpolate(scores[None], size=(th, tw), mode="bilinear", align_corners=False)[0]
+        blend.add(y, x0, {"semantic": scores})  # the semantic map is dense: blended as dense models' outputs are
+        inner = (y > 0, x0 > 0, y + th < h, x0 + tw < w)  # edges that are not image edges
+        for inst in part.instances:
+            if _touches(inst.mask, inner):
+                continue  # cut by the tile: a neighbouring tile holds it whole
+            full = np.zeros((h, w), bool)
+            full[y : y + th, x0 : x0 + tw] = inst.mask
+            kept.append(Instance(full, inst.label, inst.score))
     # Detection thresholds were applied per tile; assemble fuses the blended semantic map with the merged instances.
-    return model.assemble(semantic / total, merge_instances(kept), **thresholds)
+    return model.assemble(blend.blended()["semantic"], merge_instances(kept), **thresholds)
 
 
 def _touches(mask: np.ndarray, inner: tuple[bool, bool, bool, bool]) -> bool:

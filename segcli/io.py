@@ -31,15 +31,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 # ---------------------------------------------------------------- reading
 
 
-def _read_bytes(path: str | Path) -> np.ndarray:
+@contextlib.contextmanager
+def _reading(path: str | Path, kind: str = "file") -> Iterator[None]:
+    """A file that cannot be read is a DataError naming it and why (one line, no traceback)."""
     try:
-        return np.fromfile(str(path), dtype=np.uint8)
+        yield
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: a folder, not a file") from None
+        raise DataError(f"{path}: a folder, not a {kind}") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _read_bytes(path: str | Path) -> np.ndarray:
+    with _reading(path):
+        return np.fromfile(str(path), dtype=np.uint8)
 
 
 # Above this many pixels an image is refused before decoding (predict --max-pixels raises it): a header can
@@ -236,14 +243,8 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
 
 def read_json(path: str | Path) -> object:
     try:
-        with open(path, encoding="utf-8") as f:
+        with _reading(path, "JSON file"), open(path, encoding="utf-8") as f:
             return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: a folder, not a JSON file") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file, so not JSON") from None
     except json.JSONDecodeError as error:

@@ -20,6 +20,7 @@ from segcli.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 IGNORE_INDEX = 255
 
@@ -171,6 +172,17 @@ class Prediction:
     segments: list[Segment] = field(default_factory=list)
 
 
+@dataclass
+class LabelMap:
+    """One image's labels as files hold them: class indices (semantic), instance ids or panoptic segment ids (0 = none)."""
+
+    kind: str  # semantic | instance | panoptic
+    values: np.ndarray  # (H, W)
+    classes: dict[int, int] = field(default_factory=dict)  # segment id -> class index; instance id -> category id
+    scores: dict[int, float] = field(default_factory=dict)  # instance id -> score, when known
+    space: LabelSpace | None = None  # names and colours these labels carry, when known
+
+
 def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
     """COCO-style [x, y, w, h] of a boolean mask's tight box (zeros for an empty mask)."""
     import numpy as np  # here, not at the top: the CLI reads `Mode` from this module and starts without numpy
@@ -183,33 +195,69 @@ def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
     return (float(x0), float(y0), float(cols[-1] - x0 + 1), float(rows[-1] - y0 + 1))
 
 
-def panoptic_from_instances(
-    semantic: np.ndarray, instances: list[Instance], isthing: list[bool]
-) -> tuple[np.ndarray, list[Segment]]:
-    """Build a panoptic map: one segment per instance, one per stuff class present.
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N, 4) float32 xyxy with exclusive right/bottom edges, as torchvision's detection models
+    expect (an empty mask gets the whole image; callers drop empty masks)."""
+    import torch
 
-    Instances are pasted in list order (earlier wins); stuff pixels come from `semantic`.
-    Segment ids are 1..K in that order.
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 4), dtype=torch.float32)
+    rows, cols = masks.any(2), masks.any(1)
+    y0 = rows.float().argmax(1)
+    y1 = masks.shape[1] - rows.flip(1).float().argmax(1)
+    x0 = cols.float().argmax(1)
+    x1 = masks.shape[2] - cols.flip(1).float().argmax(1)
+    return torch.stack([x0, y0, x1, y1], dim=1).float()
+
+
+def id_map_boxes(ids: np.ndarray, count: int) -> np.ndarray:
+    """(count, 4) int xyxy boxes (exclusive right/bottom) of ids 1..count of an id map, from per-row and
+    per-column counts (two bincounts): no mask per id is made."""
+    import numpy as np
+
+    h, w = ids.shape
+    rows = np.bincount((ids * h + np.arange(h)[:, None]).ravel(), minlength=(count + 1) * h).reshape(count + 1, h)[1:] > 0
+    cols = np.bincount((ids * w + np.arange(w)[None, :]).ravel(), minlength=(count + 1) * w).reshape(count + 1, w)[1:] > 0
+    y0, x0 = rows.argmax(1), cols.argmax(1)
+    y1, x1 = h - rows[:, ::-1].argmax(1), w - cols[:, ::-1].argmax(1)
+    return np.stack([x0, y0, x1, y1], 1)
+
+
+def paste_segments(semantic: np.ndarray, instances: list[Instance], isthing: list[bool], stuff_area: int = 1,
+                   overlap_threshold: float | None = None) -> tuple[np.ndarray, list[Segment]]:
+    """A panoptic map: instances pasted in list order (earlier wins; ids 1..), then one segment per stuff class
+    of `semantic` with at least `stuff_area` pixels no instance took.
+
+    With `overlap_threshold`, an instance whose area is more than that fraction already taken is
+    skipped, and a partly covered one keeps only its free pixels (the fusion rule); without it an
+    instance keeps whatever pixels are free. Thing-class pixels no instance covers stay void (0).
     """
     import numpy as np
+
     panoptic = np.zeros(semantic.shape, dtype=np.int32)
     segments: list[Segment] = []
-    next_id = 1
     for inst in instances:
+        area = inst.area
+        if area == 0:
+            continue
         free = inst.mask & (panoptic == 0)
+        if overlap_threshold is not None and (area - int(free.sum())) / area > overlap_threshold:
+            continue
         if not free.any():
             continue
-        panoptic[free] = next_id
-        segments.append(Segment(next_id, inst.label, int(free.sum()), mask_to_xywh(free), inst.iscrowd, inst.score))
-        next_id += 1
-    for label in np.unique(semantic):
-        if label == IGNORE_INDEX or isthing[int(label)]:
+        segment_id = len(segments) + 1
+        panoptic[free] = segment_id
+        segments.append(Segment(segment_id, inst.label, int(free.sum()), mask_to_xywh(free), inst.iscrowd, inst.score))
+    for label in np.unique(semantic).tolist():
+        if label == IGNORE_INDEX or label >= len(isthing) or isthing[label]:
             continue
         region = (semantic == label) & (panoptic == 0)
-        if region.any():
-            panoptic[region] = next_id
-            segments.append(Segment(next_id, int(label), int(region.sum()), mask_to_xywh(region)))
-            next_id += 1
+        area = int(region.sum())
+        if area < stuff_area:
+            continue
+        segment_id = len(segments) + 1
+        panoptic[region] = segment_id
+        segments.append(Segment(segment_id, label, area, mask_to_xywh(region)))
     return panoptic, segments
 
 

@@ -11,7 +11,7 @@ import pytest
 from segcli import io
 from segcli.data import check_dataset, load_dataset
 from segcli.data.classes import parse_classes_txt
-from segcli.data.detect import detect_format
+from segcli.data.load import detect_format
 from segcli.errors import DataError, UsageError
 from segcli.structures import IGNORE_INDEX, mask_to_rle
 
@@ -327,6 +327,21 @@ def test_coco_polygons_rle_and_crowds(tmp_path):
     assert b.instances == [] and set(np.unique(b.semantic)) == {0, 3} and (b.semantic[:10] == 3).all()
     _assert_consistent(a, ds.label_space)
     _assert_consistent(b, ds.label_space)
+
+
+def test_classes_option_renames_the_classes_of_a_format_that_names_its_own(tmp_path):
+    """--classes is read once for every format: here COCO's categories take its names, keeping their flags and ids."""
+    _coco(tmp_path)
+    names = tmp_path / "names.txt"
+    names.write_text("bg\nkiste\nscheibe\nrasen\n")
+    ds = load_dataset(tmp_path, split="all", classes=names)
+    assert ds.label_space.names == ["bg", "kiste", "scheibe", "rasen"]
+    assert ds.label_space.isthing == [False, True, True, False] and ds.label_space.category_ids == [0, 5, 9, 20]
+    names.write_text("bg\nkiste\n")
+    with pytest.raises(DataError, match="2 names, but this coco dataset has 4 classes"):
+        load_dataset(tmp_path, split="all", classes=names)
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path, split="all", classes=tmp_path / "missing.txt")
 
 
 def test_coco_splits(tmp_path):

@@ -74,7 +74,7 @@ def test_feature_maps_follow_the_stated_contract(encoder):
 def test_dilated_encoder_for_deeplab_stops_at_stride_16():
     net = TorchvisionEncoder("resnet18", weights="none", max_stride=16)
     assert [info.stride for info in net.feature_info] == [2, 4, 8, 16]
-    assert build_model("deeplab", encoder="resnet18", encoder_weights="none").output_stride == 16
+    assert build_model("deeplab", encoder="resnet18", encoder_weights="none").size_multiple == 16
 
 
 def test_unknown_encoder_lists_the_available_ones():

@@ -42,6 +42,6 @@ def test_gflops_scale_with_pixels_for_fullres():
 def test_model_facts_and_cli_info():
     facts = model_facts("fullres", size=64)
     assert facts["parameters"] == count_parameters(build_model("fullres"))
-    assert facts["receptive_field"] == 17 and facts["output_stride"] == 1 and facts["modes"] == ["semantic"]
+    assert facts["receptive_field"] == 17 and facts["size_multiple"] == 1 and facts["modes"] == ["semantic"]
     result = CliRunner().invoke(app, ["models", "--info", "sliding", "--size", "64"])
     assert result.exit_code == 0 and "receptive_field" in result.output and "32" in result.output

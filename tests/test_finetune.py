@@ -13,8 +13,8 @@ from torchvision.models import segmentation as tvseg
 
 from segcli.checkpoint import load_checkpoint, make_card, save_checkpoint
 from segcli.data.synth import render_sample, synth_label_space
-from segcli.models.base import image_to_tensor
 from segcli.models.registry import build_model
+from segcli.preprocess import image_to_tensor
 from segcli.services.resolve import fetch_weights
 from segcli.structures import IGNORE_INDEX, LabelSpace
 

@@ -120,7 +120,7 @@ def test_model_tv_with_weights_file_predicts_evaluates_and_trains(tmp_path, torc
                                  "--weights", str(state_path), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     with torch.no_grad():
-        from segcli.models.base import image_to_tensor
+        from segcli.preprocess import image_to_tensor
 
         expected = reference(image_to_tensor(io.read_image(data / "images" / "im0.png"))[None])["out"].argmax(1)[0]
     assert np.array_equal(io.read_label_png(out / "semantic" / "im0.png"), expected.numpy().astype(np.uint8))

@@ -14,9 +14,9 @@ from torchvision.ops import FrozenBatchNorm2d
 from segcli.checkpoint import load_checkpoint, make_card, save_checkpoint
 from segcli.data.synth import render_sample, synth_label_space
 from segcli.errors import ModelError
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.models.pretrained import hub_checkpoint_path
 from segcli.models.registry import build_model
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import Prediction
 
 SHAPES = synth_label_space("shapes")

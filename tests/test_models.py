@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from segcli.data.synth import render_sample, synth_label_space
-from segcli.models.base import image_to_tensor
 from segcli.models.registry import build_model, list_models
+from segcli.preprocess import image_to_tensor
 
 SEMANTIC_APPROACHES = ["sliding", "fullres", "fcn", "unet", "deeplab"]
 

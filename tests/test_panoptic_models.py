@@ -8,10 +8,10 @@ import torch
 
 from segcli.data.synth import render_sample, synth_label_space
 from segcli.errors import ModelError
-from segcli.models.base import image_to_tensor
 from segcli.models.panoptic_deeplab import PanopticDeepLab
 from segcli.models.panoptic_targets import TargetConfig, instance_centers, panoptic_targets
 from segcli.models.registry import build_model
+from segcli.preprocess import image_to_tensor
 from segcli.structures import Prediction
 
 PANOPTIC_MODELS = ["unet_panoptic", "fcn_panoptic", "deeplab_panoptic"]

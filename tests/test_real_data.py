@@ -12,7 +12,7 @@ import pytest
 
 from segcli import io
 from segcli.data import check_dataset, load_dataset
-from segcli.data.detect import detect_format
+from segcli.data.load import detect_format
 from segcli.data.yolo import parse_polygons
 from segcli.errors import DataError
 

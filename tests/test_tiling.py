@@ -72,7 +72,7 @@ class DiskFinder(SegModel):
     the blur's 9 px, so what the tiles compute is exact wherever a tile sees 9 px around a pixel."""
 
     modes = ("semantic", "instance", "panoptic")
-    output_stride = 1
+    size_multiple = 1
 
     def __init__(self, sigma: float = 3.0) -> None:
         super().__init__()

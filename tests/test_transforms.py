@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from segcli.data.loader import TransformedDataset, collate
-from segcli.data.transforms import MIN_PIXELS, build_transform, masks_to_boxes
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
-from segcli.structures import IGNORE_INDEX, Instance, Sample
+from segcli.data.transforms import MIN_PIXELS, build_transform
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
+from segcli.structures import IGNORE_INDEX, Instance, Sample, masks_to_boxes
 
 H, W = 40, 56
 

@@ -1,4 +1,4 @@
-"""`segcli visualize` on a hand-made `segcli predict --out` folder (SPEC layout) of three tiny images."""
+"""`segcli visualize` on a hand-made `segcli predict --out` folder (the layout of segcli.outputs) of three tiny images."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def pred(tmp_path: Path, images: Path) -> Path:
         io.write_class_png(out / "semantic" / f"{stem}.png", semantic_map(), PALETTE)
         io.write_instance_png(out / "instance" / f"{stem}.png", instance_map())
         io.write_panoptic_png(out / "panoptic" / f"{stem}.png", panoptic_map())
-        for score in (0.9, 0.6):  # id 1 is the better one (SPEC: ids in descending score)
+        for score in (0.9, 0.6):  # id 1 is the better one (predict numbers ids by descending score)
             results.append({"image_id": stem, "file_name": f"{stem}.png", "category_id": 26, "score": score})
     io.write_json(out / "instances.json", results)
     io.write_json(out / "panoptic.json", {"annotations": [panoptic_annotation(s) for s in STEMS], "categories": CATEGORIES})

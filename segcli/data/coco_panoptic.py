@@ -10,7 +10,7 @@ import numpy as np
 
 from segcli import io
 from segcli.data.classes import from_coco_categories
-from segcli.data.coco import check_keys, find_json, image_dir, safe_join
+from segcli.data.coco_json import check_keys, find_json, image_dir, safe_join
 from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, select_split
 from segcli.errors import DataError
 from segcli.structures import IGNORE_INDEX, Instance, Sample, Segment, mask_to_xywh

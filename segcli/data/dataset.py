@@ -1,4 +1,4 @@
-"""The common dataset type and `load_dataset`, whatever the format on disk.
+"""The common dataset type and what every format's reader shares (segcli.data.load reads a dataset).
 
 Every reader gives a list of `Record`s (one per image: its name and the files it needs) and a
 function that turns a record into a `Sample`. What a format does not store is derived here, the
@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segcli.data.classes import parse_classes_txt
 from segcli.errors import DataError, UsageError
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, panoptic_from_instances
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, paste_segments
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -33,7 +34,8 @@ class Record:
 class DatasetOptions:
     images: Path | None = None  # where COCO images live
     masks: Path | None = None  # where panoptic PNGs live
-    classes: Path | None = None  # a classes.txt overriding the format's own
+    classes: Path | None = None  # --classes: a classes.txt overriding the format's own
+    class_list: LabelSpace | None = None  # --classes read (load_dataset reads it once)
     binary: bool = False  # 0/255 masks: 255 -> class 1
     val: Path | None = None  # COCO: the json of the validation split
     seed: int = 0
@@ -109,9 +111,9 @@ def complete_sample(sample: Sample, label_space: LabelSpace) -> Sample:
     elif not sample.instances and sample.panoptic is None:
         sample.instances = instances_from_semantic(sample.semantic, label_space)
     if sample.panoptic is None:
-        # Earlier instances win in panoptic_from_instances: smallest first, the overlap order of the semantic map.
+        # Earlier instances win in paste_segments: smallest first, the overlap order of the semantic map.
         ordered = smallest_first(sample.instances)
-        sample.panoptic, sample.segments = panoptic_from_instances(sample.semantic, ordered, label_space.isthing)
+        sample.panoptic, sample.segments = paste_segments(sample.semantic, ordered, label_space.isthing)
     return sample
 
 
@@ -146,26 +148,7 @@ def select_split(records: list[Record], root: Path, split: str, seed: int) -> li
     return [r for i, r in enumerate(records) if i in chosen]
 
 
-# ---------------------------------------------------------------- entry point
-
-
-def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *, images: Path | None = None,
-                 masks: Path | None = None, classes: Path | None = None, binary: bool = False, val: Path | None = None,
-                 seed: int = 0) -> SegDataset:
-    """Read a dataset in any supported format (see segcli.data.detect) and return one split."""
-    from segcli.data.detect import READERS, detect_format
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"--data {path}: no such file or folder")
-    fmt = detect_format(path) if format == "auto" else format
-    if fmt not in READERS:
-        raise UsageError(f"--format {format!r}: choose auto or one of {', '.join(READERS)}")
-    options = DatasetOptions(images=images, masks=masks, classes=classes, binary=binary, val=val, seed=seed)
-    dataset = READERS[fmt](path, split, options)
-    if len(dataset) == 0:
-        raise DataError(f"{path}: the {split} split of this {fmt} dataset has no images")
-    return dataset
+# ---------------------------------------------------------------- checks and helpers the readers share
 
 
 def check_dataset(dataset: SegDataset, mode: str) -> list[str]:
@@ -206,3 +189,29 @@ def image_mask_pairs(image_dir: Path, mask_dir: Path) -> list[Record]:
 def check_same_size(image: np.ndarray, label: np.ndarray, label_path: Path) -> None:
     if image.shape[:2] != label.shape[:2]:
         raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} px, its image {image.shape[1]}x{image.shape[0]}")
+
+
+def instances_by_majority_class(ids: np.ndarray, semantic: np.ndarray, skip_ids: tuple[int, ...] = (0,),
+                                skip_classes: tuple[int, ...] = (IGNORE_INDEX,)) -> list[Instance]:
+    """One instance per id of an instance-id map (ids in `skip_ids` are none), of the class most of its pixels
+    have in the semantic map (classes in `skip_classes` not counted); an id with no counted pixel is dropped."""
+    instances = []
+    for number in np.unique(ids):
+        if number in skip_ids:
+            continue
+        mask = ids == number
+        labels = semantic[mask]
+        labels = labels[~np.isin(labels, skip_classes)]
+        if labels.size:
+            instances.append(Instance(mask=mask, label=int(np.bincount(labels).argmax())))
+    return instances
+
+
+def class_list(root: Path, options: DatasetOptions) -> tuple[LabelSpace, Path] | None:
+    """The classes.txt of a format that keeps its classes in one (folder, idmap, yolo), read, with its path:
+    --classes, else ROOT/classes.txt, else None."""
+    if options.class_list is not None:
+        return options.class_list, Path(options.classes)
+    path = Path(root) / "classes.txt"
+    return (parse_classes_txt(path), path) if path.is_file() else None
+

@@ -13,10 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
-from segcli.data.classes import parse_classes_txt
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, image_mask_pairs, select_split
+from segcli.data.dataset import (
+    DatasetOptions,
+    Record,
+    SegDataset,
+    check_same_size,
+    class_list,
+    image_mask_pairs,
+    instances_by_majority_class,
+    select_split,
+)
 from segcli.errors import DataError
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace
+from segcli.structures import IGNORE_INDEX, LabelSpace
 
 IMAGE_DIRS = ("images", "image")
 MASK_DIRS = ("masks", "label", "labels")
@@ -31,9 +39,9 @@ def find_dir(root: Path, names: tuple[str, ...], suffix: str | None = None) -> P
 
 
 def _label_space(root: Path, options: DatasetOptions, records: list[Record]) -> LabelSpace:
-    classes = options.classes or (root / "classes.txt")
-    if Path(classes).is_file():
-        return parse_classes_txt(Path(classes))
+    found = class_list(root, options)
+    if found is not None:
+        return found[0]
     if options.binary:
         return LabelSpace(["background", "foreground"], isthing=[False, True])
     # No class list: as many classes as the largest index found (a quick look at a few masks).
@@ -80,19 +88,6 @@ def colors_to_classes(rgb: np.ndarray, palette: list[tuple[int, int, int]], path
     return lookup[inverse.reshape(codes.shape)]
 
 
-def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray) -> list[Instance]:
-    instances = []
-    for number in np.unique(ids):
-        if number == 0:
-            continue
-        mask = ids == number
-        labels = semantic[mask]
-        labels = labels[labels != IGNORE_INDEX]
-        if labels.size:
-            instances.append(Instance(mask=mask, label=int(np.bincount(labels).argmax())))
-    return instances
-
-
 def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     image_dir, mask_dir = find_dir(root, IMAGE_DIRS), find_dir(root, MASK_DIRS, ".png")
     if image_dir is None or mask_dir is None:
@@ -103,8 +98,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         if (instance_dir / f"{record.name}.png").is_file():
             record.files["instances"] = instance_dir / f"{record.name}.png"
     label_space = _label_space(root, options, records)
-    has_class_list = Path(options.classes or (root / "classes.txt")).is_file()
-    palette = label_space.colors if has_class_list else None
+    palette = label_space.colors if class_list(root, options) is not None else None
 
     def load(record: Record):
         from segcli.structures import Sample
@@ -116,7 +110,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         if "instances" in record.files:
             ids = io.read_label_png(record.files["instances"])
             check_same_size(image, ids, record.files["instances"])
-            instances = _instances_from_ids(ids, semantic)
+            instances = instances_by_majority_class(ids, semantic)
         return Sample(image=image, name=record.name, semantic=semantic, instances=instances)
 
     return SegDataset(root, "folder", label_space, select_split(records, root, split, options.seed), load, split)

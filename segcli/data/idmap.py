@@ -12,16 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
-from segcli.data.classes import parse_classes_txt
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, image_mask_pairs, select_split
+from segcli.data.dataset import (
+    DatasetOptions,
+    Record,
+    SegDataset,
+    check_same_size,
+    class_list,
+    image_mask_pairs,
+    select_split,
+)
 from segcli.errors import DataError
 from segcli.structures import Instance, LabelSpace, Sample
 
 
 def _label_space(root: Path, options: DatasetOptions, default: str) -> LabelSpace:
-    classes = options.classes or (root / "classes.txt")
-    if Path(classes).is_file():
-        space = parse_classes_txt(Path(classes))
+    found = class_list(root, options)
+    if found is not None:
+        space, classes = found
         if len(space.thing_indices) != 1:
             raise DataError(f"{classes}: an idmap dataset has exactly one thing class (and background)")
         return space

@@ -22,7 +22,7 @@ import numpy as np
 
 from segcli import io
 from segcli.errors import UsageError
-from segcli.structures import Instance, LabelSpace, Sample, mask_to_rle, panoptic_from_instances
+from segcli.structures import Instance, LabelSpace, Sample, mask_to_rle, paste_segments
 
 KINDS = ("shapes", "context")
 MIN_VISIBLE_PIXELS = 16  # occluded objects smaller than this are dropped: nobody could label them
@@ -216,7 +216,7 @@ def render_sample(kind: str, size: int, rng: np.random.Generator, name: str = "s
     for inst in instances:
         covered |= inst.mask
     semantic[~covered] = layout[~covered]
-    panoptic, segments = panoptic_from_instances(semantic, instances, label_space.isthing)
+    panoptic, segments = paste_segments(semantic, instances, label_space.isthing)
     return Sample(
         image=np.clip(image, 0, 255).astype(np.uint8), name=name, semantic=semantic,
         instances=instances, panoptic=panoptic, segments=segments,

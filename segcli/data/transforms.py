@@ -25,8 +25,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from segcli import io
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD
-from segcli.structures import IGNORE_INDEX, Instance, Sample
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from segcli.structures import IGNORE_INDEX, Instance, Sample, masks_to_boxes
 
 MIN_PIXELS = 4
 SCALE = {"semantic": (0.25, 1.0), "instance": (0.35, 1.0), "panoptic": (0.35, 1.0)}
@@ -97,18 +97,6 @@ def _as_tv_tensors(sample: Sample, with_instances: bool) -> dict:
         tensors["masks"] = tv_tensors.Mask(torch.from_numpy(masks.astype(np.uint8)))
         tensors["labels"] = torch.tensor([inst.label for inst in kept], dtype=torch.int64)
     return tensors
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> (N, 4) xyxy with exclusive right/bottom edges, as torchvision's detection models expect."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.float32)
-    rows, cols = masks.any(2), masks.any(1)
-    y0 = rows.float().argmax(1)
-    y1 = masks.shape[1] - rows.flip(1).float().argmax(1)
-    x0 = cols.float().argmax(1)
-    x1 = masks.shape[2] - cols.flip(1).float().argmax(1)
-    return torch.stack([x0, y0, x1, y1], dim=1).float()
 
 
 def _target(out: dict) -> dict:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size
+from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, instances_by_majority_class
 from segcli.errors import DataError
-from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample
+from segcli.structures import IGNORE_INDEX, LabelSpace, Sample
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -39,15 +39,9 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         check_same_size(image, semantic, record.files["mask"])
         instances = []
         if record.files["objects"].is_file():
-            objects = io.read_label_png(record.files["objects"])
-            for number in np.unique(objects):
-                if number in (0, IGNORE_INDEX):
-                    continue
-                mask = objects == number
-                labels = semantic[mask]
-                labels = labels[(labels != IGNORE_INDEX) & (labels != 0)]
-                if labels.size:
-                    instances.append(Instance(mask=mask, label=int(np.bincount(labels).argmax())))
+            # Object ids 255 (void) are no object; each object takes its most frequent class but background.
+            instances = instances_by_majority_class(io.read_label_png(record.files["objects"]), semantic,
+                                                    skip_ids=(0, IGNORE_INDEX), skip_classes=(0, IGNORE_INDEX))
         return Sample(image=image, name=record.name, semantic=semantic, instances=instances)
 
     return SegDataset(root, "voc", label_space, records, load, split)

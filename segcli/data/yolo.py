@@ -10,23 +10,20 @@ import cv2
 import numpy as np
 
 from segcli import io
-from segcli.data.classes import parse_classes_txt, parse_data_yaml, with_background
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, select_split
+from segcli.data.classes import parse_data_yaml, with_background
+from segcli.data.dataset import DatasetOptions, Record, SegDataset, class_list, select_split
 from segcli.errors import DataError
 from segcli.io import IMAGE_EXTENSIONS
 from segcli.structures import Instance, LabelSpace, Sample
 
 
 def _label_space(root: Path, options: DatasetOptions) -> LabelSpace:
-    if options.classes:
-        space = parse_classes_txt(Path(options.classes))
-        return with_background(space.names, space.category_ids)
     for name in ("data.yaml", "dataset.yaml"):
-        if (root / name).is_file():
+        if options.class_list is None and (root / name).is_file():  # --classes first, then data.yaml
             return with_background(parse_data_yaml(root / name))
-    if (root / "classes.txt").is_file():
-        space = parse_classes_txt(root / "classes.txt")
-        return with_background(space.names, space.category_ids)
+    found = class_list(root, options)
+    if found is not None:
+        return with_background(found[0].names, found[0].category_ids)
     raise DataError(f"{root}: a YOLO dataset needs data.yaml (names: [...]) or classes.txt")
 
 

@@ -165,7 +165,7 @@ def pq_image(gt_ids: np.ndarray, gt_segments: dict[int, dict], pred_ids: np.ndar
 
 
 def pq_summary(stat: PQStat, categories: dict[int, dict]) -> dict:
-    """The SPEC.md keys: pq, sq, rq, n, things, stuff, per_class [{id, name, isthing, pq, sq, rq, tp, fp, fn}]."""
+    """The keys eval reports: pq, sq, rq, n, things, stuff, per_class [{id, name, isthing, pq, sq, rq, tp, fp, fn}]."""
     overall, per_class = stat.average(categories)
     things, _ = stat.average(categories, isthing=True)
     stuff, _ = stat.average(categories, isthing=False)

@@ -1,6 +1,6 @@
 """The contract every zoo model follows, whatever its family.
 
-    images: Tensor (B, 3, H, W) float32, normalised with the card's mean/std (`image_to_tensor`)
+    images: Tensor (B, 3, H, W) float32, normalised with the card's mean/std (segcli.preprocess.image_to_tensor)
     targets: list of dicts, one per image (torchvision's detection convention):
         "semantic": (H, W) int64 class indices, 255 = ignore
         "masks":    (N, H, W) uint8/bool instance masks
@@ -22,25 +22,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from segcli.structures import IGNORE_INDEX, Mode, Prediction
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def image_to_tensor(
-    image: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
-) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised; the one preprocessing step."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
-    return x.sub_(m).div_(s)  # in place: a 10000 px photo is 1.2 GB as float32, once is enough
+from segcli.models.losses import dense_losses
+from segcli.structures import Mode, Prediction
 
 
 class SegModel(nn.Module, ABC):
@@ -56,18 +42,6 @@ class SegModel(nn.Module, ABC):
     @abstractmethod
     def postprocess(self, outputs: dict[str, torch.Tensor], **kwargs) -> list[Prediction]:
         """Raw outputs of `forward` -> one `Prediction` per image."""
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Soft multi-class Dice loss averaged over classes, ignoring `ignore_index` pixels."""
-    num_classes = logits.shape[1]
-    valid = (target != ignore_index).unsqueeze(1)
-    probs = logits.softmax(1) * valid
-    onehot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
 
 
 class SemanticModel(SegModel):
@@ -91,11 +65,7 @@ class SemanticModel(SegModel):
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         logits = self(images)["semantic"]
         target = torch.stack([t["semantic"] for t in targets]).long().to(logits.device)
-        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-        losses = {"ce": F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)}
-        if self.dice_weight > 0:
-            losses["dice"] = self.dice_weight * dice_loss(logits, target)
-        return losses
+        return dense_losses(logits, target, name="ce", class_weights=self.class_weights, dice_weight=self.dice_weight)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], **kwargs) -> list[Prediction]:
         # argmax of the logits is that of the softmax: no (C, H, W) probability copy of a large image.

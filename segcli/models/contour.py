@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segcli.models.base import SegModel, dice_loss
-from segcli.models.panoptic_deeplab import resolve_thing_classes, weighted_cross_entropy
+from segcli.models.base import SegModel
+from segcli.models.losses import dense_losses
+from segcli.models.panoptic_deeplab import resolve_thing_classes
 from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import register_model
 from segcli.models.semantic import build_body
@@ -54,7 +55,7 @@ class ContourModel(SegModel):
         self.thing_classes = list(thing_classes)
         self.boundary_width = boundary_width
         self.classifier = nn.Conv2d(body.out_channels, num_classes + 1, 1)
-        self.output_stride = getattr(body, "output_stride", body.out_stride)
+        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = self.classifier(self.body(images))
@@ -69,10 +70,8 @@ class ContourModel(SegModel):
         weights = None
         if self.class_weights is not None:
             weights = torch.cat([self.class_weights, self.class_weights.max().view(1)])
-        losses = {"semantic": weighted_cross_entropy(logits, target, 1.0, weights)}
-        if self.dice_weight > 0:
-            losses["dice"] = self.dice_weight * dice_loss(logits, target)
-        return losses
+        return dense_losses(logits, target, name="semantic", class_weights=weights, pixel_weight=1.0,
+                            dice_weight=self.dice_weight)
 
     def _target(self, target: dict) -> torch.Tensor:
         """The semantic target with thing-instance boundaries relabelled as class C."""

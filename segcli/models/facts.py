@@ -1,4 +1,4 @@
-"""Facts about a model that explain its design: parameters, GFLOPs, receptive field, output stride.
+"""Facts about a model that explain its design: parameters, GFLOPs, receptive field, the multiple its input sizes are padded to.
 
 The *theoretical* receptive field is computed from the layers, whatever their wiring (skips,
 concatenations, upsampling): a float64 copy of the model gets strictly positive averaging
@@ -152,7 +152,7 @@ def model_facts(name: str, size: int = 512, model: nn.Module | None = None, **bu
         "gflops": round(gflops(model, size, in_channels), 3),
         "gflops_at": size,
         "receptive_field": receptive_field(model, in_channels),
-        "output_stride": getattr(model, "output_stride", 1),
+        "size_multiple": getattr(model, "size_multiple", 1),  # input sides are padded to a multiple of it
     }
 
 

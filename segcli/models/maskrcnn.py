@@ -40,19 +40,21 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, masks_to_boxes
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from segcli import hub
 from segcli.errors import ModelError
 from segcli.models.backbones import Encoder
-from segcli.models.base import IMAGENET_MEAN, IMAGENET_STD, SegModel
+from segcli.models.base import SegModel
 from segcli.models.blocks import ConvBNReLU
-from segcli.models.panoptic_deeplab import resolve_thing_classes, weighted_cross_entropy
+from segcli.models.losses import weighted_cross_entropy
+from segcli.models.panoptic_deeplab import resolve_thing_classes
 from segcli.models.postprocess import combine_semantic_and_instances
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
-from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction, masks_to_boxes
 
 MODES = (Mode.INSTANCE, Mode.PANOPTIC)  # no semantic model of its own: its semantic head serves the fusion
 FPN_LEVELS = ("0", "1", "2", "3")  # strides 4..32: the names torchvision's RoI pooling reads
@@ -179,8 +181,7 @@ class MaskRCNNModel(SegModel):
         labels = self.to_torchvision[target["labels"].long().to(self.to_torchvision.device)]
         boxes = target.get("boxes")
         if boxes is None:
-            # masks_to_boxes gives the last pixel's index; a box ends one pixel further
-            boxes = masks_to_boxes(masks) + masks.new_tensor([0, 0, 1, 1], dtype=torch.float32) if len(masks) else torch.zeros(0, 4)
+            boxes = masks_to_boxes(masks)
         boxes = boxes.float().to(labels.device)
         keep = (labels > 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & masks.flatten(1).any(1).to(labels.device)
         return {"boxes": boxes[keep], "labels": labels[keep], "masks": masks[keep].to(device=labels.device, dtype=torch.uint8)}

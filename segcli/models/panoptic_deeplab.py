@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.errors import ModelError
-from segcli.models.base import SegModel, dice_loss
+from segcli.models.base import SegModel
 from segcli.models.blocks import ConvBNReLU
+from segcli.models.losses import dense_losses
 from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import bottom_up_prediction
 from segcli.models.registry import register_model
 from segcli.models.semantic import build_body, copy_normalisation
-from segcli.structures import IGNORE_INDEX, Mode, Prediction
+from segcli.structures import Mode, Prediction
 
 
 def resolve_thing_classes(thing_classes: list[int] | None, num_classes: int) -> list[int]:
@@ -63,7 +64,7 @@ class PanopticDeepLab(SegModel):
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
         self.target_config = targets
-        self.output_stride = getattr(body, "output_stride", body.out_stride)
+        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
         self.semantic_head = Head(body.out_channels, head_channels, num_classes)
         self.center_head = Head(body.out_channels, head_channels, 1)
         self.offset_head = Head(body.out_channels, head_channels, 2)
@@ -122,10 +123,8 @@ class PanopticDeepLab(SegModel):
         }
 
     def _semantic_losses(self, logits: torch.Tensor, target: torch.Tensor, pixel_weight: torch.Tensor | float) -> dict[str, torch.Tensor]:
-        losses = {"semantic": weighted_cross_entropy(logits, target, pixel_weight, self.class_weights)}
-        if self.dice_weight > 0:
-            losses["dice"] = self.dice_weight * dice_loss(logits, target)
-        return losses
+        return dense_losses(logits, target, name="semantic", class_weights=self.class_weights, pixel_weight=pixel_weight,
+                            dice_weight=self.dice_weight)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, center_threshold: float = 0.1,
                     nms_kernel: int = 7, top_k: int = 200, stuff_area: int = 64) -> list[Prediction]:
@@ -145,17 +144,6 @@ def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum(loss * weight) / sum(weight over the broadcast shape); zero (with a gradient) when every weight is 0."""
     weight = weight.expand_as(loss)
     return (loss * weight).sum() / weight.sum().clamp(min=1.0)
-
-
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | float,
-                           class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel cross-entropy (optionally class-weighted) times per-pixel weights, averaged over the
-    non-ignored pixels (zero, not NaN, when every pixel is ignored)."""
-    if class_weights is not None:
-        class_weights = class_weights.to(logits.device)
-    loss = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="none")
-    valid = (target != IGNORE_INDEX).float()
-    return (loss * weight * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 def _panoptic(approach: str, num_classes: int, in_channels: int, width: int, thing_classes: list[int] | None,

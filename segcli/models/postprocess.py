@@ -20,7 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction, Segment, mask_to_xywh
+from segcli.structures import (
+    IGNORE_INDEX,
+    Instance,
+    Mode,
+    Prediction,
+    Segment,
+    id_map_boxes,
+    mask_to_xywh,
+    paste_segments,
+)
 
 # At most this many instance centres per image, whatever `top_k` asks: an untrained model's heatmap has a
 # peak almost everywhere, and every centre kept costs a segment in every output (detectron2's default top-k).
@@ -111,10 +120,10 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
     scores = (scores.float() * center_scores.clamp(0, 1)).tolist()
     kept = sorted((k for k in range(count) if areas[k] > 0), key=lambda k: -scores[k])
     ids_np = ids.cpu().numpy()
-    boxes = _boxes(ids_np, count)
+    boxes = id_map_boxes(ids_np, count)
     instances = []
     for k in kept:
-        y0, x0, y1, x1 = boxes[k]
+        x0, y0, x1, y1 = boxes[k]
         mask = np.zeros(ids_np.shape, bool)
         mask[y0:y1, x0:x1] = ids_np[y0:y1, x0:x1] == k + 1
         instances.append(Instance(mask=mask, label=int(labels[k]), score=scores[k],
@@ -125,16 +134,6 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
     panoptic, segments = _paste_disjoint(semantic_np, ids_np, count, [(k + 1, int(areas[k])) for k in kept], instances,
                                          is_thing.tolist(), stuff_area)
     return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
-
-
-def _boxes(ids: np.ndarray, count: int) -> np.ndarray:
-    """(count, 4) [y0, x0, y1, x1) boxes of ids 1..count, from per-row and per-column counts (two bincounts)."""
-    h, w = ids.shape
-    rows = np.bincount((ids * h + np.arange(h)[:, None]).ravel(), minlength=(count + 1) * h).reshape(count + 1, h)[1:] > 0
-    cols = np.bincount((ids * w + np.arange(w)[None, :]).ravel(), minlength=(count + 1) * w).reshape(count + 1, w)[1:] > 0
-    y0, x0 = rows.argmax(1), cols.argmax(1)
-    y1, x1 = h - rows[:, ::-1].argmax(1), w - cols[:, ::-1].argmax(1)
-    return np.stack([y0, x0, y1, x1], 1)
 
 
 def _paste_disjoint(semantic: np.ndarray, ids: np.ndarray, count: int, kept: list[tuple[int, int]],
@@ -158,41 +157,6 @@ def _paste_disjoint(semantic: np.ndarray, ids: np.ndarray, count: int, kept: lis
     return panoptic, segments
 
 
-def paste_segments(semantic: np.ndarray, instances: list[Instance], isthing: list[bool], stuff_area: int,
-                   overlap_threshold: float | None = None) -> tuple[np.ndarray, list[Segment]]:
-    """Instances in list order (ids 1..), then one segment per stuff class of at least `stuff_area` free pixels.
-
-    With `overlap_threshold`, an instance whose area is more than that fraction already taken is
-    skipped, and a partly covered one keeps only its free pixels (the fusion rule); without it the
-    instances must already be disjoint. Thing-class pixels of `semantic` that no instance covers stay void (0).
-    """
-    panoptic = np.zeros(semantic.shape, dtype=np.int32)
-    segments: list[Segment] = []
-    for inst in instances:
-        area = inst.area
-        if area == 0:
-            continue
-        free = inst.mask & (panoptic == 0)
-        if overlap_threshold is not None and (area - int(free.sum())) / area > overlap_threshold:
-            continue
-        if not free.any():
-            continue
-        segment_id = len(segments) + 1
-        panoptic[free] = segment_id
-        segments.append(Segment(segment_id, inst.label, int(free.sum()), mask_to_xywh(free), score=inst.score))
-    for label in np.unique(semantic).tolist():
-        if label == IGNORE_INDEX or label >= len(isthing) or isthing[label]:
-            continue
-        region = (semantic == label) & (panoptic == 0)
-        area = int(region.sum())
-        if area < stuff_area:
-            continue
-        segment_id = len(segments) + 1
-        panoptic[region] = segment_id
-        segments.append(Segment(segment_id, label, area, mask_to_xywh(region)))
-    return panoptic, segments
-
-
 # ---------------------------------------------------------------- top-down fusion (Mask R-CNN + semantic)
 
 
@@ -202,7 +166,8 @@ def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instanc
     """The standard heuristic fusion of an instance and a semantic prediction into one panoptic map.
 
     As panopticapi's `combine_semantic_and_instance_predictions.py` and detectron2's Panoptic FPN
-    (`combine_semantic_and_instance_outputs`) define it, with their defaults:
+    (`combine_semantic_and_instance_outputs`) define it. The defaults here are theirs (stuff_area 64 x 64
+    px); segcli's models pass their own (Mask R-CNN's default: stuff_area 64 px):
     1. instances scoring below `score_threshold` are dropped (panopticapi's `confidence_thr`);
     2. the rest are pasted in descending score; one whose area is more than `overlap_threshold`
        covered by instances already pasted is skipped, a partly covered one keeps its free pixels;

@@ -54,7 +54,7 @@ class SlidingWindow(SemanticModel):
             channels = width
         layers += [ConvBNReLU(width, 2 * width, kernel=1, padding=0), nn.Conv2d(2 * width, num_classes, 1)]
         self.classifier = nn.Sequential(*layers)
-        self.output_stride = 1
+        self.size_multiple = 1  # full resolution throughout: any input size
 
     @property
     def _pads(self) -> tuple[int, int, int, int]:
@@ -183,7 +183,7 @@ class FCNBody(nn.Module):
 
 
 def _fit(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Crop or pad-resize x to like's spatial size (odd sizes after repeated halving)."""
+    """x resized (bilinear) to like's spatial size: after repeated halving an odd size is off by a pixel."""
     if x.shape[-2:] == like.shape[-2:]:
         return x
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
@@ -211,7 +211,7 @@ class UNetBody(nn.Module):
             channels = out
         self.ups = nn.ModuleList(ups)
         self.out_channels, self.out_stride = channels, info[0].stride  # stride 2 (4 for ConvNeXt) with an ImageNet encoder
-        self.output_stride = info[-1].stride  # coarsest feature: inputs are padded to a multiple of it
+        self.size_multiple = info[-1].stride  # coarsest feature: inputs are padded to a multiple of it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = list(self.encoder(x).values())
@@ -256,7 +256,7 @@ class DeepLabBody(nn.Module):
         self.low_project = ConvBNReLU(low.channels, width, kernel=1)
         self.fuse = nn.Sequential(ConvBNReLU(5 * width, 2 * width), ConvBNReLU(2 * width, 2 * width))
         self.out_channels, self.out_stride = 2 * width, 4
-        self.output_stride = info[-1].stride  # output_stride, or 32 for an encoder torchvision cannot dilate
+        self.size_multiple = info[-1].stride  # the output stride asked for, or 32 for an encoder torchvision cannot dilate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
@@ -292,7 +292,7 @@ class BodyClassifier(SemanticModel):
         super().__init__()
         self.body = body
         self.classifier = nn.Conv2d(body.out_channels, num_classes, 1) if classify else nn.Identity()
-        self.output_stride = getattr(body, "output_stride", body.out_stride)
+        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
         copy_normalisation(self, body)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

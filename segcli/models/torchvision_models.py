@@ -32,7 +32,7 @@ class TorchvisionSemantic(SemanticModel):
         self.class_names = class_names
         preset = weights_enum.transforms()
         self.mean, self.std = tuple(preset.mean), tuple(preset.std)
-        self.output_stride = 8
+        self.size_multiple = 8  # FCN and DeepLabV3 see 1/8 of the image: inputs padded to a multiple of 8
         self._aux: torch.Tensor | None = None
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -277,7 +277,7 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
         "params": facts["parameters"],
         "gflops": facts["gflops"],
         "receptive_field": facts["receptive_field"],
-        "output_stride": facts["output_stride"],
+        "size_multiple": facts["size_multiple"],
         "latency_ms": {},
         "peak_memory_mb": {},
     }

@@ -1,8 +1,8 @@
 """`segcli eval`: score prediction files, or predict a dataset and score it, with segcli.metrics.
 
-Every function returns the SPEC.md keys plus `per_class` rows; the CLI renders them. Mismatched
-inputs (a prediction without ground truth, a missing file, differing sizes, unknown ids) raise a
-DataError that names the file and the id.
+Every function returns the metric keys of segcli.metrics (fractions in [0, 1]) plus `per_class` rows;
+the CLI renders them. Mismatched inputs (a prediction without ground truth, a missing file, differing
+sizes, unknown ids) raise a DataError that names the file and the id.
 """
 
 from __future__ import annotations

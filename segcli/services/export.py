@@ -5,7 +5,7 @@
             panoptic models give "center", "offset", "semantic"
     metadata_props  "segcli_card" (the card as json), "mean", "std", "label_space"
 
-N, H and W are dynamic. H and W must be multiples of the model's output stride, as the
+N, H and W are dynamic. H and W must be multiples of the model's size_multiple (`models --info`), as the
 tracing size is: shape checks in forward are frozen by tracing (see `_check_size`).
 """
 
@@ -23,7 +23,7 @@ from segcli.checkpoint import checkpoint_paths, load_checkpoint
 from segcli.errors import ModelError, UsageError
 
 INSTALL_HINT = "pip install 'segcli[onnx]'"
-SIZE_MULTIPLE = 32  # the largest output stride in the zoo
+SIZE_MULTIPLE = 32  # a multiple of every zoo model's size_multiple (the largest is 32)
 
 
 class _NamedOutputs(nn.Module):

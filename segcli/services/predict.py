@@ -1,19 +1,18 @@
-"""`segcli predict`: run one model over a batch of images and write SPEC.md's output layout.
+"""`segcli predict`: run one model over a batch of images and write the output folder (segcli.outputs).
 
 The pipeline keeps the model busy: a thread pool decodes images ahead of it (bounded prefetch;
 OpenCV decodes without holding the GIL), `predict_arrays` runs them in batches, and one writer
 thread encodes each image's files while the next batch computes. After an image's files, its part
 `DIR/.parts/<mode>/<stem>.json` is written (atomically, last): an image is done exactly when its
 part exists. So `--skip-existing` resumes an interrupted run, and the aggregates (instances.json,
-panoptic.json) are assembled from the parts at the end, whatever run produced them.
+panoptic.json) are written from the parts at the end, whatever run produced them.
 
 Like `train`, it never prints: `callback("start", ...)`, then `callback("image", record=...)` once
-per input, in input order. A record is the `--json` line of SPEC.md.
+per input, in input order. A record is the `--json` line (README, "predict").
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections import deque
@@ -26,27 +25,16 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from segcli import draw, io
+from segcli import io
 from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
+from segcli.outputs import Job, output_paths, read_part, write_aggregates, write_outputs
 from segcli.services.resolve import resolve_model
-from segcli.structures import (
-    IGNORE_INDEX,
-    Instance,
-    LabelSpace,
-    Mode,
-    Prediction,
-    coco_result,
-    mask_to_xywh,
-    parse_mode,
-)
+from segcli.structures import Mode, Prediction, parse_mode
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
-PARTS = ".parts"
-CATEGORIES = "categories.json"  # the label space (COCO categories, in class-index order) for every mode
 
 Callback = Callable[..., None]
 
@@ -88,12 +76,6 @@ class PredictSummary:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class Job:
-    path: Path
-    stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems)
-
-
 def predict(config: PredictConfig, callback: Callback | None = None) -> PredictSummary:
     """Predict every input and write the outputs of `config.mode`; failed inputs are reported, not raised."""
     notify = callback if callback is not None else (lambda *a, **k: None)
@@ -115,7 +97,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile)
     summary = run.run(jobs)
-    summary.aggregates = assemble(config.out, config.mode, all_jobs, run.label_space)
+    summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space)
     summary.seconds = time.perf_counter() - began
     return summary
 
@@ -199,143 +181,6 @@ def _shard(jobs: list[Job], shard: str | None) -> list[Job]:
     return io.shard(jobs, *parse_shard(shard))
 
 
-# ---------------------------------------------------------------- outputs of one image
-
-
-def output_paths(out: Path, stem: str, mode: str, overlay: bool) -> dict[str, Path]:
-    """The per-image files of a mode (SPEC.md's layout), by kind."""
-    paths = {mode: Path(out) / mode / f"{stem}.png"}
-    if overlay:
-        paths["overlay"] = Path(out) / "overlays" / f"{stem}.jpg"
-    return paths
-
-
-def part_path(out: Path, mode: str, stem: str) -> Path:
-    return Path(out) / PARTS / mode / f"{stem}.json"
-
-
-def _segment(segment_id: int, label: int, area: int, bbox, space: LabelSpace, score: float | None = None) -> dict:
-    entry = {"id": int(segment_id), "category": space.names[label], "category_id": space.category_ids[label],
-             "isthing": bool(space.isthing[label]), "area": int(area), "bbox": [float(v) for v in bbox]}
-    if score is not None:
-        entry["score"] = float(score)
-    return entry
-
-
-def instance_id_map(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
-    """uint16 ids 1..N in list order (descending score); where masks overlap, the better-scored one shows."""
-    ids = np.zeros(shape, np.uint16)
-    for number in range(len(instances), 0, -1):  # worst first, so better ones paint over it
-        ids[instances[number - 1].mask] = number
-    return ids
-
-
-def _semantic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
-                      shape: tuple[int, int]) -> tuple[list[dict], None]:
-    labels = prediction.semantic
-    io.write_class_png(path, labels, space.colors)
-    segments = []
-    areas = np.bincount(labels.ravel(), minlength=256)  # one pass for every class's area (np.unique sorts)
-    for label in np.flatnonzero(areas).tolist():
-        if label != IGNORE_INDEX:
-            segments.append(_segment(label, label, int(areas[label]), mask_to_xywh(labels == label), space))
-    return segments, None
-
-
-def _instance_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
-                      shape: tuple[int, int]) -> tuple[list[dict], list[dict]]:
-    instances = ranked_instances(prediction)
-    io.write_instance_png(path, instance_id_map(instances, shape))
-    segments = [_segment(n, inst.label, inst.area, inst.bbox, space, inst.score) for n, inst in enumerate(instances, 1)]
-    results = [coco_result(inst, job.stem, space) | {"file_name": job.path.name} for inst in instances]
-    return segments, results
-
-
-def _panoptic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
-                      shape: tuple[int, int]) -> tuple[list[dict], dict]:
-    io.write_panoptic_png(path, prediction.panoptic)
-    segments, infos = [], []
-    for s in prediction.segments:
-        segments.append(_segment(s.id, s.label, s.area, s.bbox, space, s.score))
-        info = {"id": int(s.id), "category_id": space.category_ids[s.label], "area": int(s.area),
-                "bbox": [float(v) for v in s.bbox], "iscrowd": 0}
-        if s.score is not None:
-            info["score"] = float(s.score)
-        infos.append(info)
-    # file_name names the PNG in panoptic/, as panopticapi's convention has it.
-    return segments, {"image_id": job.stem, "file_name": f"{job.stem}.png", "segments_info": infos}
-
-
-WRITERS = {"semantic": _semantic_outputs, "instance": _instance_outputs, "panoptic": _panoptic_outputs}
-
-
-def ranked_instances(prediction: Prediction) -> list[Instance]:
-    """Non-empty instances by descending score: the order of the instance PNG's ids."""
-    return sorted((inst for inst in prediction.instances if inst.mask.any()), key=lambda inst: -inst.score)
-
-
-def overlay(image: np.ndarray, prediction: Prediction, mode: str, space: LabelSpace, alpha: float) -> np.ndarray:
-    """The image with the mode's prediction drawn on it; semantic and panoptic with a legend of the classes shown."""
-    if mode == "instance":
-        return draw.overlay_instances(image, instance_id_map(ranked_instances(prediction), image.shape[:2]), alpha)
-    if mode == "semantic":
-        drawn = draw.overlay_semantic(image, prediction.semantic, space.colors, alpha)
-        shown = sorted(int(c) for c in np.unique(prediction.semantic) if c != IGNORE_INDEX)
-    else:
-        labels = {s.id: s.label for s in prediction.segments}
-        drawn = draw.overlay_panoptic(image, prediction.panoptic, labels, space.isthing, space.colors, alpha)
-        shown = sorted(set(labels.values()))
-    if not shown:
-        return drawn
-    return draw.with_legend(drawn, [space.names[c] for c in shown], [space.colors[c] for c in shown])
-
-
-def write_outputs(job: Job, image: np.ndarray, prediction: Prediction, config: PredictConfig, space: LabelSpace,
-                  seconds: float) -> dict:
-    """Write one image's files, then its part (last: the part says the image is done); returns its record."""
-    began = time.perf_counter()
-    paths = output_paths(config.out, job.stem, config.mode, config.overlay)
-    segments, coco = WRITERS[config.mode](paths[config.mode], prediction, space, job, image.shape[:2])
-    if config.overlay:
-        io.write_image(paths["overlay"], overlay(image, prediction, config.mode, space, config.alpha), quality=90)
-    record = {"input": str(job.path), "ok": True, "mode": config.mode, "outputs": {k: str(p) for k, p in paths.items()},
-              "segments": segments, "seconds": round(seconds + time.perf_counter() - began, 4)}
-    io.write_json(part_path(config.out, config.mode, job.stem), {"source": os.path.abspath(job.path), "record": record,
-                                                                   "coco": coco})
-    return record
-
-
-def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> dict | None:
-    """The part of a finished image of this mode and input, or None (missing, another input, a file since removed)."""
-    path = part_path(out, mode, job.stem)
-    if not path.is_file():
-        return None
-    try:
-        part = io.read_json(path)
-    except SegcliError:
-        return None  # unreadable: predict the image again
-    if part.get("source") != os.path.abspath(job.path):
-        return None
-    wanted = output_paths(out, job.stem, mode, overlay_wanted)
-    if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in wanted.items()):
-        return None
-    return part
-
-
-def assemble(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
-    """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
-    # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
-    written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]
-    if mode not in AGGREGATES:
-        return written
-    parts = [part for job in jobs if (part := read_part(out, mode, job)) is not None]
-    if mode == "instance":
-        data: object = [result for part in parts for result in part["coco"]]
-    else:
-        data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
-    return [*written, io.write_json(Path(out) / AGGREGATES[mode], data)]
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -410,7 +255,9 @@ class _Run:
     def _write(self, job: Job, image: np.ndarray, prediction: Prediction, seconds: float) -> dict:
         """write_outputs; a file that cannot be written (full disk) fails this input, and its other files go too."""
         try:
-            return write_outputs(job, image, prediction, self.config, self.label_space, seconds)
+            config = self.config
+            return write_outputs(config.out, config.mode, job, image, prediction, self.label_space,
+                                 config.alpha if config.overlay else None, seconds)
         except SegcliError as error:
             for path in output_paths(self.config.out, job.stem, self.config.mode, self.config.overlay).values():
                 path.unlink(missing_ok=True)

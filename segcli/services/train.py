@@ -172,8 +172,9 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
     if config.bf16 and getattr(model, "dense", True):
-        # bfloat16 convolutions run about 2x faster in channels-last (NHWC) layout on CPUs (PITFALLS); the
-        # Trainer feeds channels-last batches and validates in the same layout and precision.
+        # bfloat16 convolutions run about 2x faster in channels-last (NHWC) layout on CPUs (measured on 2 cores:
+        # a 512 px U-Net, 343 ms against 767 ms); the Trainer feeds channels-last batches and validates in the
+        # same layout and precision.
         model = model.to(memory_format=torch.channels_last)
     _set_loss_options(model, config, train_set)
     return model, model_args

@@ -1,6 +1,6 @@
 """`segcli visualize`: draw predictions (and their errors against ground truth) on the images.
 
-Labels come from a `segcli predict --out DIR` folder (SPEC layout) or from one mask file. Each
+Labels come from a `segcli predict --out DIR` folder (segcli.outputs) or from one mask file. Each
 input image gets one picture: the prediction overlaid (or, with ground truth, the error map), a
 legend on its right, or with `side_by_side` the panels image | prediction | ground truth | errors.
 
@@ -25,16 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli import draw, io
+from segcli import draw, io, outputs
 from segcli.data.classes import from_coco_categories, parse_classes_txt
 from segcli.errors import DataError, InputError, SegcliError, UsageError
 from segcli.metrics import ConfusionMatrix
-from segcli.structures import IGNORE_INDEX, LabelSpace, Mode, default_palette, parse_mode
+from segcli.structures import IGNORE_INDEX, LabelMap, LabelSpace, default_palette, parse_mode
 
 Callback = Callable[..., None]
 
-MODE_PREFERENCE = tuple(reversed(Mode))  # the richest prediction a folder holds is drawn
-MAX_LEGEND_INSTANCES = 20  # more rows than this make a legend taller than most images
 GRID_THUMBNAIL = 256  # longest side of a contact-sheet cell, so a sheet of many images stays viewable
 
 
@@ -65,17 +63,6 @@ class VisualizeSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, message)
     ious: dict[str, float | None] = field(default_factory=dict)  # stem -> per-image IoU, with --gt
     grid: Path | None = None
-
-
-@dataclass
-class LabelMap:
-    """One image's labels: class indices (semantic), instance ids or panoptic segment ids (0 = none)."""
-
-    kind: str
-    values: np.ndarray  # (H, W)
-    classes: dict[int, int] = field(default_factory=dict)  # instance/segment id -> class index, when known
-    scores: dict[int, float] = field(default_factory=dict)  # instance id -> score, when known
-    space: LabelSpace | None = None  # names and colours these labels carry (before --classes)
 
 
 # ---------------------------------------------------------------- the run
@@ -162,46 +149,27 @@ def _source(config: VisualizeConfig) -> _Source:
     if config.mask is not None:
         return _Source(mode=config.mask_kind, mask=Path(config.mask))
     pred = Path(config.pred)
-    present = [m for m in MODE_PREFERENCE if (pred / m).is_dir()]
+    present = outputs.modes_present(pred)  # the richest prediction a folder holds is drawn
     if not present:
         raise UsageError(f"--pred {pred}: not a segcli predict output folder (no semantic/, instance/ or panoptic/ inside)")
     if config.mode is not None and config.mode not in present:
         raise UsageError(f"--pred {pred} has no {config.mode}/ predictions; it has {', '.join(present)} (choose with --mode)")
-    source = _Source(mode=config.mode or present[0], pred=pred)
-    if (pred / "categories.json").is_file():  # written by predict for every mode, in class-index order
-        source.categories = _json_object(pred / "categories.json", "categories")["categories"]
+    source = _Source(mode=config.mode or present[0], pred=pred, categories=outputs.read_categories(pred))
     if source.mode == "panoptic":
-        data = _json_object(pred / "panoptic.json", "annotations")
-        source.panoptic = {_image_key(a): a for a in data["annotations"]}
-        source.categories = data.get("categories", [])
-    elif source.mode == "instance" and (pred / "instances.json").is_file():
-        results = io.read_json(pred / "instances.json")
-        if not isinstance(results, list):
-            raise DataError(f"{pred / 'instances.json'}: expected a COCO results list")
-        for result in results:
-            source.instances.setdefault(str(result["image_id"]), []).append(result)
+        source.panoptic, source.categories = outputs.read_panoptic(pred)
+    elif source.mode == "instance":
+        source.instances = outputs.read_instance_results(pred)
     return source
-
-
-def _json_object(path: Path, key: str) -> dict:
-    data = io.read_json(path)
-    if not isinstance(data, dict) or key not in data:
-        raise DataError(f"{path}: expected a COCO panoptic json with `{key}`")
-    return data
-
-
-def _image_key(annotation: dict) -> str:
-    """SPEC: image_id is the stem; other writers name the PNG in file_name."""
-    return str(annotation.get("image_id", Path(annotation.get("file_name", "")).stem))
 
 
 def _prediction(source: _Source, path: Path, stem: str, classes: LabelSpace | None) -> LabelMap:
     if source.mask is not None:
         return _read_mask(source.mask, source.mode)
     candidates = [stem, path.stem]
-    png = next((source.pred / source.mode / f"{s}.png" for s in candidates if (source.pred / source.mode / f"{s}.png").is_file()), None)
+    png = outputs.find_label_png(source.pred, source.mode, candidates)
     if png is None:
-        raise InputError(f"{path}: no prediction {source.pred / source.mode / (stem + '.png')}; run segcli predict on it first")
+        raise InputError(f"{path}: no prediction {outputs.label_png(source.pred, source.mode, stem)}; "
+                         "run segcli predict on it first")
     named = from_coco_categories(source.categories, panoptic=True) if source.categories else None
     if source.mode == "semantic":
         labels = _read_semantic(png)
@@ -214,7 +182,7 @@ def _prediction(source: _Source, path: Path, stem: str, classes: LabelSpace | No
         return labels
     annotation = next((source.panoptic[s] for s in candidates if s in source.panoptic), None)
     if annotation is None:
-        raise InputError(f"{path}: {source.pred / 'panoptic.json'} has no annotation for image {stem!r}")
+        raise InputError(f"{path}: {source.pred / outputs.AGGREGATES['panoptic']} has no annotation for image {stem!r}")
     return _read_panoptic(png, annotation, classes or from_coco_categories(source.categories, panoptic=True))
 
 
@@ -234,7 +202,7 @@ def _read_semantic(png: Path) -> LabelMap:
 
 
 def _read_instances(png: Path, results: list[dict]) -> LabelMap:
-    """SPEC: instance ids run 1..N in descending score, so the n-th best result is id n."""
+    """predict numbers instances 1..N in descending score, so the n-th best result is id n."""
     values = _two_dimensional(io.read_label_png(png), png, "instance-id")
     ranked = sorted(results, key=lambda r: -r.get("score", 0.0))
     return LabelMap("instance", values, classes={n: int(r["category_id"]) for n, r in enumerate(ranked, 1)},
@@ -303,7 +271,7 @@ def _panoptic_gt_annotation(png: Path, stem: str) -> dict:
     if not json_path.is_file():
         raise InputError(f"{png}: a COCO panoptic PNG needs its json for classes ({json_path} not found); "
                          "or give a class-index PNG as --gt")
-    data = _json_object(json_path, "annotations")
+    data = outputs.json_with(json_path, "annotations")
     by_name = {Path(a.get("file_name", "")).stem: a for a in data["annotations"]}
     annotation = by_name.get(png.stem) or by_name.get(stem)
     if annotation is None:
@@ -322,8 +290,8 @@ def _picture(path: Path, stem: str, source: _Source, classes: LabelSpace | None,
     _check_size(pred.values, image, path, "prediction")
     space = _complete(classes or pred.space)
     background = _background(space)
-    overlay = _overlay(image, pred, space, background, config)
-    rows = _legend_rows(pred, space, background)
+    overlay = draw.overlay_labels(image, pred, space, config.alpha, _skip(background), config.contours)
+    rows = draw.legend_rows(pred, space, _skip(background))
     iou = None
     if config.gt is None:
         picture = draw.side_by_side([image, overlay], ["image", "prediction"]) if config.side_by_side else overlay
@@ -334,7 +302,7 @@ def _picture(path: Path, stem: str, source: _Source, classes: LabelSpace | None,
         if not config.side_by_side:
             rows = []  # the error map alone shows no class or instance colours
         elif gt.kind != "instance":  # instance colours are per map: the ground truth's share no rows
-            rows = _merge_rows(rows, _legend_rows(gt, space, background))
+            rows = _merge_rows(rows, draw.legend_rows(gt, space, _skip(background)))
         rows += [(draw.ERROR_NAMES[k], draw.ERROR_COLORS[k]) for k in ("tp", "fp", "fn")]
     if config.legend and rows:
         picture = draw.with_legend(picture, [name for name, _ in rows], [color for _, color in rows])
@@ -351,7 +319,8 @@ def _with_errors(image: np.ndarray, overlay: np.ndarray, pred: LabelMap, gt: Lab
     score = ("fg IoU " if compared == "foreground" else "mIoU ") + ("-" if iou is None else f"{iou:.3f}")
     if not config.side_by_side:
         return draw.text(errors, score, (2, 2), max_width=errors.shape[1] - 4), iou
-    panels = [image, overlay, _overlay(image, gt, space, background, config), errors]
+    panels = [image, overlay, draw.overlay_labels(image, gt, space, config.alpha, _skip(background), config.contours),
+              errors]
     return draw.side_by_side(panels, ["image", "prediction", "ground truth", f"errors, {score}"]), iou
 
 
@@ -381,44 +350,9 @@ def _background(space: LabelSpace) -> int | None:
     return next((i for i, color in enumerate(space.colors) if tuple(color) == (0, 0, 0)), None)
 
 
-def _overlay(image: np.ndarray, labels: LabelMap, space: LabelSpace, background: int | None,
-             config: VisualizeConfig) -> np.ndarray:
-    outlines = config.contours is not False  # default on for instances and things
-    if labels.kind == "semantic":
-        skip = (IGNORE_INDEX,) if background is None else (background, IGNORE_INDEX)
-        return draw.overlay_semantic(image, labels.values, space.colors, config.alpha, skip, contours=bool(config.contours))
-    if labels.kind == "instance":
-        return draw.overlay_instances(image, labels.values, config.alpha, contours=outlines)
-    return draw.overlay_panoptic(image, labels.values, labels.classes, space.isthing, space.colors, config.alpha,
-                                 contours=outlines)
-
-
-def _legend_rows(labels: LabelMap, space: LabelSpace, background: int | None) -> list[tuple[str, tuple]]:
-    """Semantic and panoptic: one row per class present. Instances have their own colours: one row each."""
-    if labels.kind == "instance":
-        return _instance_rows(labels, space)
-    if labels.kind == "semantic":
-        present = np.unique(labels.values).tolist()
-    else:
-        present = sorted({labels.classes[s] for s in np.unique(labels.values).tolist() if s in labels.classes})
-    return [(space.names[c], space.colors[c]) for c in present if c not in (background, IGNORE_INDEX)]
-
-
-def _instance_rows(labels: LabelMap, space: LabelSpace) -> list[tuple[str, tuple]]:
-    colors = draw.instance_colors(labels.values)
-    rows = []
-    for number, color in list(colors.items())[:MAX_LEGEND_INSTANCES]:
-        name = f"#{number}"
-        if number in labels.classes:
-            category = labels.classes[number]
-            name += " " + (space.names[space.index_of_category(category)] if category in space.category_ids
-                           else f"category {category}")
-        if number in labels.scores:
-            name += f" {labels.scores[number]:.2f}"
-        rows.append((name, color))
-    if len(colors) > MAX_LEGEND_INSTANCES:
-        rows.append((f"+{len(colors) - MAX_LEGEND_INSTANCES} more", draw.VOID_COLOR))
-    return rows
+def _skip(background: int | None) -> tuple[int, ...]:
+    """Classes left clear and out of the legend: void, and the background class when there is one."""
+    return (IGNORE_INDEX,) if background is None else (background, IGNORE_INDEX)
 
 
 def _merge_rows(first: list, second: list) -> list:

@@ -1,0 +1,113 @@
+"""`load_dataset`: the one way into a dataset. It recognises the format (`--format auto`), reads
+`--classes` once, and calls the format's reader (one module per format, below this one).
+
+`--format auto` recognises a dataset by its layout. Checked in this order:
+
+1. a .json file: `coco-panoptic` when its annotations have segments_info, else `coco`;
+2. leftImg8bit/ + gtFine/: `cityscapes`;  3. JPEGImages/ + SegmentationClass/: `voc`;
+4. images/ (or image/) + masks/ (or label/) with PNGs: `folder` (with instances/ when present,
+   as `segcli data synth` writes);
+5. images/ + instances/: `idmap`;  6. images/ + labels/ with .txt files: `yolo`;
+7. <id>/images + <id>/masks subfolders (DSB 2018): `idmap`;
+8. annotations/panoptic_train.json: `coco-panoptic`; annotations/instances_train.json: `coco`;
+9. a COCO json lying in the folder itself (panopticapi's sample layout): panoptic before instances.
+
+A folder that several rules fit gets the first: `segcli data synth` output (images/, masks/,
+instances/ and annotations/) is read as `folder`, which gives semantic, instance and (derived)
+panoptic ground truth that agree with its COCO files; pass --format to read the jsons instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segcli import io
+from segcli.data import cityscapes, coco, coco_panoptic, folder, idmap, voc, yolo
+from segcli.data.classes import parse_classes_txt
+from segcli.data.coco_json import json_kind, jsons_in_folder
+from segcli.data.dataset import DatasetOptions, SegDataset
+from segcli.errors import DataError, UsageError
+from segcli.structures import LabelSpace
+
+READERS = {
+    "folder": folder.read,
+    "idmap": idmap.read,
+    "voc": voc.read,
+    "coco": coco.read,
+    "coco-panoptic": coco_panoptic.read,
+    "cityscapes": cityscapes.read,
+    "yolo": yolo.read,
+}
+# Formats whose classes are a classes.txt: --classes stands in for it (and may set thing flags and colours).
+# The others name their classes in their own files: --classes renames those classes.
+CLASSES_TXT_FORMATS = {"folder", "idmap", "yolo"}
+
+
+def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *, images: Path | None = None,
+                 masks: Path | None = None, classes: Path | None = None, binary: bool = False, val: Path | None = None,
+                 seed: int = 0) -> SegDataset:
+    """Read a dataset in any supported format and return one split."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file or folder")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt not in READERS:
+        raise UsageError(f"--format {format!r}: choose auto or one of {', '.join(READERS)}")
+    options = DatasetOptions(images=images, masks=masks, classes=classes, binary=binary, val=val, seed=seed,
+                             class_list=_read_classes(classes))
+    dataset = READERS[fmt](path, split, options)
+    if len(dataset) == 0:
+        raise DataError(f"{path}: the {split} split of this {fmt} dataset has no images")
+    if options.class_list is not None and fmt not in CLASSES_TXT_FORMATS:
+        dataset.label_space = _renamed(dataset.label_space, options.class_list, classes, fmt)
+    return dataset
+
+
+def _read_classes(classes: Path | None) -> LabelSpace | None:
+    if classes is None:
+        return None
+    if not Path(classes).is_file():
+        raise DataError(f"--classes {classes}: no such file (one class name per line, in index order)")
+    return parse_classes_txt(Path(classes))
+
+
+def _renamed(space: LabelSpace, names: LabelSpace, classes: Path, fmt: str) -> LabelSpace:
+    """The format's classes (thing flags, colours, category ids: the reader used them) under --classes' names."""
+    if names.num_classes != space.num_classes:
+        raise DataError(f"--classes {classes}: {names.num_classes} names, but this {fmt} dataset has "
+                        f"{space.num_classes} classes ({', '.join(space.names[:5])}, ...)")
+    return LabelSpace(list(names.names), isthing=space.isthing, colors=space.colors, category_ids=space.category_ids)
+
+
+def detect_format(path: Path) -> str:
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".json":
+            raise DataError(f"--data {path}: a dataset is a folder or a COCO json")
+        kind = json_kind(io.read_json(path))
+        if kind is None:
+            raise DataError(f"--data {path}: not a COCO json (it needs images and annotations)")
+        return kind
+    if (path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir():
+        return "cityscapes"
+    if (path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir():
+        return "voc"
+    if folder.find_dir(path, folder.IMAGE_DIRS) and folder.find_dir(path, folder.MASK_DIRS, ".png"):
+        return "folder"
+    if (path / "images").is_dir() and (path / "instances").is_dir():
+        return "idmap"
+    if (path / "images").is_dir() and (path / "labels").is_dir() and any((path / "labels").rglob("*.txt")):
+        return "yolo"
+    if idmap.dsb_root(path) is not None:
+        return "idmap"
+    if (path / "annotations" / "panoptic_train.json").is_file():
+        return "coco-panoptic"
+    if (path / "annotations" / "instances_train.json").is_file():
+        return "coco"
+    for fmt in ("coco-panoptic", "coco"):
+        if jsons_in_folder(path, fmt):
+            return fmt
+    raise DataError(
+        f"--data {path}: no known dataset layout (folder: images/ + masks/; idmap: images/ + instances/; yolo: images/ + labels/; "
+        "voc; cityscapes; or a COCO json); pass --format to say which"
+    )

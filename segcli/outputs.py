@@ -1,0 +1,229 @@
+"""The `segcli predict --out DIR` folder: its names, the writers of one image's files per mode, and their readers.
+
+    DIR/<mode>/<stem>.png             the label PNG of the mode (class indices, instance ids or panoptic ids)
+    DIR/overlays/<stem>.jpg           the image with the prediction drawn on it
+    DIR/instances.json, panoptic.json the mode's COCO aggregate, written from the parts (write_aggregates)
+    DIR/categories.json               the label space (COCO categories in class-index order), for every mode
+    DIR/.parts/<mode>/<stem>.json     written last for each image: an image is done exactly when its part exists
+
+`predict` writes it, `visualize` reads it back, and both know its names from here only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segcli import draw, io
+from segcli.errors import DataError, SegcliError
+from segcli.structures import IGNORE_INDEX, Instance, LabelMap, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh
+
+AGGREGATES = {Mode.INSTANCE: "instances.json", Mode.PANOPTIC: "panoptic.json"}
+PARTS = ".parts"
+OVERLAYS = "overlays"
+CATEGORIES = "categories.json"  # the label space (COCO categories, in class-index order) for every mode
+# Instance colours are per image and name nothing, so predict's instance overlays carry no legend
+# (visualize lists the instances when asked).
+LEGEND = {Mode.SEMANTIC: True, Mode.INSTANCE: False, Mode.PANOPTIC: True}
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems)
+
+
+# ---------------------------------------------------------------- names
+
+
+def label_png(out: Path, mode: str, stem: str) -> Path:
+    return Path(out) / mode / f"{stem}.png"
+
+
+def output_paths(out: Path, stem: str, mode: str, overlay: bool) -> dict[str, Path]:
+    """The per-image files of a mode, by kind."""
+    paths = {mode: label_png(out, mode, stem)}
+    if overlay:
+        paths["overlay"] = Path(out) / OVERLAYS / f"{stem}.jpg"
+    return paths
+
+
+def part_path(out: Path, mode: str, stem: str) -> Path:
+    return Path(out) / PARTS / mode / f"{stem}.json"
+
+
+# ---------------------------------------------------------------- writing one image
+
+
+def _segment(segment_id: int, label: int, area: int, bbox, space: LabelSpace, score: float | None = None) -> dict:
+    entry = {"id": int(segment_id), "category": space.names[label], "category_id": space.category_ids[label],
+             "isthing": bool(space.isthing[label]), "area": int(area), "bbox": [float(v) for v in bbox]}
+    if score is not None:
+        entry["score"] = float(score)
+    return entry
+
+
+def instance_id_map(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
+    """uint16 ids 1..N in list order (descending score); where masks overlap, the better-scored one shows."""
+    ids = np.zeros(shape, np.uint16)
+    for number in range(len(instances), 0, -1):  # worst first, so better ones paint over it
+        ids[instances[number - 1].mask] = number
+    return ids
+
+
+def ranked_instances(prediction: Prediction) -> list[Instance]:
+    """Non-empty instances by descending score: the order of the instance PNG's ids."""
+    return sorted((inst for inst in prediction.instances if inst.mask.any()), key=lambda inst: -inst.score)
+
+
+def _semantic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], None]:
+    labels = prediction.semantic
+    io.write_class_png(path, labels, space.colors)
+    segments = []
+    areas = np.bincount(labels.ravel(), minlength=256)  # one pass for every class's area (np.unique sorts)
+    for label in np.flatnonzero(areas).tolist():
+        if label != IGNORE_INDEX:
+            segments.append(_segment(label, label, int(areas[label]), mask_to_xywh(labels == label), space))
+    return segments, None
+
+
+def _instance_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], list[dict]]:
+    instances = ranked_instances(prediction)
+    io.write_instance_png(path, instance_id_map(instances, shape))
+    segments = [_segment(n, inst.label, inst.area, inst.bbox, space, inst.score) for n, inst in enumerate(instances, 1)]
+    results = [coco_result(inst, job.stem, space) | {"file_name": job.path.name} for inst in instances]
+    return segments, results
+
+
+def _panoptic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
+                      shape: tuple[int, int]) -> tuple[list[dict], dict]:
+    io.write_panoptic_png(path, prediction.panoptic)
+    segments, infos = [], []
+    for s in prediction.segments:
+        segments.append(_segment(s.id, s.label, s.area, s.bbox, space, s.score))
+        info = {"id": int(s.id), "category_id": space.category_ids[s.label], "area": int(s.area),
+                "bbox": [float(v) for v in s.bbox], "iscrowd": 0}
+        if s.score is not None:
+            info["score"] = float(s.score)
+        infos.append(info)
+    # file_name names the PNG in panoptic/, as panopticapi's convention has it.
+    return segments, {"image_id": job.stem, "file_name": f"{job.stem}.png", "segments_info": infos}
+
+
+# Each writes the mode's PNG and returns the image's segments (the --json record's) and its COCO entry.
+WRITERS = {Mode.SEMANTIC: _semantic_outputs, Mode.INSTANCE: _instance_outputs, Mode.PANOPTIC: _panoptic_outputs}
+
+
+def prediction_labels(prediction: Prediction, mode: str, shape: tuple[int, int]) -> LabelMap:
+    """The label map of the mode's PNG, as drawn on the overlay."""
+    if mode == Mode.SEMANTIC:
+        return LabelMap("semantic", prediction.semantic)
+    if mode == Mode.INSTANCE:
+        return LabelMap("instance", instance_id_map(ranked_instances(prediction), shape))
+    return LabelMap("panoptic", prediction.panoptic, classes={s.id: s.label for s in prediction.segments})
+
+
+def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction: Prediction, space: LabelSpace,
+                  alpha: float | None, seconds: float) -> dict:
+    """Write one image's files (an overlay unless alpha is None), then its part (last: the part says the image is
+    done); returns its record, the --json line of predict."""
+    began = time.perf_counter()
+    paths = output_paths(out, job.stem, mode, alpha is not None)
+    segments, coco = WRITERS[Mode(mode)](paths[mode], prediction, space, job, image.shape[:2])
+    if alpha is not None:
+        labels = prediction_labels(prediction, mode, image.shape[:2])
+        io.write_image(paths["overlay"], draw.draw_labels(image, labels, space, alpha, legend=LEGEND[Mode(mode)]),
+                       quality=90)
+    record = {"input": str(job.path), "ok": True, "mode": mode, "outputs": {k: str(p) for k, p in paths.items()},
+              "segments": segments, "seconds": round(seconds + time.perf_counter() - began, 4)}
+    io.write_json(part_path(out, mode, job.stem), {"source": os.path.abspath(job.path), "record": record, "coco": coco})
+    return record
+
+
+# ---------------------------------------------------------------- reading it back
+
+
+def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> dict | None:
+    """The part of a finished image of this mode and input, or None (missing, another input, a file since removed)."""
+    path = part_path(out, mode, job.stem)
+    if not path.is_file():
+        return None
+    try:
+        part = io.read_json(path)
+    except SegcliError:
+        return None  # unreadable: predict the image again
+    if part.get("source") != os.path.abspath(job.path):
+        return None
+    wanted = output_paths(out, job.stem, mode, overlay_wanted)
+    if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in wanted.items()):
+        return None
+    return part
+
+
+def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
+    """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
+    # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
+    written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]
+    if mode not in AGGREGATES:
+        return written
+    parts = [part for job in jobs if (part := read_part(out, mode, job)) is not None]
+    if mode == Mode.INSTANCE:
+        data: object = [result for part in parts for result in part["coco"]]
+    else:
+        data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
+    return [*written, io.write_json(Path(out) / AGGREGATES[Mode(mode)], data)]
+
+
+def modes_present(out: Path) -> list[Mode]:
+    """The modes whose label folders the output folder holds, richest first (panoptic, instance, semantic)."""
+    return [mode for mode in reversed(Mode) if (Path(out) / mode).is_dir()]
+
+
+def find_label_png(out: Path, mode: str, stems: list[str]) -> Path | None:
+    """The mode's PNG of the first of `stems` that has one."""
+    return next((png for stem in stems if (png := label_png(out, mode, stem)).is_file()), None)
+
+
+def read_categories(out: Path) -> list[dict]:
+    """categories.json (written by predict for every mode, in class-index order); [] when absent."""
+    path = Path(out) / CATEGORIES
+    return json_with(path, "categories")["categories"] if path.is_file() else []
+
+
+def read_panoptic(out: Path) -> tuple[dict[str, dict], list[dict]]:
+    """panoptic.json: its annotations by image id, and its categories."""
+    data = json_with(Path(out) / AGGREGATES[Mode.PANOPTIC], "annotations")
+    return {image_key(a): a for a in data["annotations"]}, data.get("categories", [])
+
+
+def read_instance_results(out: Path) -> dict[str, list[dict]]:
+    """instances.json's results by image id ({} when absent)."""
+    path = Path(out) / AGGREGATES[Mode.INSTANCE]
+    if not path.is_file():
+        return {}
+    results = io.read_json(path)
+    if not isinstance(results, list):
+        raise DataError(f"{path}: expected a COCO results list")
+    by_image: dict[str, list[dict]] = {}
+    for result in results:
+        by_image.setdefault(str(result["image_id"]), []).append(result)
+    return by_image
+
+
+def json_with(path: Path, key: str) -> dict:
+    """A COCO json object that has `key`."""
+    data = io.read_json(path)
+    if not isinstance(data, dict) or key not in data:
+        raise DataError(f"{path}: expected a COCO panoptic json with `{key}`")
+    return data
+
+
+def image_key(annotation: dict) -> str:
+    """predict writes the stem as image_id; other writers name the PNG in file_name."""
+    return str(annotation.get("image_id", Path(annotation.get("file_name", "")).stem))
