@@ -420,8 +420,7 @@ def train_command(
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
                                              "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Starting weights: a segcli checkpoint (fine-tuned; "
-                                                                  "its card gives the model), or for --model tv_* a torchvision state dict.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
                                                                  "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")] = None,
     offline: OfflineOpt = False,

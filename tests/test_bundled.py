@@ -86,8 +86,12 @@ def test_the_wheel_carries_the_bundled_models(tmp_path):
     listed = set(re.findall(r'"([\w.]+)"', packages))
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "segcli").rglob("__init__.py")}
     assert on_disk | {"segcli.bundled"} == listed, "pyproject.toml's package list misses a package"
+    source = tmp_path / "source"  # a copy: setuptools builds inside the source tree
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "segcli", "models"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     import zipfile
 
