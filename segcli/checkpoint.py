@@ -72,7 +72,19 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_weights_path(path: str | Path) -> None:
+    """A --weights that names a folder, or nothing at all, said as such (not as "NAME.json: card missing")."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith(".state.safetensors"))
+        raise ModelError(f"{path}: a folder, not a checkpoint; name the .safetensors file in it"
+                         + (f" (it holds {', '.join(found[:3])})" if found else ""))
+    if not path.exists() and not any(p.exists() for p in checkpoint_paths(path)):
+        raise ModelError(f"{path}: no such file")
+
+
 def read_card(path: str | Path) -> dict:
+    check_weights_path(path)
     _, card_path = checkpoint_paths(path)
     if not card_path.is_file():
         raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside NAME.json")
