@@ -195,9 +195,15 @@ def save_training_state(stem: str | Path, state: dict) -> None:
     io.write_json(stem.with_name(stem.name + ".state.json"), plain)
 
 
-def load_training_state(stem: str | Path) -> dict:
+def training_state_paths(stem: str | Path) -> tuple[Path, Path]:
+    """(tensors, plain values) of a training state, checked to exist: --resume without them is one clear line."""
     stem = Path(stem)
     tensor_path, plain_path = stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
     if not tensor_path.is_file() or not plain_path.is_file():
         raise ModelError(f"{stem}: no training state to resume from ({tensor_path.name} / {plain_path.name} missing)")
+    return tensor_path, plain_path
+
+
+def load_training_state(stem: str | Path) -> dict:
+    tensor_path, plain_path = training_state_paths(stem)
     return _unflatten("state", read_safetensors(tensor_path), io.read_json(plain_path))

@@ -233,3 +233,14 @@ def test_a_refusal_before_any_work_has_no_blank_line_above_it(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert result.exit_code == 2 and result.stderr.startswith("error:"), repr(result.stderr)
     assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_nothing_to_resume_leaves_no_file(tmp_path):
+    # Before: refused only after plan.json was written into the new run folder.
+    from segcli.data.synth import generate
+
+    data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
+    result = runner.invoke(app, ["train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "1",
+                                 "--img-size", "32", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--device", "cpu"])
+    _refused(result, str(tmp_path / "run" / "last"), "resume")
+    assert not (tmp_path / "run").exists()

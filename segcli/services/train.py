@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from segcli import distributed, io
-from segcli.checkpoint import make_card
+from segcli.checkpoint import make_card, training_state_paths
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError, check_minimums
@@ -136,6 +136,8 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
     _check_numbers(config)
+    if config.resume:
+        training_state_paths(_out_dir(config) / "last")  # before the plan is written into a folder with nothing to resume
 
 
 def _check_numbers(config: TrainConfig) -> None:
