@@ -140,7 +140,7 @@ def _refused(result, *names: str) -> str:
 
 @pytest.mark.parametrize("option, value", [
     ("--steps", "-3"), ("--steps", "0"), ("--epochs", "0"), ("--batch-size", "0"), ("--img-size", "0"),
-    ("--img-size", "8"), ("--crop", "8"), ("--width", "0"), ("--lr", "0"), ("--lr", "-1"), ("--workers", "-1"),
+    ("--img-size", "8"), ("--crop", "8"), ("--width", "0"), ("--lr", "-1"), ("--workers", "-1"),
     ("--val-limit", "0"), ("--patience", "0"), ("--warmup", "-1"), ("--val-every", "-1"), ("--dice", "-1"),
     ("--clip", "-1"), ("--center-sigma", "0"), ("--boundary-width", "0"),
 ])

@@ -145,10 +145,11 @@ def _check_numbers(config: TrainConfig) -> None:
     nothing and exited 0; --batch-size 0 or --workers -1 crashed after the plan was written)."""
     check_minimums(("--epochs", config.epochs, 1), ("--steps", config.steps, 1), ("--batch-size", config.batch_size, 1),
                    ("--img-size", config.img_size, MIN_SIDE), ("--crop", config.crop, MIN_SIDE), ("--width", config.width, 1),
-                   ("--warmup", config.warmup, 0),                   ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
+                   ("--warmup", config.warmup, 0), ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
                    ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
-                   ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0))
-    check_minimums(("--lr", config.lr, 0), ("--center-sigma", config.center_sigma, 0), above=True)
+                   ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
+                   ("--lr", config.lr, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
+    check_minimums(("--center-sigma", config.center_sigma, 0), above=True)
 
 
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:
