@@ -72,7 +72,19 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_weights_path(path: str | Path) -> None:
+    """A --weights that names a folder, or nothing at all, said as such (not as "NAME.json: card missing")."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith(".state.safetensors"))
+        raise ModelError(f"{path}: a folder, not a checkpoint; name the .safetensors file in it"
+                         + (f" (it holds {', '.join(found[:3])})" if found else ""))
+    if not path.exists() and not any(p.exists() for p in checkpoint_paths(path)):
+        raise ModelError(f"{path}: no such file")
+
+
 def read_card(path: str | Path) -> dict:
+    check_weights_path(path)
     _, card_path = checkpoint_paths(path)
     if not card_path.is_file():
         raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside NAME.json")
@@ -183,9 +195,15 @@ def save_training_state(stem: str | Path, state: dict) -> None:
     io.write_json(stem.with_name(stem.name + ".state.json"), plain)
 
 
-def load_training_state(stem: str | Path) -> dict:
+def training_state_paths(stem: str | Path) -> tuple[Path, Path]:
+    """(tensors, plain values) of a training state, checked to exist: --resume without them is one clear line."""
     stem = Path(stem)
     tensor_path, plain_path = stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
     if not tensor_path.is_file() or not plain_path.is_file():
         raise ModelError(f"{stem}: no training state to resume from ({tensor_path.name} / {plain_path.name} missing)")
+    return tensor_path, plain_path
+
+
+def load_training_state(stem: str | Path) -> dict:
+    tensor_path, plain_path = training_state_paths(stem)
     return _unflatten("state", read_safetensors(tensor_path), io.read_json(plain_path))

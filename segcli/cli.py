@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as OptionError  # typer parses with its own copy of click
 from typer.core import TyperGroup
 
 from segcli._version import __version__
@@ -48,8 +50,13 @@ class SegcliGroup(TyperGroup):
         except SegcliError as error:
             if STATE.debug:
                 raise
-            # escape: messages carry paths and hints such as segcli[onnx] that rich would read as markup
-            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            _error_line(str(error))
+            raise typer.Exit(error.exit_code) from None
+        except OptionError as error:  # an option or argument that does not parse: one line too, not a usage box
+            if isinstance(error, NoArgsIsHelpError):
+                raise  # `segcli data` alone: typer shows the help
+            where = error.ctx.command_path if error.ctx else "segcli"
+            _error_line(f"{error.format_message().rstrip('.')} (see {where} --help)")
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: files already written are complete; run again (predict --skip-existing, "
@@ -64,6 +71,11 @@ class SegcliGroup(TyperGroup):
             err_console.print(f"stopped: the reader of stdout closed the pipe; exit code {EXIT_BROKEN_PIPE}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+
+def _error_line(message: str) -> None:
+    # escape: messages carry paths and hints such as segcli[onnx] that rich would read as markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -182,8 +194,10 @@ def models_command(
         return
     _needs_output(json_out, "--json")
     if info is not None:
+        from segcli.errors import check_minimums
         from segcli.models.facts import model_facts
 
+        check_minimums(("--size", size, 32))  # the zoo's largest output stride: smaller inputs crash some models
         facts = model_facts(info, size=size)
         if json_out:
             _print_json(facts)
@@ -331,6 +345,13 @@ def _split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in _split_list(text))
+    except ValueError:
+        raise UsageError(f"--sizes {text!r}: write image sides in pixels separated by commas, e.g. 128,256,512") from None
+
+
 def _parse_weights(items: list[str]) -> dict[str, Path]:
     parsed = {}
     for item in items:
@@ -345,7 +366,14 @@ def _progress():
     """A rich progress display on stderr (a silent one under --quiet)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
+    class Bars(Progress):
+        def stop(self) -> None:
+            if self.tasks or self.disable:
+                super().stop()
+            else:  # no bar was shown (refused before any work): no closing blank line above the error
+                self.live.stop()
+
+    return Bars(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -446,8 +474,10 @@ def train_command(
 
 def _run_training(config, plan_only: bool) -> None:
     """Print the plan and stop, or train with progress bars and say where the checkpoints are."""
-    if config.class_weights not in ("auto", "none", None) or config.schedule not in ("poly", "cosine"):
-        raise UsageError("--class-weights takes auto or none; --schedule takes poly or cosine")
+    for option, value, choices in (("--class-weights", config.class_weights, ("auto", "none")),
+                                   ("--schedule", config.schedule, ("poly", "cosine"))):
+        if value is not None and value not in choices:
+            raise UsageError(f"{option} {value!r}: choose {' or '.join(choices)}")
     from dataclasses import asdict
 
     from segcli.services.train import plan_run, train
@@ -664,7 +694,7 @@ def compare_command(
         binary=binary,
         steps=budget_steps,
         epochs=epochs,
-        sizes=tuple(int(s) for s in _split_list(sizes)) if sizes else None,
+        sizes=_sizes(sizes) if sizes else None,
         img_size=img_size,
         seed=seed,
         seeds=seeds,

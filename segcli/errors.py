@@ -29,3 +29,11 @@ class InputError(SegcliError):
     """One input of a batch failed; the batch goes on (exit code 1 at the end)."""
 
     exit_code = 1
+
+
+def check_minimums(*bounds: tuple[str, float | None, float], above: bool = False) -> None:
+    """Refuse the first `(option, value, smallest)` whose value is given and below `smallest` (with `above`: not
+    above it), as one line naming the option: such a number would crash deep inside or be silently ignored."""
+    for option, value, smallest in bounds:
+        if value is not None and (value <= smallest if above else value < smallest):
+            raise UsageError(f"{option} {value}: " + (f"must be above {smallest}" if above else f"use {smallest} or more"))

@@ -25,7 +25,8 @@ import numpy as np
 
 from segcli.errors import DataError, UsageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm")
+# .gif: OpenCV 5 decodes it (the first frame), as it did when named alone; folders skipped it without a word.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm", ".gif")
 
 
 # ---------------------------------------------------------------- reading
@@ -161,10 +162,22 @@ def read_image(path: str | Path, max_pixels: int | None = None, scaling: Intensi
     """
     # IMREAD_COLOR applies EXIF orientation and expands grey/palette to 3 channels, but reads 8-bit
     # only; ANYDEPTH keeps 16-bit so we can scale it ourselves rather than let OpenCV clip it.
-    image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels)
+    data = _checked_bytes(path, max_pixels)
+    try:
+        image = _imdecode(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except DataError:  # OpenCV 5 cannot expand a one-channel float TIFF to colour: read it as stored, expand it here
+        image = _as_bgr(_imdecode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR))
     image = to_uint8(image, scaling)
     # OpenCV decodes to BGR; segcli is RGB everywhere from here on.
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """A decoded image of any channel count as three channels (grey repeated, alpha or extra channels dropped)."""
+    if image.ndim == 3 and image.shape[2] >= 3:
+        return np.ascontiguousarray(image[:, :, :3])
+    grey = image if image.ndim == 2 else image[:, :, 0]
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def read_raw_intensities(path: str | Path) -> np.ndarray:

@@ -188,3 +188,34 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_partial(tiny_checkpoint, 
     assert not (out / "semantic" / "big.png").exists() and not (out / "overlays" / "big.jpg").exists()
     assert io.read_label_png(out / "semantic" / "small.png").shape == (20, 28)  # the good input is written
     assert (out / "overlays" / "small.jpg").is_file()
+
+
+def _write_formats(folder: Path) -> dict[str, tuple[int, int]]:
+    """Files from elsewhere, in the formats and modes other programs write: name -> (height, width) expected."""
+    photo = Image.fromarray(RNG.integers(0, 255, (20, 28, 3), dtype=np.uint8))
+    folder.mkdir(parents=True, exist_ok=True)
+    photo.save(folder / "a_bmp.bmp")
+    photo.save(folder / "a_webp.webp")
+    photo.save(folder / "a_tiff.tif")
+    photo.save(folder / "still.gif")  # skipped in folders before, though read when named alone
+    photo.save(folder / "frames.gif", save_all=True, append_images=[photo.rotate(90)])  # the first frame is used
+    photo.convert("CMYK").save(folder / "cmyk.jpg")
+    photo.convert("P").save(folder / "palette.png")
+    photo.convert("1").save(folder / "one_bit.png")
+    Image.fromarray(RNG.integers(0, 65535, (20, 28), dtype=np.uint16)).save(folder / "grey16.png")
+    Image.fromarray(RNG.random((20, 28)).astype(np.float32)).save(folder / "float.tif")  # OpenCV 5 refused it in colour
+    Image.fromarray(np.full((20, 28), np.nan, np.float32)).save(folder / "all_nan.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    photo.save(folder / "exif_rotated.jpg", exif=exif)
+    sizes = {path.stem: (20, 28) for path in folder.iterdir()}
+    sizes["exif_rotated"] = (28, 20)  # predicted as displayed, as OpenCV and every viewer show it
+    return sizes
+
+
+def test_images_in_the_formats_and_modes_other_programs_write_are_predicted(tiny_checkpoint, tmp_path):
+    sizes = _write_formats(tmp_path / "in")
+    out = tmp_path / "out"
+    result = _predict(str(tmp_path / "in"), "--weights", str(tiny_checkpoint), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert {p.stem: io.read_label_png(p).shape for p in (out / "semantic").iterdir()} == sizes

@@ -37,6 +37,9 @@ def test_clear_errors_for_broken_checkpoints(tmp_path):
     model = build_model("fullres", num_classes=2, width=4, depth=2)
     card = make_card("fullres", {"num_classes": 2, "width": 4, "depth": 2}, "semantic", LabelSpace(["a", "b"]))
     save_checkpoint(tmp_path / "m", model, card)
+    with pytest.raises(ModelError, match="no such file"):  # neither weights nor card: said as such
+        load_checkpoint(tmp_path / "other.safetensors")
+    (tmp_path / "other.safetensors").write_bytes((tmp_path / "m.safetensors").read_bytes())
     with pytest.raises(ModelError, match="card missing"):
         load_checkpoint(tmp_path / "other.safetensors")
     card["model_args"]["width"] = 8

@@ -72,7 +72,9 @@ def test_eval_json_dash_writes_stdout_and_quiet_needs_json(semantic_pair, tmp_pa
 
 @pytest.fixture
 def folder(random_images, tmp_path):
-    return random_images(tmp_path / "images", 40, 32)
+    # 256 px: the run must still be going when the test, having read the first line, acts on it. At 32 px the
+    # other 39 images took well under a second, which a loaded machine can take from the test between two lines.
+    return random_images(tmp_path / "images", 40, 256)
 
 
 def test_predict_json_into_a_closed_pipe_stops_with_its_own_code(folder, tiny_checkpoint, tmp_path):

@@ -131,3 +131,116 @@ def test_eval_instance_given_a_panoptic_json(tmp_path):
                                  "--json", str(tmp_path / "m.json")])
     assert result.exit_code == 2
     one_line(result, str(panoptic), "--mode panoptic")
+
+
+def _refused(result, *names: str) -> str:
+    assert result.exit_code == 2, result.output
+    return one_line(result, *names)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--steps", "-3"), ("--steps", "0"), ("--epochs", "0"), ("--batch-size", "0"), ("--img-size", "0"),
+    ("--img-size", "8"), ("--crop", "8"), ("--width", "0"), ("--lr", "-1"), ("--workers", "-1"),
+    ("--val-limit", "0"), ("--patience", "0"), ("--warmup", "-1"), ("--val-every", "-1"), ("--dice", "-1"),
+    ("--clip", "-1"), ("--center-sigma", "0"), ("--boundary-width", "0"),
+])
+def test_train_refuses_numbers_out_of_range_before_any_file(tmp_path, option, value):
+    # Before: --steps -3 trained nothing and exited 0; --batch-size 0, --workers -1, --img-size 0 or 8, --crop 8
+    # crashed with a traceback after writing plan.json; the others were accepted and meant nothing.
+    from segcli.data.synth import generate
+
+    data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
+    model = {"--center-sigma": "unet_panoptic", "--boundary-width": "unet_contour"}.get(option, "unet")
+    mode = {"unet_panoptic": "panoptic", "unet_contour": "instance"}.get(model, "semantic")
+    size = [] if option in ("--img-size", "--crop") else ["--img-size", "32"]
+    result = runner.invoke(app, ["train", "--data", str(data), "--model", model, "--mode", mode, option, value, *size,
+                                 "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet",
+                                 *([] if option in ("--steps", "--epochs") else ["--steps", "1"])])
+    _refused(result, f"{option} {value}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value, named", [("--schedule", "cosin", "--schedule 'cosin'"),
+                                                  ("--class-weights", "yes", "--class-weights 'yes'")])
+def test_train_names_the_choice_that_is_wrong(tmp_path, option, value, named):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--model", "unet", option, value, "--quiet"])
+    _refused(result, named)  # before: one message for both options, naming neither value
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--budget-steps", "0"], "--budget-steps 0"),  # before: 0 fell back to the preset's steps without a word
+    (["--sizes", "0"], "--sizes 0"),  # before: a traceback after all the training
+    (["--sizes", "abc"], "--sizes 'abc'"),
+    (["--approaches", ","], "--approaches"),  # before: a traceback, results.json of nothing left behind
+    (["--weights", "unet={missing}"], "missing.safetensors"),  # before: named only after the data was made
+])
+def test_compare_refuses_bad_options_before_any_work(tmp_path, extra, named):
+    args = [a.replace("{missing}", str(tmp_path / "missing.safetensors")) for a in extra]
+    approaches = [] if "--approaches" in extra else ["--approaches", "unet"]
+    result = runner.invoke(app, ["compare", "--quick", *approaches, *args, "--out", str(tmp_path / "cmp"), "--device",
+                                 "cpu", "--quiet"])
+    _refused(result, named.replace("{missing}", ""))
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_models_info_refuses_a_size_the_models_cannot_take():
+    _refused(runner.invoke(app, ["models", "--info", "unet", "--size", "0", "--json"]), "--size 0")
+
+
+@pytest.mark.parametrize("opset", ["3", "7", "99"])
+def test_export_names_an_opset_torch_cannot_use(tiny_checkpoint, tmp_path, opset):
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", "--weights", str(tiny_checkpoint), "--format", "onnx", "--opset", opset,
+                                 "--out", str(out), "--quiet"])
+    _refused(result, f"--opset {opset}", "17")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no .onnx, no temporary file
+
+
+def test_data_synth_out_naming_a_file(tmp_path):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    result = runner.invoke(app, ["data", "synth", "--kind", "shapes", "--out", str(taken), "--n", "2", "--size", "32"])
+    _refused(result, "--out", str(taken), "file")
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", [["predict", "{img}", "--out", "{tmp}/o"], ["export", "--format", "onnx"],
+                                     ["eval", "--mode", "semantic", "--data", "{tmp}", "--json", "-"]])
+def test_weights_naming_a_folder_or_nothing(command, image, tiny_checkpoint, tmp_path):
+    for weights, said in ((tiny_checkpoint.parent, "a folder, not a checkpoint"), (tmp_path / "nope.safetensors", "no such file")):
+        args = [a.replace("{img}", str(image)).replace("{tmp}", str(tmp_path)) for a in command]
+        result = runner.invoke(app, [*args, "--weights", str(weights), "--device", "cpu", "--quiet"])
+        line = _refused(result, str(weights), said)
+        assert ".json" not in line  # before: "ckpt.json: checkpoint card missing", of a file nobody named
+
+
+@pytest.mark.parametrize("args, named", [
+    (["train", "--data", "x", "--model", "unet", "--steps", "abc"], "'--steps'"),
+    (["predict"], "'inputs'"),
+    (["predict", "a.png", "--bogus"], "--bogus"),
+    (["models", "--mode", "bogus"], "'--mode'"),
+    (["frobnicate"], "'frobnicate'"),
+])
+def test_an_option_that_does_not_parse_is_one_line(args, named):
+    # Before: click's usage box, five or six lines.
+    line = _refused(runner.invoke(app, args), named)
+    assert line.startswith("error:") and "--help" in line
+
+
+def test_a_refusal_before_any_work_has_no_blank_line_above_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert result.exit_code == 2 and result.stderr.startswith("error:"), repr(result.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_nothing_to_resume_leaves_no_file(tmp_path):
+    # Before: refused only after plan.json was written into the new run folder.
+    from segcli.data.synth import generate
+
+    data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
+    result = runner.invoke(app, ["train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "1",
+                                 "--img-size", "32", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--device", "cpu"])
+    _refused(result, str(tmp_path / "run" / "last"), "resume")
+    assert not (tmp_path / "run").exists()

@@ -263,6 +263,8 @@ def _check_arguments(kind: str, out: Path, n: int, size: int, val_fraction: floa
         raise UsageError(f"--size {size}: use at least 32 px")
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"--val-fraction {val_fraction}: choose a fraction in [0, 1)")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: this is a file; name a folder (it is created if missing)")
     if out.exists() and any(out.iterdir()) and not (out / "dataset.json").exists() and not force:
         raise UsageError(f"--out {out}: folder exists and is not a segcli synthetic dataset; choose another or pass --force")
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from segcli import io
+from segcli.checkpoint import read_card
 from segcli.device import resolve_device
-from segcli.errors import UsageError
+from segcli.errors import UsageError, check_minimums
 from segcli.measure import latency_ms, peak_memory_mb
 from segcli.services import compare_report
 
@@ -77,8 +78,10 @@ class CompareConfig:
 
 def _preset(config: CompareConfig) -> ComparePreset:
     base = PRESETS["quick" if config.quick else "default"]
-    if config.seeds is not None and config.seeds < 1:
-        raise UsageError(f"--seeds {config.seeds}: give at least 1")
+    # 0 would fall back to the preset (`or`) without a word, and a size below the zoo's stride crashes after training
+    check_minimums(("--seeds", config.seeds, 1), ("--budget-steps", config.steps, 1), ("--epochs", config.epochs, 1),
+                   ("--img-size", config.img_size, 32), ("--batch-size", config.batch_size, 1),
+                   *(("--sizes", size, 32) for size in config.sizes or ()))
     return ComparePreset(
         n_images=base.n_images,
         img_size=config.img_size or base.img_size,
@@ -126,6 +129,10 @@ def _notify(callback: Callback | None, event: str, **info) -> None:
 def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
     """Run the whole comparison; returns the results dict that results.json holds."""
     approaches = parse_approaches(tuple(config.approaches))
+    if not approaches:
+        raise UsageError("--approaches: name at least one model, e.g. --approaches unet,fcn")
+    for path in config.weights.values():
+        read_card(path)  # a missing or foreign checkpoint is named before the data is made
     unknown = sorted(set(config.weights) - set(approaches))
     if unknown:
         raise UsageError(f"--weights {unknown[0]}=...: {unknown[0]} is not one of --approaches ({', '.join(approaches)})")

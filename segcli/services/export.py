@@ -63,8 +63,7 @@ def export_onnx(weights: Path, out: Path | None = None, opset: int = 17, size: i
     with io.atomic_path(out) as tmp, warnings.catch_warnings():
         # The exporter warns that it is deprecated and that shape checks in forward become constants (see the module doc).
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
-                          output_names=names, dynamic_axes={name: dims for name in ["images", *names]})
+        _export(wrapper, example, tmp, opset, names, dims)
         graph = onnx.load(str(tmp))
         norm = card.get("normalization", {})
         metadata = {"segcli_card": card, "mean": norm.get("mean"), "std": norm.get("std"), "label_space": card["label_space"]}
@@ -72,6 +71,19 @@ def export_onnx(weights: Path, out: Path | None = None, opset: int = 17, size: i
             graph.metadata_props.add(key=key, value=json.dumps(value))
         onnx.save(graph, str(tmp))
     return out
+
+
+def _export(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: int, names: list[str], dims: dict) -> None:
+    try:
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=names, dynamic_axes={name: dims for name in ["images", *names]})
+    except (torch.onnx.OnnxExporterError, RuntimeError) as error:
+        # An opset torch does not know is a RuntimeError, one too old for an operator an OnnxExporterError.
+        if not isinstance(error, torch.onnx.OnnxExporterError) and "opset" not in str(error):
+            raise
+        first = str(error).strip().splitlines()[0]
+        raise UsageError(f"--opset {opset}: torch cannot export this model at that opset ({first}); "
+                         "the default, 17, works") from None
 
 
 def _check_size(size: int) -> None:

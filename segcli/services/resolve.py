@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from segcli import hub
-from segcli.checkpoint import checkpoint_paths, load_checkpoint, make_card
+from segcli.checkpoint import check_weights_path, checkpoint_paths, load_checkpoint, make_card
 from segcli.errors import ModelError, UsageError
 from segcli.models import hf_zoo
 from segcli.models.pretrained import library_name, required_weights
@@ -115,6 +115,7 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
 
 
 def _from_file(mode: str, model: str | None, weights: Path, device) -> tuple[torch.nn.Module, dict]:
+    check_weights_path(weights)
     _, card_path = checkpoint_paths(weights)
     if card_path.is_file():
         net, card = load_checkpoint(weights, device=device)

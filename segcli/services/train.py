@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from segcli import distributed, io
-from segcli.checkpoint import checkpoint_paths, make_card, read_card, read_safetensors
+from segcli.checkpoint import checkpoint_paths, make_card, read_card, read_safetensors, training_state_paths
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
-from segcli.errors import ModelError, UsageError
+from segcli.errors import ModelError, UsageError, check_minimums
 from segcli.inference import postprocess_defaults
 from segcli.io import write_json
 from segcli.models.pretrained import load_into
@@ -33,6 +33,7 @@ from segcli.training.seeding import seed_everything
 from segcli.training.trainer import Trainer
 
 Callback = Callable[..., None]
+MIN_SIDE = 32  # smallest training image side: the zoo's largest output stride (fcn fails below it)
 
 __all__ = ["TrainConfig", "TrainResult", "plan_run", "train"]
 
@@ -157,12 +158,25 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
         raise UsageError("give --epochs or --steps, not both")
     if config.img_size is not None and (config.crop is not None or config.scale is not None):
         raise UsageError("--img-size (resize training) or --crop/--scale (windows at a fixed scale): choose one")
-    if config.crop is not None and config.crop < 8:
-        raise UsageError(f"--crop {config.crop}: a window side of at least 8 pixels")
     if config.scale is not None and not 0.05 <= config.scale <= 8:
         raise UsageError(f"--scale {config.scale}: a factor between 0.05 and 8 (1 = the images' own pixels)")
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
+    _check_numbers(config)
+    if config.resume:
+        training_state_paths(_out_dir(config) / "last")  # before the plan is written into a folder with nothing to resume
+
+
+def _check_numbers(config: TrainConfig) -> None:
+    """Counts, sizes and weights outside their range are refused before any file is written (--steps -3 trained
+    nothing and exited 0; --batch-size 0 or --workers -1 crashed after the plan was written)."""
+    check_minimums(("--epochs", config.epochs, 1), ("--steps", config.steps, 1), ("--batch-size", config.batch_size, 1),
+                   ("--img-size", config.img_size, MIN_SIDE), ("--crop", config.crop, MIN_SIDE), ("--width", config.width, 1),
+                   ("--warmup", config.warmup, 0), ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
+                   ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
+                   ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
+                   ("--lr", config.lr, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
+    check_minimums(("--center-sigma", config.center_sigma, 0), above=True)
 
 
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:
