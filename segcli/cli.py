@@ -177,7 +177,8 @@ def models_command(
     for column in ("name", "modes", "weights", "description"):
         table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
     for row in rows:
-        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), row["description"])
+        # escape: descriptions such as "needs segcli[hf]" would otherwise lose their brackets as rich markup
+        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), escape(row["description"]))
     _show(table)
     _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
 

@@ -25,12 +25,12 @@ runner = CliRunner()
 NAMES = ["person", "car", "sky-other-merged", "grass-merged"]  # COCO panoptic names: ids 1, 3, 187, 193
 COCO_IDS = [1, 3, 187, 193]
 ISTHING = [True, True, False, False]
+LOW = ["--score-threshold", "0.3"]  # the random model's thing queries score 0.5-0.6, below Mask2Former's 0.8
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A Mask2Former with a 4-stage Swin of width 16 and 8 queries (0.35 M parameters), random weights,
-    saved with its image processor (64 x 64 px input) as `save_pretrained` writes any checkpoint."""
+def save_tiny(folder: Path, names: list[str]) -> Path:
+    """A Mask2Former with a 4-stage Swin of width 16 and 8 queries (0.35 M parameters), random weights, classes
+    `names`, saved with its image processor (64 x 64 px input) as `save_pretrained` writes any checkpoint."""
     from transformers import (
         Mask2FormerConfig,
         Mask2FormerForUniversalSegmentation,
@@ -42,18 +42,22 @@ def tiny(tmp_path_factory) -> Path:
                           out_features=["stage1", "stage2", "stage3", "stage4"])
     config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, num_queries=8, encoder_layers=1, decoder_layers=2,
                                feature_size=32, mask_feature_size=32, dim_feedforward=64, encoder_feedforward_dim=64,
-                               num_attention_heads=2, id2label=dict(enumerate(NAMES)),
-                               label2id={n: i for i, n in enumerate(NAMES)}, use_pretrained_backbone=False)
+                               num_attention_heads=2, id2label=dict(enumerate(names)),
+                               label2id={n: i for i, n in enumerate(names)}, use_pretrained_backbone=False)
     torch.manual_seed(2)
     net = Mask2FormerForUniversalSegmentation(config).eval()
     with torch.no_grad():  # confident queries, never "no object", sharp masks: random weights still yield segments
         net.class_predictor.weight.mul_(30)
         net.class_predictor.bias[-1] = -20
         net.get_parameter("model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight").mul_(100)
-    folder = tmp_path_factory.mktemp("tiny-m2f")
     net.save_pretrained(folder)
     Mask2FormerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-m2f"), NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +81,10 @@ def _check_categories(out: Path) -> None:
     assert [c["id"] for c in categories] == COCO_IDS and [bool(c["isthing"]) for c in categories] == ISTHING
 
 
-def _check_panoptic(out: Path, lines: list[dict]) -> int:
+def _check_panoptic(out: Path, lines: list[dict]) -> list[dict]:
+    """SPEC's panoptic files, as segcli's own models write them; returns every segment of the --json lines."""
     data = io.read_json(out / "panoptic.json")
     assert [c["id"] for c in data["categories"]] == COCO_IDS
-    segments = 0
     for ann, line in zip(data["annotations"], lines):
         ids = io.read_panoptic_png(out / "panoptic" / ann["file_name"])
         assert ids.shape == io.read_image(line["input"]).shape[:2]
@@ -95,28 +99,18 @@ def _check_panoptic(out: Path, lines: list[dict]) -> int:
             assert info["area"] == present[segment_id] and info["bbox"] == list(mask_to_xywh(ids == segment_id))
             assert ("score" in info) == ISTHING[COCO_IDS.index(info["category_id"])]
         assert [s["id"] for s in line["segments"]] == list(infos)
-        segments += len(infos)
     assert pq_compute(out / "panoptic.json", out / "panoptic.json")["pq"] == 1.0  # panopticapi's own checks pass
-    return segments
+    return [segment for line in lines for segment in line["segments"]]
 
 
-def test_predicts_panoptic_with_the_checkpoints_classes(tiny, photos, tmp_path):
-    out = tmp_path / "out"
-    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out])
-    assert len(lines) == 2 and all(line["ok"] for line in lines)
-    assert _check_panoptic(out, lines) > 0
-    _check_categories(out)
-    assert (out / "overlays" / "a.jpg").is_file()
-
-
-def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
-    out = tmp_path / "out"
-    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "instance", "--out", out])
+def _check_instances(out: Path, lines: list[dict]) -> list[dict]:
+    """SPEC's instance PNG (ids 1..N by score) and COCO results json (RLE) agree; returns the results."""
     results = io.read_json(out / "instances.json")
-    assert results and {r["category_id"] for r in results} <= {1, 3}  # things only
+    assert {r["category_id"] for r in results} <= {1, 3}  # things only
     for line in lines:
         stem = Path(line["input"]).stem
         ids = io.read_label_png(out / "instance" / f"{stem}.png")
+        assert ids.shape == io.read_image(line["input"]).shape[:2]
         segments = line["segments"]
         assert [s["id"] for s in segments] == list(range(1, len(segments) + 1))
         assert [s["score"] for s in segments] == sorted((s["score"] for s in segments), reverse=True)
@@ -124,18 +118,44 @@ def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
             mask = mask_utils.decode({**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}).astype(bool)
             assert entry["area"] == int(mask.sum()) and entry["bbox"] == list(mask_to_xywh(mask))
             assert not (ids == number)[~mask].any()  # the PNG shows an instance only inside its own mask
+    return results
+
+
+def _check_semantic(out: Path, lines: list[dict]) -> None:
+    for line in lines:
+        labels = io.read_label_png(out / "semantic" / f"{Path(line['input']).stem}.png")
+        assert labels.shape == io.read_image(line["input"]).shape[:2] and labels.max() < len(NAMES)
+        assert {s["id"]: s["area"] for s in line["segments"]} == dict(zip(*np.unique(labels, return_counts=True)))
+        assert all(s["category"] == NAMES[s["id"]] for s in line["segments"])
+
+
+def test_predicts_panoptic_with_the_checkpoints_classes(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out, *LOW])
+    assert len(lines) == 2 and all(line["ok"] for line in lines)
+    assert {s["isthing"] for s in _check_panoptic(out, lines)} == {True, False}  # things and stuff
+    _check_categories(out)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.jpg", "b.jpg"]
+
+
+def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "instance", "--out", out])
+    assert _check_instances(out, lines)
     _check_categories(out)
 
 
 def test_predicts_semantic_maps(tiny, photos, tmp_path):
     out = tmp_path / "out"
     _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "semantic", "--out", out])
-    for line in lines:
-        labels = io.read_label_png(out / "semantic" / f"{Path(line['input']).stem}.png")
-        assert labels.shape == io.read_image(line["input"]).shape[:2] and labels.max() < len(NAMES)
-        assert {s["id"]: s["area"] for s in line["segments"]} == dict(zip(*np.unique(labels, return_counts=True)))
-        assert all(s["category"] == NAMES[s["id"]] for s in line["segments"])
+    _check_semantic(out, lines)
     _check_categories(out)
+
+
+def test_no_progress_bar_for_a_checkpoint_on_disk(tiny, photos, tmp_path):
+    """transformers' "Loading weights" bar is not a download: a checkpoint already here loads silently."""
+    result, _ = _predict([photos, "--model", f"hf:{tiny}", "--mode", "semantic", "--out", tmp_path / "out"])
+    assert "Loading weights" not in result.stderr and "it/s" not in result.stderr
 
 
 def test_not_tiled_unless_asked(tiny, photos, tmp_path):
@@ -148,12 +168,14 @@ def test_not_tiled_unless_asked(tiny, photos, tmp_path):
     assert events[0] == ("start", None)
 
 
-def test_tiles_a_large_image(tiny, tmp_path):
+@pytest.mark.parametrize("mode", ["semantic", "instance", "panoptic"])
+def test_tiles_a_large_image(tiny, tmp_path, mode):
     photo = tmp_path / "wide.png"
     io.write_image(photo, np.random.default_rng(1).integers(0, 255, (70, 150, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    _, lines = _predict([photo, "--model", f"hf:{tiny}", "--mode", "panoptic", "--tile", "64", "--out", out])
-    _check_panoptic(out, lines)
+    _, lines = _predict([photo, "--model", f"hf:{tiny}", "--mode", mode, "--tile", "64", "--out", out, *LOW])
+    {"semantic": _check_semantic, "instance": _check_instances, "panoptic": _check_panoptic}[mode](out, lines)
+    _check_categories(out)
 
 
 def test_panoptic_conversion_fuses_stuff_and_keeps_ids_unique(tiny):
