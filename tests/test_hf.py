@@ -4,6 +4,7 @@ tiling, eval and the offline refusal exactly as segcli's own models do. Nothing 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from segcli import io
 from segcli.cli import app
 from segcli.metrics import pq_compute
 from segcli.models import hf_zoo
+from segcli.models.hf_coco import coco_ids_for
 from segcli.structures import mask_to_xywh
 
 pytest.importorskip("transformers")
@@ -209,11 +211,14 @@ def test_eval_data_scores_an_hf_model(tiny, photos, tmp_path):
     assert 0.0 <= io.read_json(report)["miou"] <= 1.0
 
 
-def test_models_lists_the_mask2former_checkpoints():
+def test_models_lists_the_mask2former_checkpoints(monkeypatch):
+    from segcli import cli
+
+    monkeypatch.setattr(cli.err_console, "width", 400)  # whole descriptions, not cut to a terminal's width
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
-    for name in hf_zoo.ZOO:
-        assert name in result.output
+    for checkpoint in hf_zoo.ZOO.values():
+        assert checkpoint.name in result.output and checkpoint.description in result.output  # [hf] kept: no markup
 
 
 def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch, torch_home):
@@ -237,15 +242,105 @@ def test_modes_a_checkpoint_cannot_do_are_refused(photos):
     assert result.exit_code == 2 and "cannot do --mode panoptic" in result.output
 
 
-def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos, monkeypatch):
+@pytest.mark.parametrize("command", ["predict", "fetch"])
+def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos, monkeypatch, command):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     name = "hf:facebook/mask2former-swin-tiny-coco-panoptic"
-    result = runner.invoke(app, ["predict", str(photos), "--model", name, "--mode", "panoptic", "--out",
-                                 str(tmp_path / "out"), "--device", "cpu"], env={"SEGCLI_OFFLINE": "1"})
+    args = {"predict": ["predict", str(photos), "--model", name, "--mode", "panoptic", "--out", str(tmp_path / "out"),
+                        "--device", "cpu"],
+            "fetch": ["models", "--fetch", name]}[command]
+    result = runner.invoke(app, args, env={"SEGCLI_OFFLINE": "1"})
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert "offline" in lines[0] and name in lines[0] and f"segcli models --fetch {name}" in lines[0]
     assert str(tmp_path / "hf") in lines[0] and not (tmp_path / "out" / "panoptic").exists()
+
+
+def _hub_cache(cache: Path, repo: str, folder: Path) -> Path:
+    """`folder`'s files laid out as huggingface_hub caches a download of `repo`: refs/main names a snapshot."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, entry / "snapshots" / commit)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(commit)
+    return entry / "snapshots" / commit
+
+
+def test_the_default_panoptic_model_runs_offline_from_the_hugging_face_cache(tiny, photos, tmp_path, monkeypatch):
+    """The zoo's COCO panoptic name, its files (here the tiny model's) in the cache: listed as here, fetched
+    without a download, and predict's default for --mode panoptic, offline."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("SEGCLI_OFFLINE", "1")
+    name = hf_zoo.DEFAULT_PANOPTIC
+    assert not hf_zoo.is_cached(name)
+    snapshot = _hub_cache(tmp_path / "hf", name.removeprefix(hf_zoo.PREFIX), tiny)
+    assert hf_zoo.is_cached(name)
+    rows = {row["name"]: row for row in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
+    assert rows[name]["weights"][0]["cached"] and rows[name]["default_for"] == ["panoptic"]
+    result = runner.invoke(app, ["models", "--fetch", name, "--offline"])
+    assert result.exit_code == 0 and f"{name}: {snapshot}" in result.output.replace("\n", "")  # rich wraps lines
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--mode", "panoptic", "--offline", "--out", out, *LOW])  # no --model
+    assert {s["category"] for s in _check_panoptic(out, lines)} <= set(NAMES)
+    _check_categories(out)
+
+
+@pytest.mark.parametrize("mode", ["semantic", "instance", "panoptic"])
+def test_visualize_draws_hf_predictions_with_the_checkpoints_names(tiny, photos, tmp_path, mode):
+    from segcli.services.visualize import VisualizeConfig, _background, _prediction, _source, visualize
+
+    pred = tmp_path / "pred"
+    _predict([photos, "--model", f"hf:{tiny}", "--mode", mode, "--out", pred, *LOW])
+    pictures = tmp_path / "pictures"
+    result = runner.invoke(app, ["visualize", str(photos), "--pred", str(pred), "--side-by-side", "--out", str(pictures)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in pictures.iterdir()) == ["a.png", "b.png"]
+    labels = _prediction(_source(VisualizeConfig(inputs=[str(photos)], pred=pred)), photos / "a.png", "a", None)
+    assert labels.space.names == NAMES
+    assert _background(labels.space) is None  # class 0 (COCO's person) is a class to draw, not background
+    if mode == "semantic":  # the prediction as its own ground truth: every image's IoU is 1
+        summary = visualize(VisualizeConfig(inputs=[str(photos)], pred=pred, gt=pred / "semantic", out=tmp_path / "e"))
+        assert summary.ious == {"a": 1.0, "b": 1.0}
+
+
+def test_eval_data_scores_its_own_panoptic_predictions_perfectly(tiny, photos, tmp_path):
+    """predict's panoptic files read back as a COCO panoptic dataset: eval --data predicts the same segments with
+    the same COCO category ids and thing flags, so PQ is 1 for things and stuff."""
+    out = tmp_path / "out"
+    _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out, *LOW])
+    data = tmp_path / "data"
+    shutil.copytree(photos, data / "images")
+    shutil.copytree(out / "panoptic", data / "panoptic")
+    predicted = io.read_json(out / "panoptic.json")
+    images = [{"id": a["image_id"], "file_name": a["file_name"], "height": shape[0], "width": shape[1]}
+              for a in predicted["annotations"] for shape in [io.read_image(photos / a["file_name"]).shape]]
+    io.write_json(data / "panoptic.json", {**predicted, "images": images})
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--data", str(data / "panoptic.json"), "--model", f"hf:{tiny}", "--mode",
+                                 "panoptic", "--split", "all", "--json", str(report), "--device", "cpu", *LOW])
+    assert result.exit_code == 0, result.output
+    scores = io.read_json(report)
+    assert scores["pq"] == 1.0 and scores["things"]["n"] > 0 and scores["stuff"]["n"] > 0
+
+
+def test_coco_names_give_panopticapis_ids_and_eval_reads_real_coco_panoptic(shared_data, tmp_path):
+    """The published COCO checkpoints list panopticapi's 133 categories in its order (things, then stuff, by id):
+    the names alone give the json's ids and thing flags, and eval --data scores a model so named on real COCO
+    panoptic ground truth (random weights: the score itself means nothing)."""
+    root = shared_data / "coco_panoptic_sample"
+    categories = io.read_json(root / "panoptic_coco_categories.json")
+    names = [c["name"] for c in categories]
+    assert coco_ids_for(names) == ([c["id"] for c in categories], [bool(c["isthing"]) for c in categories])
+    model = save_tiny(tmp_path / "coco", names)
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--data", str(root), "--model", f"hf:{model}", "--mode", "panoptic",
+                                 "--split", "all", "--json", str(report), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scores = io.read_json(report)
+    assert [(row["id"], row["name"]) for row in scores["per_class"]] == [(c["id"], c["name"]) for c in categories]
+    assert 0.0 <= scores["pq"] <= 1.0 and scores["images"] == 2
