@@ -288,6 +288,15 @@ def test_the_default_panoptic_model_runs_offline_from_the_hugging_face_cache(tin
     _, lines = _predict([photos, "--mode", "panoptic", "--offline", "--out", out, *LOW])  # no --model
     assert {s["category"] for s in _check_panoptic(out, lines)} <= set(NAMES)
     _check_categories(out)
+    # Online too, files in the cache are read from it: no request to the Hub (none could be answered here).
+    import huggingface_hub.file_download
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a request to the Hugging Face Hub")
+
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_network)
+    monkeypatch.setenv("SEGCLI_OFFLINE", "0")
+    _predict([photos, "--mode", "panoptic", "--out", tmp_path / "online"])
 
 
 @pytest.mark.parametrize("mode", ["semantic", "instance", "panoptic"])
@@ -344,3 +353,19 @@ def test_coco_names_give_panopticapis_ids_and_eval_reads_real_coco_panoptic(shar
     scores = io.read_json(report)
     assert [(row["id"], row["name"]) for row in scores["per_class"]] == [(c["id"], c["name"]) for c in categories]
     assert 0.0 <= scores["pq"] <= 1.0 and scores["images"] == 2
+
+
+def test_ids_and_thing_flags_come_from_the_config_else_the_names_else_defaults():
+    from types import SimpleNamespace
+
+    coco = SimpleNamespace(id2label=dict(enumerate(NAMES)))
+    space = hf_zoo.label_space(coco, hf_zoo.MODES)
+    assert (space.names, space.category_ids, space.isthing) == (NAMES, COCO_IDS, ISTHING)
+    own = SimpleNamespace(id2label={0: "cell", 1: "membrane"})
+    assert hf_zoo.label_space(own, hf_zoo.MODES).category_ids == [1, 2]
+    assert hf_zoo.label_space(own, hf_zoo.MODES).isthing == [True, True]  # each query its own segment
+    assert hf_zoo.label_space(own, ("semantic",)).isthing == [False, False]  # a semantic checkpoint's classes: stuff
+    given = SimpleNamespace(id2label={0: "cell", 1: "membrane"}, category_ids=[7, 9], isthing=[1, 0])
+    space = hf_zoo.label_space(given, hf_zoo.MODES)
+    assert (space.category_ids, space.isthing) == ([7, 9], [True, False])
+    assert (0, 0, 0) not in space.colors  # no class is drawn as the VOC background

@@ -155,7 +155,9 @@ def load_files(name: str, *, progress: bool = True):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForUniversalSegmentation
 
     ref, local = _reference(name)
-    options = {"local_files_only": local or _offline()}
+    # A checkpoint already in the cache is read from it, as torch hub's files are: no request to the Hub (without a
+    # network, huggingface_hub would retry each file for half a minute before falling back to the cache).
+    options = {"local_files_only": local or _offline() or is_cached(name)}
     try:
         with _download_bars(progress), _no_loading_bar():
             config = AutoConfig.from_pretrained(ref, **options)
@@ -215,12 +217,14 @@ def fetch(name: str, *, progress: bool = True) -> Path:
 
 
 def is_cached(name: str) -> bool:
-    """Config and weights of a Hub checkpoint are in the Hugging Face cache (folders: they exist)."""
+    """Config, processor config and weights of a Hub checkpoint are in the Hugging Face cache (folders: they exist)."""
     ref, local = _reference(name)
     if local:
         return True
     from huggingface_hub import try_to_load_from_cache
 
-    weights = ("model.safetensors", "pytorch_model.bin")
-    return isinstance(try_to_load_from_cache(ref, "config.json"), str) and any(
-        isinstance(try_to_load_from_cache(ref, f), str) for f in weights)
+    def here(file: str) -> bool:
+        return isinstance(try_to_load_from_cache(ref, file), str)
+
+    return here("config.json") and here("preprocessor_config.json") and (
+        here("model.safetensors") or here("pytorch_model.bin"))
