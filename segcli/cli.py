@@ -166,7 +166,7 @@ def models_command(
             return
         table = Table(title=f"{info}", show_header=False)
         for key, value in facts.items():
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
         _show(table)
         return
     rows = catalog.list_catalog(mode.value if mode else None)

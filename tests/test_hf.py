@@ -369,3 +369,17 @@ def test_ids_and_thing_flags_come_from_the_config_else_the_names_else_defaults()
     space = hf_zoo.label_space(given, hf_zoo.MODES)
     assert (space.category_ids, space.isthing) == ([7, 9], [True, False])
     assert (0, 0, 0) not in space.colors  # no class is drawn as the VOC background
+
+
+def test_models_info_reads_the_checkpoint_here_and_downloads_nothing(tiny, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    result = runner.invoke(app, ["models", "--info", f"hf:{tiny}", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert (facts["classes"], facts["things"], facts["input_size"]) == (4, 2, {"height": 64, "width": 64})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    name = "hf:facebook/mask2former-swin-tiny-ade-semantic"
+    facts = json.loads(runner.invoke(app, ["models", "--info", name, "--json"]).stdout)
+    assert facts["modes"] == ["semantic"] and facts["weights"] == f"not on this machine: segcli models --fetch {name}"
+    assert "segcli[hf]" in facts["description"] and not (tmp_path / "hf").exists()

@@ -204,6 +204,20 @@ def load(name: str, mode: str, device="cpu"):
     return model, card
 
 
+def facts(name: str) -> dict:
+    """`segcli models --info` of an hf: checkpoint: the zoo's entry, and what its files say when they are on this
+    machine (--info downloads nothing): classes, parameters, the size its processor resizes every image to."""
+    checkpoint = ZOO.get(name)
+    described = checkpoint.description if checkpoint else "a Hugging Face checkpoint (--model hf:ORG/NAME or hf:DIR)"
+    found = {"name": name, "modes": list(modes_of(name)), "description": described}
+    if not (available() and is_cached(name)):
+        return found | {"weights": f"not on this machine: segcli models --fetch {name}"}
+    processor, net = load_files(name)
+    space = label_space(net.config, modes_of(name))
+    return found | {"classes": space.num_classes, "things": len(space.thing_indices),
+                    "parameters": sum(p.numel() for p in net.parameters()), "input_size": dict(processor.size)}
+
+
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Download an hf: checkpoint into the Hugging Face cache (what `segcli models --fetch` does): its folder there
     (a local checkpoint folder: itself, checked)."""
