@@ -16,7 +16,10 @@ ImageNet mean and std). It costs the same time; its parameter count is checked a
 file size. Random weights say nothing about quality, and only a little about precision: agreement
 of bfloat16 with float32 ("same_class_pixels": the share of pixels given the same class; panoptic:
 the same segment category, instance: the class of the best instance covering the pixel) is measured
-where nothing is confident, so it is only indicative. "weights" in each result says which it was.
+where nothing is confident: random weights predict no segment at all (panoptic, instance) or one class
+everywhere (semantic), so it holds trivially ("float32_classes_predicted" says so). "same_mask_decisions" compares
+the raw query masks instead (mask logit > 0), which random weights do vary: still only indicative. "weights" in each
+result says which weights it was.
 """
 
 from __future__ import annotations
@@ -101,6 +104,17 @@ def class_map(prediction, mode: str, shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+def mask_agreement(model, image: np.ndarray) -> float:
+    """Share of the queries' mask decisions (mask logit > 0, at the network's 1/4 resolution) that bfloat16 keeps:
+    something to compare even when random weights, whose class scores are flat, predict no segment."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        fp32 = model(x)["masks_queries_logits"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x)["masks_queries_logits"].float()
+    return float(((fp32 > 0) == (bf16 > 0)).float().mean())
+
+
 def _measure(name: str, mode: str, count: int, tmp: Path) -> dict:
     real = hf_zoo.is_cached(name)
     if real:
@@ -114,7 +128,11 @@ def _measure(name: str, mode: str, count: int, tmp: Path) -> dict:
     fp32, p32 = _median_seconds(model, card, image, mode, torch.float32)
     bf16, p16 = _median_seconds(model, card, image, mode, torch.bfloat16)
     parameters = sum(p.numel() for p in model.parameters())
-    agreement = float((class_map(p32, mode, SHAPE) == class_map(p16, mode, SHAPE)).mean())
+    labels32, labels16 = class_map(p32, mode, SHAPE), class_map(p16, mode, SHAPE)
+    agreement = float((labels32 == labels16).mean())
+    # Random weights are unsure of everything: no query may pass the score threshold, or one class may cover the
+    # image. Agreement then holds trivially and says nothing about bfloat16.
+    predicted = sorted(set(np.unique(labels32).tolist()) - {-1})
     return {
         "weights": "published" if real else "random (same architecture; published checkpoint not cached)",
         "mode": mode,
@@ -124,7 +142,9 @@ def _measure(name: str, mode: str, count: int, tmp: Path) -> dict:
         "bfloat16_s": round(bf16, 2),
         "speedup": round(fp32 / bf16, 2),
         "same_class_pixels": round(agreement, 4),
-        "bfloat16_could_be_default": bool(fp32 > bf16 and agreement >= AGREEMENT),
+        "float32_classes_predicted": len(predicted),
+        "same_mask_decisions": round(mask_agreement(model, image), 4),
+        "bfloat16_could_be_default": bool(fp32 > bf16 and agreement >= AGREEMENT and len(predicted) > 1),
     }
 
 
