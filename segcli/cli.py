@@ -271,6 +271,8 @@ def _predict_progress(progress, json_out):
 
     def update(event: str, **info) -> None:
         if event == "start":  # started here, not before predict: a configuration error then prints no empty bar
+            if info.get("note") and not STATE.quiet:
+                err_console.print(escape(info["note"]), highlight=False, soft_wrap=True)
             progress.start()
             tasks["images"] = progress.add_task(f"predict ({info['model']}, {info['device']})", total=info["inputs"])
         elif event == "image":

@@ -383,3 +383,19 @@ def test_models_info_reads_the_checkpoint_here_and_downloads_nothing(tiny, tmp_p
     facts = json.loads(runner.invoke(app, ["models", "--info", name, "--json"]).stdout)
     assert facts["modes"] == ["semantic"] and facts["weights"] == f"not on this machine: segcli models --fetch {name}"
     assert "segcli[hf]" in facts["description"] and not (tmp_path / "hf").exists()
+
+
+def test_without_the_extra_a_default_panoptic_run_says_how_to_get_stuff(tiny, photos, tmp_path, monkeypatch):
+    from segcli.services import resolve
+
+    net, card = hf_zoo.load(f"hf:{tiny}", "panoptic")  # stands in for torchvision's Mask R-CNN (weights not here)
+    monkeypatch.setattr(resolve, "_library_model", lambda mode, model, device: (net, dict(card, model=model)))
+    monkeypatch.setattr(hf_zoo, "available", lambda: False)
+    monkeypatch.setenv("SEGCLI_WEIGHTS", "")
+    monkeypatch.setattr(resolve, "REPO_WEIGHTS", Path("/nonexistent"))
+    result, lines = _predict([photos, "--mode", "panoptic", "--out", tmp_path / "out"])
+    assert all(line["ok"] for line in lines)
+    assert "--mode panoptic with tv_maskrcnn_resnet50_fpn_v2: COCO things only" in result.stderr
+    assert "pip install 'segcli[hf]' makes a COCO panoptic Mask2Former the default" in result.stderr
+    quiet, _ = _predict([photos, "--mode", "panoptic", "--out", tmp_path / "quiet", "--quiet"])
+    assert "segcli[hf]" not in quiet.stderr
