@@ -3,8 +3,10 @@
 `--model hf:ORG/NAME` opens a checkpoint of the Hugging Face Hub, `--model hf:DIR` a folder written
 by `save_pretrained` (config.json, the weights and preprocessor_config.json). Files come from
 transformers' own `from_pretrained`, so they land in the Hugging Face cache ($HF_HOME/hub, by
-default ~/.cache/huggingface/hub) with its progress bars on stderr. Offline (`--offline`,
-SEGCLI_OFFLINE=1) it reads the cache only (`local_files_only`) and a missing file is one clear error.
+default ~/.cache/huggingface/hub) with huggingface_hub's download bars on stderr. A checkpoint already
+there is read from it without a request to the Hub and without transformers' "Loading weights" bar.
+Offline (`--offline`, SEGCLI_OFFLINE=1) it reads the cache only (`local_files_only`) and a missing
+file is one clear error.
 
 Class names come from the checkpoint's `config.id2label`. COCO json category ids and thing flags
 come from the config when it has `category_ids` / `isthing` lists (index order), else from the label
