@@ -204,7 +204,7 @@ def models_command(
             return
         table = Table(title=f"{info}", show_header=False)
         for key, value in facts.items():
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
         _show(table)
         return
     rows = catalog.list_catalog(mode.value if mode else None)
@@ -215,7 +215,8 @@ def models_command(
     for column in ("name", "modes", "weights", "description"):
         table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
     for row in rows:
-        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), row["description"])
+        # escape: descriptions such as "needs segcli[hf]" would otherwise lose their brackets as rich markup
+        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), escape(row["description"]))
     _show(table)
     _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
 
@@ -302,6 +303,8 @@ def _predict_progress(progress, json_out):
 
     def update(event: str, **info) -> None:
         if event == "start":  # started here, not before predict: a configuration error then prints no empty bar
+            if info.get("note") and not STATE.quiet:
+                err_console.print(escape(info["note"]), highlight=False, soft_wrap=True)
             progress.start()
             tasks["images"] = progress.add_task(f"predict ({info['model']}, {info['device']})", total=info["inputs"])
         elif event == "image":

@@ -4,6 +4,7 @@ tiling, eval and the offline refusal exactly as segcli's own models do. Nothing 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from segcli import io
 from segcli.cli import app
 from segcli.metrics import pq_compute
 from segcli.models import hf_zoo
+from segcli.models.hf_coco import coco_ids_for
 from segcli.structures import mask_to_xywh
 
 pytest.importorskip("transformers")
@@ -25,12 +27,12 @@ runner = CliRunner()
 NAMES = ["person", "car", "sky-other-merged", "grass-merged"]  # COCO panoptic names: ids 1, 3, 187, 193
 COCO_IDS = [1, 3, 187, 193]
 ISTHING = [True, True, False, False]
+LOW = ["--score-threshold", "0.3"]  # the random model's thing queries score 0.5-0.6, below Mask2Former's 0.8
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A Mask2Former with a 4-stage Swin of width 16 and 8 queries (0.35 M parameters), random weights,
-    saved with its image processor (64 x 64 px input) as `save_pretrained` writes any checkpoint."""
+def save_tiny(folder: Path, names: list[str]) -> Path:
+    """A Mask2Former with a 4-stage Swin of width 16 and 8 queries (0.35 M parameters), random weights, classes
+    `names`, saved with its image processor (64 x 64 px input) as `save_pretrained` writes any checkpoint."""
     from transformers import (
         Mask2FormerConfig,
         Mask2FormerForUniversalSegmentation,
@@ -42,18 +44,22 @@ def tiny(tmp_path_factory) -> Path:
                           out_features=["stage1", "stage2", "stage3", "stage4"])
     config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, num_queries=8, encoder_layers=1, decoder_layers=2,
                                feature_size=32, mask_feature_size=32, dim_feedforward=64, encoder_feedforward_dim=64,
-                               num_attention_heads=2, id2label=dict(enumerate(NAMES)),
-                               label2id={n: i for i, n in enumerate(NAMES)}, use_pretrained_backbone=False)
+                               num_attention_heads=2, id2label=dict(enumerate(names)),
+                               label2id={n: i for i, n in enumerate(names)}, use_pretrained_backbone=False)
     torch.manual_seed(2)
     net = Mask2FormerForUniversalSegmentation(config).eval()
     with torch.no_grad():  # confident queries, never "no object", sharp masks: random weights still yield segments
         net.class_predictor.weight.mul_(30)
         net.class_predictor.bias[-1] = -20
         net.get_parameter("model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight").mul_(100)
-    folder = tmp_path_factory.mktemp("tiny-m2f")
     net.save_pretrained(folder)
     Mask2FormerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-m2f"), NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +83,10 @@ def _check_categories(out: Path) -> None:
     assert [c["id"] for c in categories] == COCO_IDS and [bool(c["isthing"]) for c in categories] == ISTHING
 
 
-def _check_panoptic(out: Path, lines: list[dict]) -> int:
+def _check_panoptic(out: Path, lines: list[dict]) -> list[dict]:
+    """SPEC's panoptic files, as segcli's own models write them; returns every segment of the --json lines."""
     data = io.read_json(out / "panoptic.json")
     assert [c["id"] for c in data["categories"]] == COCO_IDS
-    segments = 0
     for ann, line in zip(data["annotations"], lines):
         ids = io.read_panoptic_png(out / "panoptic" / ann["file_name"])
         assert ids.shape == io.read_image(line["input"]).shape[:2]
@@ -95,28 +101,18 @@ def _check_panoptic(out: Path, lines: list[dict]) -> int:
             assert info["area"] == present[segment_id] and info["bbox"] == list(mask_to_xywh(ids == segment_id))
             assert ("score" in info) == ISTHING[COCO_IDS.index(info["category_id"])]
         assert [s["id"] for s in line["segments"]] == list(infos)
-        segments += len(infos)
     assert pq_compute(out / "panoptic.json", out / "panoptic.json")["pq"] == 1.0  # panopticapi's own checks pass
-    return segments
+    return [segment for line in lines for segment in line["segments"]]
 
 
-def test_predicts_panoptic_with_the_checkpoints_classes(tiny, photos, tmp_path):
-    out = tmp_path / "out"
-    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out])
-    assert len(lines) == 2 and all(line["ok"] for line in lines)
-    assert _check_panoptic(out, lines) > 0
-    _check_categories(out)
-    assert (out / "overlays" / "a.jpg").is_file()
-
-
-def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
-    out = tmp_path / "out"
-    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "instance", "--out", out])
+def _check_instances(out: Path, lines: list[dict]) -> list[dict]:
+    """SPEC's instance PNG (ids 1..N by score) and COCO results json (RLE) agree; returns the results."""
     results = io.read_json(out / "instances.json")
-    assert results and {r["category_id"] for r in results} <= {1, 3}  # things only
+    assert {r["category_id"] for r in results} <= {1, 3}  # things only
     for line in lines:
         stem = Path(line["input"]).stem
         ids = io.read_label_png(out / "instance" / f"{stem}.png")
+        assert ids.shape == io.read_image(line["input"]).shape[:2]
         segments = line["segments"]
         assert [s["id"] for s in segments] == list(range(1, len(segments) + 1))
         assert [s["score"] for s in segments] == sorted((s["score"] for s in segments), reverse=True)
@@ -124,18 +120,44 @@ def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
             mask = mask_utils.decode({**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}).astype(bool)
             assert entry["area"] == int(mask.sum()) and entry["bbox"] == list(mask_to_xywh(mask))
             assert not (ids == number)[~mask].any()  # the PNG shows an instance only inside its own mask
+    return results
+
+
+def _check_semantic(out: Path, lines: list[dict]) -> None:
+    for line in lines:
+        labels = io.read_label_png(out / "semantic" / f"{Path(line['input']).stem}.png")
+        assert labels.shape == io.read_image(line["input"]).shape[:2] and labels.max() < len(NAMES)
+        assert {s["id"]: s["area"] for s in line["segments"]} == dict(zip(*np.unique(labels, return_counts=True)))
+        assert all(s["category"] == NAMES[s["id"]] for s in line["segments"])
+
+
+def test_predicts_panoptic_with_the_checkpoints_classes(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out, *LOW])
+    assert len(lines) == 2 and all(line["ok"] for line in lines)
+    assert {s["isthing"] for s in _check_panoptic(out, lines)} == {True, False}  # things and stuff
+    _check_categories(out)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.jpg", "b.jpg"]
+
+
+def test_predicts_instances_as_segcli_models_do(tiny, photos, tmp_path):
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "instance", "--out", out])
+    assert _check_instances(out, lines)
     _check_categories(out)
 
 
 def test_predicts_semantic_maps(tiny, photos, tmp_path):
     out = tmp_path / "out"
     _, lines = _predict([photos, "--model", f"hf:{tiny}", "--mode", "semantic", "--out", out])
-    for line in lines:
-        labels = io.read_label_png(out / "semantic" / f"{Path(line['input']).stem}.png")
-        assert labels.shape == io.read_image(line["input"]).shape[:2] and labels.max() < len(NAMES)
-        assert {s["id"]: s["area"] for s in line["segments"]} == dict(zip(*np.unique(labels, return_counts=True)))
-        assert all(s["category"] == NAMES[s["id"]] for s in line["segments"])
+    _check_semantic(out, lines)
     _check_categories(out)
+
+
+def test_no_progress_bar_for_a_checkpoint_on_disk(tiny, photos, tmp_path):
+    """transformers' "Loading weights" bar is not a download: a checkpoint already here loads silently."""
+    result, _ = _predict([photos, "--model", f"hf:{tiny}", "--mode", "semantic", "--out", tmp_path / "out"])
+    assert "Loading weights" not in result.stderr and "it/s" not in result.stderr
 
 
 def test_not_tiled_unless_asked(tiny, photos, tmp_path):
@@ -148,12 +170,14 @@ def test_not_tiled_unless_asked(tiny, photos, tmp_path):
     assert events[0] == ("start", None)
 
 
-def test_tiles_a_large_image(tiny, tmp_path):
+@pytest.mark.parametrize("mode", ["semantic", "instance", "panoptic"])
+def test_tiles_a_large_image(tiny, tmp_path, mode):
     photo = tmp_path / "wide.png"
     io.write_image(photo, np.random.default_rng(1).integers(0, 255, (70, 150, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    _, lines = _predict([photo, "--model", f"hf:{tiny}", "--mode", "panoptic", "--tile", "64", "--out", out])
-    _check_panoptic(out, lines)
+    _, lines = _predict([photo, "--model", f"hf:{tiny}", "--mode", mode, "--tile", "64", "--out", out, *LOW])
+    {"semantic": _check_semantic, "instance": _check_instances, "panoptic": _check_panoptic}[mode](out, lines)
+    _check_categories(out)
 
 
 def test_panoptic_conversion_fuses_stuff_and_keeps_ids_unique(tiny):
@@ -187,11 +211,14 @@ def test_eval_data_scores_an_hf_model(tiny, photos, tmp_path):
     assert 0.0 <= io.read_json(report)["miou"] <= 1.0
 
 
-def test_models_lists_the_mask2former_checkpoints():
+def test_models_lists_the_mask2former_checkpoints(monkeypatch):
+    from segcli import cli
+
+    monkeypatch.setattr(cli.err_console, "width", 400)  # whole descriptions, not cut to a terminal's width
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
-    for name in hf_zoo.ZOO:
-        assert name in result.output
+    for checkpoint in hf_zoo.ZOO.values():
+        assert checkpoint.name in result.output and checkpoint.description in result.output  # [hf] kept: no markup
 
 
 def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch, torch_home):
@@ -215,15 +242,160 @@ def test_modes_a_checkpoint_cannot_do_are_refused(photos):
     assert result.exit_code == 2 and "cannot do --mode panoptic" in result.output
 
 
-def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos, monkeypatch):
+@pytest.mark.parametrize("command", ["predict", "fetch"])
+def test_offline_with_an_empty_cache_is_one_clear_line(tmp_path, photos, monkeypatch, command):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     name = "hf:facebook/mask2former-swin-tiny-coco-panoptic"
-    result = runner.invoke(app, ["predict", str(photos), "--model", name, "--mode", "panoptic", "--out",
-                                 str(tmp_path / "out"), "--device", "cpu"], env={"SEGCLI_OFFLINE": "1"})
+    args = {"predict": ["predict", str(photos), "--model", name, "--mode", "panoptic", "--out", str(tmp_path / "out"),
+                        "--device", "cpu"],
+            "fetch": ["models", "--fetch", name]}[command]
+    result = runner.invoke(app, args, env={"SEGCLI_OFFLINE": "1"})
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert "offline" in lines[0] and name in lines[0] and f"segcli models --fetch {name}" in lines[0]
     assert str(tmp_path / "hf") in lines[0] and not (tmp_path / "out" / "panoptic").exists()
+
+
+def _hub_cache(cache: Path, repo: str, folder: Path) -> Path:
+    """`folder`'s files laid out as huggingface_hub caches a download of `repo`: refs/main names a snapshot."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, entry / "snapshots" / commit)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(commit)
+    return entry / "snapshots" / commit
+
+
+def test_the_default_panoptic_model_runs_offline_from_the_hugging_face_cache(tiny, photos, tmp_path, monkeypatch):
+    """The zoo's COCO panoptic name, its files (here the tiny model's) in the cache: listed as here, fetched
+    without a download, and predict's default for --mode panoptic, offline."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("SEGCLI_OFFLINE", "1")
+    name = hf_zoo.DEFAULT_PANOPTIC
+    assert not hf_zoo.is_cached(name)
+    snapshot = _hub_cache(tmp_path / "hf", name.removeprefix(hf_zoo.PREFIX), tiny)
+    assert hf_zoo.is_cached(name)
+    rows = {row["name"]: row for row in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
+    assert rows[name]["weights"][0]["cached"] and rows[name]["default_for"] == ["panoptic"]
+    result = runner.invoke(app, ["models", "--fetch", name, "--offline"])
+    assert result.exit_code == 0 and f"{name}: {snapshot}" in result.output.replace("\n", "")  # rich wraps lines
+    out = tmp_path / "out"
+    _, lines = _predict([photos, "--mode", "panoptic", "--offline", "--out", out, *LOW])  # no --model
+    assert {s["category"] for s in _check_panoptic(out, lines)} <= set(NAMES)
+    _check_categories(out)
+    # Online too, files in the cache are read from it: no request to the Hub (none could be answered here).
+    import huggingface_hub.file_download
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a request to the Hugging Face Hub")
+
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_network)
+    monkeypatch.setenv("SEGCLI_OFFLINE", "0")
+    _predict([photos, "--mode", "panoptic", "--out", tmp_path / "online"])
+
+
+@pytest.mark.parametrize("mode", ["semantic", "instance", "panoptic"])
+def test_visualize_draws_hf_predictions_with_the_checkpoints_names(tiny, photos, tmp_path, mode):
+    from segcli.services.visualize import VisualizeConfig, _background, _prediction, _source, visualize
+
+    pred = tmp_path / "pred"
+    _predict([photos, "--model", f"hf:{tiny}", "--mode", mode, "--out", pred, *LOW])
+    pictures = tmp_path / "pictures"
+    result = runner.invoke(app, ["visualize", str(photos), "--pred", str(pred), "--side-by-side", "--out", str(pictures)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in pictures.iterdir()) == ["a.png", "b.png"]
+    labels = _prediction(_source(VisualizeConfig(inputs=[str(photos)], pred=pred)), photos / "a.png", "a", None)
+    assert labels.space.names == NAMES
+    assert _background(labels.space) is None  # class 0 (COCO's person) is a class to draw, not background
+    if mode == "semantic":  # the prediction as its own ground truth: every image's IoU is 1
+        summary = visualize(VisualizeConfig(inputs=[str(photos)], pred=pred, gt=pred / "semantic", out=tmp_path / "e"))
+        assert summary.ious == {"a": 1.0, "b": 1.0}
+
+
+def test_eval_data_scores_its_own_panoptic_predictions_perfectly(tiny, photos, tmp_path):
+    """predict's panoptic files read back as a COCO panoptic dataset: eval --data predicts the same segments with
+    the same COCO category ids and thing flags, so PQ is 1 for things and stuff."""
+    out = tmp_path / "out"
+    _predict([photos, "--model", f"hf:{tiny}", "--mode", "panoptic", "--out", out, *LOW])
+    data = tmp_path / "data"
+    shutil.copytree(photos, data / "images")
+    shutil.copytree(out / "panoptic", data / "panoptic")
+    predicted = io.read_json(out / "panoptic.json")
+    images = [{"id": a["image_id"], "file_name": a["file_name"], "height": shape[0], "width": shape[1]}
+              for a in predicted["annotations"] for shape in [io.read_image(photos / a["file_name"]).shape]]
+    io.write_json(data / "panoptic.json", {**predicted, "images": images})
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--data", str(data / "panoptic.json"), "--model", f"hf:{tiny}", "--mode",
+                                 "panoptic", "--split", "all", "--json", str(report), "--device", "cpu", *LOW])
+    assert result.exit_code == 0, result.output
+    scores = io.read_json(report)
+    assert scores["pq"] == 1.0 and scores["things"]["n"] > 0 and scores["stuff"]["n"] > 0
+
+
+def test_coco_names_give_panopticapis_ids_and_eval_reads_real_coco_panoptic(shared_data, tmp_path):
+    """The published COCO checkpoints list panopticapi's 133 categories in its order (things, then stuff, by id):
+    the names alone give the json's ids and thing flags, and eval --data scores a model so named on real COCO
+    panoptic ground truth (random weights: the score itself means nothing)."""
+    root = shared_data / "coco_panoptic_sample"
+    categories = io.read_json(root / "panoptic_coco_categories.json")
+    names = [c["name"] for c in categories]
+    assert coco_ids_for(names) == ([c["id"] for c in categories], [bool(c["isthing"]) for c in categories])
+    model = save_tiny(tmp_path / "coco", names)
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--data", str(root), "--model", f"hf:{model}", "--mode", "panoptic",
+                                 "--split", "all", "--json", str(report), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scores = io.read_json(report)
+    assert [(row["id"], row["name"]) for row in scores["per_class"]] == [(c["id"], c["name"]) for c in categories]
+    assert 0.0 <= scores["pq"] <= 1.0 and scores["images"] == 2
+
+
+def test_ids_and_thing_flags_come_from_the_config_else_the_names_else_defaults():
+    from types import SimpleNamespace
+
+    coco = SimpleNamespace(id2label=dict(enumerate(NAMES)))
+    space = hf_zoo.label_space(coco, hf_zoo.MODES)
+    assert (space.names, space.category_ids, space.isthing) == (NAMES, COCO_IDS, ISTHING)
+    own = SimpleNamespace(id2label={0: "cell", 1: "membrane"})
+    assert hf_zoo.label_space(own, hf_zoo.MODES).category_ids == [1, 2]
+    assert hf_zoo.label_space(own, hf_zoo.MODES).isthing == [True, True]  # each query its own segment
+    assert hf_zoo.label_space(own, ("semantic",)).isthing == [False, False]  # a semantic checkpoint's classes: stuff
+    given = SimpleNamespace(id2label={0: "cell", 1: "membrane"}, category_ids=[7, 9], isthing=[1, 0])
+    space = hf_zoo.label_space(given, hf_zoo.MODES)
+    assert (space.category_ids, space.isthing) == ([7, 9], [True, False])
+    assert (0, 0, 0) not in space.colors  # no class is drawn as the VOC background
+
+
+def test_models_info_reads_the_checkpoint_here_and_downloads_nothing(tiny, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    result = runner.invoke(app, ["models", "--info", f"hf:{tiny}", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert (facts["classes"], facts["things"], facts["input_size"]) == (4, 2, {"height": 64, "width": 64})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    name = "hf:facebook/mask2former-swin-tiny-ade-semantic"
+    facts = json.loads(runner.invoke(app, ["models", "--info", name, "--json"]).stdout)
+    assert facts["modes"] == ["semantic"] and facts["weights"] == f"not on this machine: segcli models --fetch {name}"
+    assert "segcli[hf]" in facts["description"] and not (tmp_path / "hf").exists()
+
+
+def test_without_the_extra_a_default_panoptic_run_says_how_to_get_stuff(tiny, photos, tmp_path, monkeypatch):
+    from segcli.services import resolve
+
+    net, card = hf_zoo.load(f"hf:{tiny}", "panoptic")  # stands in for torchvision's Mask R-CNN (weights not here)
+    monkeypatch.setattr(resolve, "_library_model", lambda mode, model, device: (net, dict(card, model=model)))
+    monkeypatch.setattr(hf_zoo, "available", lambda: False)
+    monkeypatch.setenv("SEGCLI_WEIGHTS", "")
+    monkeypatch.setattr(resolve, "REPO_WEIGHTS", Path("/nonexistent"))
+    result, lines = _predict([photos, "--mode", "panoptic", "--out", tmp_path / "out"])
+    assert all(line["ok"] for line in lines)
+    assert "--mode panoptic with tv_maskrcnn_resnet50_fpn_v2: COCO things only" in result.stderr
+    assert "pip install 'segcli[hf]' makes a COCO panoptic Mask2Former the default" in result.stderr
+    quiet, _ = _predict([photos, "--mode", "panoptic", "--out", tmp_path / "quiet", "--quiet"])
+    assert "segcli[hf]" not in quiet.stderr

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segcli.models import hf_zoo
 from segcli.models.registry import build_model, get_model_entry
 
 MAX_RF_INPUT = 1024  # beyond this the receptive field is reported as at least this size
@@ -134,6 +135,8 @@ def _calibrated_copy(model: nn.Module, size: int, in_channels: int) -> nn.Module
 
 def model_facts(name: str, size: int = 512, model: nn.Module | None = None, **build_kwargs) -> dict:
     """Everything `segcli models --info` prints and `compare` records."""
+    if hf_zoo.is_hf_name(name):
+        return hf_zoo.facts(name)
     entry = get_model_entry(name)
     if model is None:
         if name.startswith("tv_"):

@@ -3,8 +3,10 @@
 `--model hf:ORG/NAME` opens a checkpoint of the Hugging Face Hub, `--model hf:DIR` a folder written
 by `save_pretrained` (config.json, the weights and preprocessor_config.json). Files come from
 transformers' own `from_pretrained`, so they land in the Hugging Face cache ($HF_HOME/hub, by
-default ~/.cache/huggingface/hub) with its progress bars on stderr. Offline (`--offline`,
-SEGCLI_OFFLINE=1) it reads the cache only (`local_files_only`) and a missing file is one clear error.
+default ~/.cache/huggingface/hub) with huggingface_hub's download bars on stderr. A checkpoint already
+there is read from it without a request to the Hub and without transformers' "Loading weights" bar.
+Offline (`--offline`, SEGCLI_OFFLINE=1) it reads the cache only (`local_files_only`) and a missing
+file is one clear error.
 
 Class names come from the checkpoint's `config.id2label`. COCO json category ids and thing flags
 come from the config when it has `category_ids` / `isthing` lists (index order), else from the label
@@ -16,12 +18,13 @@ do semantic segmentation, whose classes are stuff.
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from segcli.checkpoint import make_card
 from segcli.errors import ModelError
-from segcli.structures import LabelSpace
+from segcli.structures import LabelSpace, default_palette
 
 PREFIX = "hf:"
 INSTALL_HINT = "pip install 'segcli[hf]'"
@@ -116,20 +119,55 @@ def _missing(name: str, ref: str, local: bool, error: Exception) -> ModelError:
                       f"and the network, or fetch it elsewhere (`segcli models --fetch {name}`) and copy {cache_dir()}")
 
 
-def load_files(name: str):
+@contextmanager
+def _download_bars(shown: bool):
+    """huggingface_hub's download bars on stderr, or none (`--quiet`); restored afterwards."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not shown:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not shown and not was_disabled:
+            enable_progress_bars()
+
+
+@contextmanager
+def _no_loading_bar():
+    """transformers 5 draws a "Loading weights" bar each time a model is built from files already on disk: not a
+    download, so segcli does not show it. Downloads keep huggingface_hub's own bars (another tqdm, not hooked)."""
+    from transformers.utils import logging
+
+    if not hasattr(logging, "set_tqdm_hook"):  # transformers 4 draws no such bar for one-file checkpoints
+        yield
+        return
+    previous = logging.set_tqdm_hook(lambda factory, args, kwargs: logging.EmptyTqdm(*args, **kwargs))
+    try:
+        yield
+    finally:
+        logging.set_tqdm_hook(previous)
+
+
+def load_files(name: str, *, progress: bool = True):
     """(processor, network) of an hf: name; downloads into the Hugging Face cache unless offline."""
     if not available():
         raise ModelError(f"--model {name} needs transformers and scipy: {INSTALL_HINT}")
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForUniversalSegmentation
 
     ref, local = _reference(name)
-    options = {"local_files_only": local or _offline()}
+    # A checkpoint already in the cache is read from it, as torch hub's files are: no request to the Hub (without a
+    # network, huggingface_hub would retry each file for half a minute before falling back to the cache).
+    options = {"local_files_only": local or _offline() or is_cached(name)}
     try:
-        config = AutoConfig.from_pretrained(ref, **options)
-        if config.model_type not in SUPPORTED:
-            raise ModelError(f"--model {name}: a {config.model_type} checkpoint; segcli opens {', '.join(SUPPORTED)} ones")
-        processor = AutoImageProcessor.from_pretrained(ref, **options)
-        net = AutoModelForUniversalSegmentation.from_pretrained(ref, **options)
+        with _download_bars(progress), _no_loading_bar():
+            config = AutoConfig.from_pretrained(ref, **options)
+            if config.model_type not in SUPPORTED:
+                raise ModelError(f"--model {name}: a {config.model_type} checkpoint; segcli opens "
+                                 f"{', '.join(SUPPORTED)} ones")
+            processor = AutoImageProcessor.from_pretrained(ref, **options)
+            net = AutoModelForUniversalSegmentation.from_pretrained(ref, **options)
     except OSError as error:  # transformers' "can't load" errors, and huggingface_hub's missing-file errors
         raise _missing(name, ref, local, error) from None
     return processor, net.eval()
@@ -147,7 +185,10 @@ def label_space(config, modes: tuple[str, ...]) -> LabelSpace:
         isthing = isthing or coco[1]
     if isthing is None:
         isthing = [modes != ("semantic",)] * len(names)
-    return LabelSpace(names, isthing=[bool(t) for t in isthing], category_ids=category_ids)
+    # The VOC palette without its black: class 0 of these checkpoints is a real class (COCO's person, ADE20K's
+    # wall), not background, and visualize leaves a black class 0 clear as the VOC background.
+    colors = default_palette(len(names) + 1)[1:]
+    return LabelSpace(names, isthing=[bool(t) for t in isthing], colors=colors, category_ids=category_ids)
 
 
 def load(name: str, mode: str, device="cpu"):
@@ -165,19 +206,41 @@ def load(name: str, mode: str, device="cpu"):
     return model, card
 
 
-def fetch(name: str) -> str:
-    """Download an hf: checkpoint into the Hugging Face cache (what `segcli models --fetch` does); returns a note."""
-    load_files(name)
-    return f"{name}: in {cache_dir()}"
+def facts(name: str) -> dict:
+    """`segcli models --info` of an hf: checkpoint: the zoo's entry, and what its files say when they are on this
+    machine (--info downloads nothing): classes, parameters, the size its processor resizes every image to."""
+    checkpoint = ZOO.get(name)
+    described = checkpoint.description if checkpoint else "a Hugging Face checkpoint (--model hf:ORG/NAME or hf:DIR)"
+    found = {"name": name, "modes": list(modes_of(name)), "description": described}
+    if not (available() and is_cached(name)):
+        return found | {"weights": f"not on this machine: segcli models --fetch {name}"}
+    processor, net = load_files(name)
+    space = label_space(net.config, modes_of(name))
+    return found | {"classes": space.num_classes, "things": len(space.thing_indices),
+                    "parameters": sum(p.numel() for p in net.parameters()), "input_size": dict(processor.size)}
+
+
+def fetch(name: str, *, progress: bool = True) -> Path:
+    """Download an hf: checkpoint into the Hugging Face cache (what `segcli models --fetch` does): its folder there
+    (a local checkpoint folder: itself, checked)."""
+    load_files(name, progress=progress)
+    ref, local = _reference(name)
+    if local:
+        return Path(ref)
+    from huggingface_hub import try_to_load_from_cache
+
+    return Path(try_to_load_from_cache(ref, "config.json")).parent
 
 
 def is_cached(name: str) -> bool:
-    """Config and weights of a Hub checkpoint are in the Hugging Face cache (folders: they exist)."""
+    """Config, processor config and weights of a Hub checkpoint are in the Hugging Face cache (folders: they exist)."""
     ref, local = _reference(name)
     if local:
         return True
     from huggingface_hub import try_to_load_from_cache
 
-    weights = ("model.safetensors", "pytorch_model.bin")
-    return isinstance(try_to_load_from_cache(ref, "config.json"), str) and any(
-        isinstance(try_to_load_from_cache(ref, f), str) for f in weights)
+    def here(file: str) -> bool:
+        return isinstance(try_to_load_from_cache(ref, file), str)
+
+    return here("config.json") and here("preprocessor_config.json") and (
+        here("model.safetensors") or here("pytorch_model.bin"))

@@ -91,7 +91,7 @@ def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, 
             fetched.append((name, [bundled_checkpoint(name)]))
             continue
         if hf_zoo.is_hf_name(name):
-            fetched.append((name, [hf_zoo.fetch(name)]))
+            fetched.append((name, [hf_zoo.fetch(name, progress=progress)]))
             continue
         if name in ENCODERS:
             fetched.append((name, [hub.fetch(hub.torchvision_weights(name), model=name, progress=progress)]))

@@ -95,7 +95,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
     run = _Run(config, prepare_model(net, options), card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
-           out=str(config.out), tile=options.tile)
+           out=str(config.out), tile=options.tile, note=card.get("note"))
     summary = run.run(jobs)
     summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space)
     summary.seconds = time.perf_counter() - began

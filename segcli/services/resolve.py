@@ -95,15 +95,18 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
     if weights is not None:
         return _from_file(mode, model, Path(weights), device)
     if model is None:
+        better = (f"; for photos, {hf_zoo.INSTALL_HINT} makes a COCO panoptic Mask2Former the default"
+                  if mode == "panoptic" and not hf_zoo.available() else "")
         try:
-            return resolve_model(mode, default_model(mode), device=device)
+            net, card = resolve_model(mode, default_model(mode), device=device)
         except ModelError as error:
-            better = (f"; for photos, {hf_zoo.INSTALL_HINT} makes a COCO panoptic Mask2Former the default"
-                      if mode == "panoptic" and not hf_zoo.available() else "")
             if not hub.is_offline():
                 raise ModelError(f"{error}{better}") from None
             raise hub.OfflineError(f"{str(error).rstrip('.')}. No --model or --weights given for --mode {mode}; "
                                    f"{offline_choices(mode)}{better}") from None
+        if better:  # said once per run by predict (the card's note): the default without the extra has no stuff
+            card["note"] = f"--mode panoptic with {card['model']}: COCO things only, every other pixel void{better}"
+        return net, card
     bundled = bundled_checkpoint(model)
     if bundled is not None:
         net, card = load_checkpoint(bundled, device=device)
