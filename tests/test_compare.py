@@ -130,12 +130,25 @@ def test_spread_comes_from_real_repeated_runs(seeded_run):
 
 
 def test_the_same_approach_under_two_names_is_not_decided(seeded_run):
-    results, output, _ = seeded_run
+    results, output, seeded = seeded_run
+    for label in ("unet", "again"):  # two trainings per seed, each in its own folder, not one copied
+        assert all(not run["reused"] and run["train_seconds"] > 0 for run in results["approaches"][label]["runs"])
+        assert (seeded / "runs" / f"{label}-seed1" / "last.safetensors").is_file()
     for metric in ("miou", "boundary_f1", "interior_accuracy"):
         assert judge(results, "unet", "again", metric)["verdict"] == UNDECIDED, metric
     verdicts = {item["claim"]: item["verdict"] for item in ranking(results)}
     pair = [v for claim, v in verdicts.items() if "unet" in claim and "again" in claim]
     assert pair == [UNDECIDED] and "not decided" in output
+
+
+def test_one_seed_against_another_is_not_judged(seeded_run):
+    """U-Net seed 0 against U-Net seed 1: the image bootstrap alone would call the luckier seed better."""
+    results, _, _ = seeded_run
+    unet = results["approaches"]["unet"]
+    one = {**results, "approaches": {"first": {**unet, "runs": unet["runs"][:1]},
+                                     "second": {**unet, "runs": unet["runs"][1:]}}}
+    found = ranking(one)
+    assert found and all(item["verdict"] == NOT_JUDGED and "1 seed" in item["reason"] for item in found)
 
 
 def test_a_constant_model_is_told_from_a_trained_one(seeded_run):

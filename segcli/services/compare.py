@@ -213,12 +213,16 @@ def _train_or_load(label, name, seed, config, preset, data_path, callback):
         steps=None if config.epochs else preset.steps,
         epochs=config.epochs,
         batch_size=preset.batch_size,
-        img_size=preset.img_size,
+        # Windows at the images' own scale, as validation predicts them: resized crops would train ISBI's 512 px
+        # images at a quarter to a half of the scale they are scored at, and thin membranes would not survive it.
+        crop=preset.img_size,
+        scale=1.0,
         seed=seed,
         split_seed=config.seed,  # every seed validates on the same images
         device=config.device,
         out=config.out / "runs" / (label if len(_seeds(config, preset)) == 1 else f"{label}-seed{seed}"),
         val_every=0,
+        val_limit=1,  # compare scores every model itself: the trainer's closing validation would repeat it
         command=["segcli", "compare", f"(training {label}, seed {seed})"],
     )
     reused = finished_run(train_config)

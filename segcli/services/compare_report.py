@@ -6,7 +6,8 @@ Verdicts are computed from the measured numbers, and each one weighs a margin ag
 - "did not hold": the same the other way round;
 - "not decided": neither (the margin is within the spread at this budget); the numbers are given;
 - "not judged": the run cannot support a verdict (`--quick`, too few validation images or interior
-  pixels, a model that collapsed to one class, timings at sizes the claim is not about); the reason is given.
+  pixels, a model that collapsed to one class, an approach trained with one seed, timings at sizes the
+  claim is not about); the reason is given.
 Timing claims have no seeds (the weights do not change the cost): their margins must exceed
 TIMING_TOLERANCE, the run-to-run noise of one latency on a shared CPU.
 """
@@ -33,6 +34,7 @@ TIMING_TOLERANCE = 1.25  # a latency ratio must clear its threshold by this fact
 MIN_INTERIOR_PIXELS = 500  # per class over the validation split, for the "inside large objects" claim
 MIN_INTERIOR_CLASSES = 2  # inside accuracy over one class is not a comparison of context
 MIN_VAL_IMAGES = 3
+MIN_SEEDS = 2  # per trained approach: one seed has no spread to weigh a margin against
 COLLAPSE_SHARE = 0.99  # a model predicting one class on this share of pixels (while the truth has several) collapsed
 MIN_NAIVE_SIZE = 128  # below it the image is barely larger than the 32 px window: fixed costs hide the windows'
 MIN_LARGE_SIZE = 512  # "large images" for the full-resolution cost claim
@@ -180,7 +182,7 @@ def _combine(verdicts: list[str]) -> str:
     return HELD if all(v == HELD for v in verdicts) else UNDECIDED
 
 
-def _not_judged(results: dict, labels: list[str]) -> str | None:
+def not_judged(results: dict, labels: list[str]) -> str | None:
     """Why this run cannot judge a claim about these approaches' accuracy, or None."""
     if results.get("quick"):
         return QUICK_REASON
@@ -192,6 +194,12 @@ def _not_judged(results: dict, labels: list[str]) -> str | None:
                 seed = "" if run["seed"] is None else f" (seed {run['seed']})"
                 return (f"{label}{seed} predicts {run['majority_class']} on {run['majority_share']:.1%} of the validation "
                         f"pixels: it collapsed to one class; give it a larger budget")
+    for label in labels:
+        runs = results["approaches"][label]["runs"]
+        # A model given by --weights (seed None) is one model, not a sample of a training's outcomes.
+        if len(runs) < MIN_SEEDS and runs[0]["seed"] is not None:
+            return (f"{label} was trained with {len(runs)} seed: the spread between seeds is not measured, and one "
+                    f"seed's luck can pass for a margin; give --seeds {MIN_SEEDS} or more")
     return None
 
 
@@ -234,7 +242,7 @@ def _context_claim(results: dict, unet: str, sliding: str) -> dict:
     parts = [judge(results, unet, sliding, metric) for metric in ("miou", "interior_accuracy", "interior_gain")]
     counts = dict(zip(results["classes"], results["interior_pixels"]))
     enough = [name for name, count in counts.items() if count >= MIN_INTERIOR_PIXELS]
-    reason = _not_judged(results, [unet, sliding])
+    reason = not_judged(results, [unet, sliding])
     if reason is None and len(enough) < MIN_INTERIOR_CLASSES:
         reason = (f"the validation images have too few pixels at least {INTERIOR_MARGIN} px from a class boundary "
                   f"({', '.join(f'{k} {v}' for k, v in counts.items())}; {MIN_INTERIOR_PIXELS} per class in at least "
@@ -312,7 +320,7 @@ def _fullres_claim(results: dict, fullres: str, unet: str) -> dict:
 
 def _boundary_claim(results: dict, unet: str, fcn: str) -> dict:
     main = judge(results, unet, fcn, "boundary_f1")
-    reason = _not_judged(results, [unet, fcn])
+    reason = not_judged(results, [unet, fcn])
     others = [f"{k} px: {_fmt_pair(results, unet, fcn, f'boundary_f1@{k}px', reason)}"
               for k in results.get("boundary_tolerances_px", [])]
     evidence = f"{main['text']} (eval's tolerance, 2% of the image diagonal)."
@@ -334,7 +342,7 @@ def ranking(results: dict) -> list[dict]:
     found = []
     for other in labels[1:]:
         verdict = judge(results, labels[0], other, "miou")
-        reason = _not_judged(results, [labels[0], other])
+        reason = not_judged(results, [labels[0], other])
         found.append(_claim(f"{labels[0]} is more accurate than {other} (mIoU).", verdict["verdict"], verdict["text"] + ".",
                             reason))
     return found
