@@ -298,7 +298,7 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
     """One trained model on the validation split: eval's metrics, summed from per-image counts that are kept.
 
     Per image: the confusion matrix, per-class hits and totals deep inside objects, and boundary F1
-    at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are things and stuff,
+    at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are several things and stuff,
     also of the objects' outlines alone (thing vs stuff), which a cow taken for a goat does not move. The dataset's mIoU is the summed
     matrix's (as eval computes it), its boundary F1 the mean over images (Csurka et al., as eval).
     """
@@ -308,7 +308,9 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
     space = _label_space(card)
     num_classes = space.num_classes
     things = np.array([space.isthing[i] if i < num_classes else False for i in range(256)])
-    object_boundaries = 0 < things[:num_classes].sum() < num_classes  # things and stuff: outlines of objects too
+    # Two thing classes or more, and stuff: the outlines of objects too. With one thing class (nuclei, ISBI's
+    # foreground) the outlines are the class boundaries, already scored.
+    object_boundaries = 2 <= things[:num_classes].sum() < num_classes
     predictions = predict_arrays(model, card, [s.image for s in samples], device=device)
     confusion, hits, totals = [], [], []
     tolerances = ["default", *map(str, BOUNDARY_TOLERANCES_PX)]
