@@ -15,7 +15,17 @@ from segcli.checkpoint import load_checkpoint, save_checkpoint
 from segcli.cli import app
 from segcli.errors import UsageError
 from segcli.services.compare import CompareConfig, compare, finished_run, parse_approaches
-from segcli.services.compare_report import HELD, NOT_HELD, NOT_JUDGED, UNDECIDED, claims, judge, ranking
+from segcli.services.compare_report import (
+    HELD,
+    NOT_HELD,
+    NOT_JUDGED,
+    UNDECIDED,
+    claims,
+    judge,
+    ranking,
+    seed_stability,
+    without_seed,
+)
 from segcli.training.config import TrainConfig
 
 APPROACHES = ("sliding", "fullres", "fcn", "unet")
@@ -200,6 +210,21 @@ def test_verdicts_weigh_the_margin_against_the_spread():
     # Seeds apart, but the images disagree about which is better: not decided either.
     mixed = _results(good=[[1.0, 0.2, 1.0]], poor=[[0.3, 0.9, 0.4]])
     assert judge(mixed, "good", "poor", "boundary_f1")["verdict"] == UNDECIDED
+
+
+def test_each_verdict_is_judged_again_without_each_seed():
+    """One poor seed of the better approach keeps the verdict undecided; left out, the verdict would be held."""
+    results = _results(good=[[0.9, 0.8], [0.85, 0.9], [0.5, 0.55]], poor=[[0.6, 0.6], [0.6, 0.65], [0.62, 0.6]])
+    for label, miou in (("good", 0.8), ("poor", 0.6)):
+        entry = results["approaches"][label]
+        entry.update(model=label, miou=miou)
+        for seed, run in enumerate(entry["runs"]):
+            run.update(seed=seed, collapsed=False)
+    results.update(seeds=[0, 1, 2], val_images=6)
+    table = seed_stability(results)
+    assert "| all 3 seeds | without seed 0 | without seed 1 | without seed 2 |" in table
+    assert "| good is more accurate than poor (mIoU) | not decided | not decided | not decided | held |" in table
+    assert seed_stability(without_seed(results, 2)) is None  # two seeds: leaving one out leaves nothing to judge
 
 
 def test_unknown_or_repeated_approach_is_refused_before_any_work(tmp_path):

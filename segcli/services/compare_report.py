@@ -348,6 +348,29 @@ def ranking(results: dict) -> list[dict]:
     return found
 
 
+def without_seed(results: dict, seed: int) -> dict:
+    """The run as if `seed` had not been trained (models given by --weights, seed None, stay)."""
+    approaches = {label: {**entry, "runs": [run for run in entry["runs"] if run["seed"] != seed]}
+                  for label, entry in results["approaches"].items()}
+    return {**results, "seeds": [s for s in results["seeds"] if s != seed], "approaches": approaches}
+
+
+def seed_stability(results: dict) -> str | None:
+    """Each verdict again with each seed left out, as a markdown table: does a verdict rest on one seed?"""
+    seeds = results.get("seeds", [])
+    if len(seeds) <= MIN_SEEDS or results.get("quick"):  # leaving one out would leave too few to judge
+        return None
+    judged = [claims(results) + ranking(results)] + [claims(without_seed(results, s)) + ranking(without_seed(results, s))
+                                                      for s in seeds]
+    rows = []
+    for i, item in enumerate(judged[0]):
+        row = {"claim": item["claim"].split(":")[0].split(",")[0].split(";")[0].removesuffix("."),
+               f"all {len(seeds)} seeds": item["verdict"]}
+        row.update({f"without seed {s}": found[i]["verdict"] for s, found in zip(seeds, judged[1:])})
+        rows.append(row)
+    return _markdown_table(rows)
+
+
 # ---------------------------------------------------------------- tables and files
 
 
@@ -464,6 +487,7 @@ def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
              _markdown_table(rows), "",
              "## The course's claims on this data", "", RULE, "", *_verdict_lines(claims(results), True), "",
              "## Which approach is most accurate here", "", *_verdict_lines(ranking(results), True), "",
+             *_stability_lines(results),
              "## Boundary F1 at several tolerances", "", _markdown_table(boundary_table(results)), "",
              "![grid](grid.png)", "", "![scaling](scaling.png)", "", "![tradeoff](tradeoff.png)", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -472,12 +496,21 @@ def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
     return path
 
 
+def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:
+    table = seed_stability(results)
+    if table is None:
+        return []
+    return [heading.format("Do the verdicts rest on one seed?"), "", "Each verdict judged again with one seed left out:",
+            "", table, ""]
+
+
 def readme_section(results: dict, folder: str) -> str:
     """The README's view of a run: the two narrow tables, each claim's verdict, the three plots in `folder`."""
     lines = [_header(results), ""]
     for title, rows in terminal_tables(results):
         lines += [f"**{title}**", "", _markdown_table(rows), ""]
-    lines += [RULE, "", *_verdict_lines(claims(results), True)]
+    lines += [RULE, "", *_verdict_lines(claims(results), True), ""]
+    lines += _stability_lines(results, heading="**{}**")
     lines += ["", *(f"![{name}]({folder}/{name}.png)" for name in ("grid", "scaling", "tradeoff"))]
     return "\n".join(lines)
 
