@@ -102,6 +102,10 @@ def test_csv_report_and_terminal_agree_with_results(quick_run):
     report = (out / "report.md").read_text()
     for claim in claims(results):
         assert claim["claim"] in report
+    unet = results["approaches"]["unet"]
+    tolerances = [f"{unet['boundary_f1_px'][k]:.3f}" for k in ("1", "2", "4", "objects-1")]
+    assert "| unet | " + " | ".join([f"{unet['boundary_f1']:.3f}", *tolerances[:3]]) in report  # every tolerance shown
+    assert tolerances[3] in report
     assert "unet" in output
 
 

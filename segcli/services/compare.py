@@ -149,7 +149,7 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
     }
     began = time.perf_counter()
     val_samples = None
-    trained = {}
+    trained, timed = {}, {}
     for label, name in approaches.items():
         runs = []
         for seed in ([None] if label in config.weights else seeds):
@@ -171,6 +171,8 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
         entry["runs"] = runs
         results["approaches"][label] = entry
         trained[label] = (card, predictions)
+        timed[label] = model
+    _time_interleaved(timed, results["approaches"], preset.sizes, device, callback)
     results["wall_seconds"] = time.perf_counter() - began
     _write_outputs(config.out, results, trained, val_samples, config.grid_images)
     _notify(callback, "done", out=str(config.out))
@@ -272,7 +274,7 @@ def _validation_samples(data_path: Path, config: CompareConfig) -> list:
 
 
 def _measure(label, name, model, preset, config, device, callback) -> dict:
-    """What does not depend on the seed: size, receptive field, latency and memory (timed on the first seed's model)."""
+    """What does not depend on the seed: size, receptive field and memory (of the first seed's model)."""
     from segcli.models.facts import model_facts
 
     facts = model_facts(name.partition(":")[0], size=preset.img_size, model=model)
@@ -286,12 +288,24 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
         "peak_memory_mb": {},
     }
     for size in preset.sizes:
-        _notify(callback, "time", approach=label, size=size)
-        entry["latency_ms"][str(size)] = latency_ms(model, size, device)
         entry["peak_memory_mb"][str(size)] = peak_memory_mb(model, size, device)
     if name == "sliding":
         entry["sliding_inference"] = _sliding_naive_vs_dense(model, config.naive_size or min(preset.sizes), device)
     return entry
+
+
+def _time_interleaved(models: dict, entries: dict, sizes: tuple[int, ...], device, callback, repeats: int = 5) -> None:
+    """Median batch-1 latency of every approach at every size, the approaches taken in turn within each repeat:
+    on a shared CPU the load changes over minutes, and timing one approach after another would put the change
+    into their ratios (the claims compare ratios)."""
+    for size in sizes:
+        _notify(callback, "time", approach=", ".join(models), size=size)
+        times: dict[str, list[float]] = {label: [] for label in models}
+        for repeat in range(repeats):
+            for label, model in models.items():
+                times[label].append(latency_ms(model, size, device, repeats=1, warmup=1 if repeat == 0 else 0))
+        for label in models:
+            entries[label]["latency_ms"][str(size)] = float(np.median(times[label]))
 
 
 def _score(model, card, samples, device) -> tuple[dict, list]:

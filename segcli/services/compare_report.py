@@ -406,7 +406,7 @@ def summary_rows(results: dict) -> list[dict]:
 
 
 def _with_spread(r: dict, key: str) -> str | None:
-    value, spread = r.get(key), r["spread"].get(key)
+    value, spread = _run_value(r, key) if key.startswith("boundary_f1@") else r.get(key), r["spread"].get(key)
     if value is None:
         return None
     if len(r["runs"]) == 1 or spread is None:
