@@ -29,7 +29,7 @@ bench: install
 	$(PY) -m benchmarks.run
 
 
-# The default compare run (synthetic context data, 4 approaches x 3 seeds, about 6.5 idle minutes on 2 cores);
+# The default compare run (synthetic context data, 4 approaches x 3 seeds of 80 steps; under 15 minutes on 2 cores);
 # the README shows its tables, verdicts and plots.
 readme-compare: install
 	rm -rf runs/compare-default
@@ -39,24 +39,32 @@ readme-compare: install
 	$(PY) scripts/readme_compare.py docs/compare/results.json README.md
 
 # compare on real data (docs/compare/isbi, docs/compare/dsb): ISBI 2012 membranes (0/255 masks) and the DSB 2018
-# nuclei in semantic mode (nucleus vs background), FCN-8s and U-Net with 2 seeds each, about 6 idle minutes in all.
-COMPARE_REAL := --approaches fcn,unet --seeds 2 --img-size 128 --sizes 256,512
+# nuclei in semantic mode (nucleus vs background), FCN-8s and U-Net with 3 seeds each, 128 px windows at the images'
+# own scale, about 8 idle minutes in all (estimated from per-step costs: not yet run, see docs/compare/boundary.md).
+REAL_STEPS_ISBI ?= 150
+REAL_STEPS_DSB ?= 100
+COMPARE_REAL := --approaches fcn,unet --seeds 3 --img-size 128 --sizes 256,512
 compare-real: install
 	rm -rf runs/compare-isbi runs/compare-dsb
-	$(SEGCLI) compare --data $(DATA)/isbi2012_membrane --binary --budget-steps 150 $(COMPARE_REAL) --out runs/compare-isbi
-	$(SEGCLI) compare --data $(DATA)/dsb2018_nuclei --budget-steps 100 $(COMPARE_REAL) --out runs/compare-dsb
+	$(SEGCLI) compare --data $(DATA)/isbi2012_membrane --binary --budget-steps $(REAL_STEPS_ISBI) $(COMPARE_REAL) --out runs/compare-isbi
+	$(SEGCLI) compare --data $(DATA)/dsb2018_nuclei --budget-steps $(REAL_STEPS_DSB) $(COMPARE_REAL) --out runs/compare-dsb
 	for d in isbi dsb; do mkdir -p docs/compare/$$d && \
 	  (cd runs/compare-$$d && cp report.md results.json results.csv grid.png scaling.png tradeoff.png ../../docs/compare/$$d/); done
 
-# The boundary study (docs/compare/boundary.md): U-Net vs FCN-8s boundary F1 across budgets and tolerances, on the
-# context data (80 steps: the default run; 300 steps: one more run) and on ISBI membranes (compare-real's run).
+# The boundary study (docs/compare/boundary.md): U-Net vs FCN-8s boundary F1 across budgets and tolerances. Short
+# budgets come from the runs above (context data 80 steps, ISBI 150, DSB 100); this adds a longer budget on the
+# context data (240 steps) and on ISBI membranes (300 steps), 2 seeds each, about 9 idle minutes.
+BOUNDARY_STEPS_CONTEXT ?= 240
+BOUNDARY_STEPS_ISBI ?= 300
 compare-boundary: install
 	rm -rf runs/boundary
-	$(SEGCLI) compare --approaches fcn,unet --budget-steps 300 --seeds 1 --sizes 128 --out runs/boundary/context-300
-	mkdir -p docs/compare/context-300
-	cp runs/boundary/context-300/results.json docs/compare/context-300/
+	$(SEGCLI) compare --approaches fcn,unet --budget-steps $(BOUNDARY_STEPS_CONTEXT) --seeds 2 --sizes 128 \
+	  --out runs/boundary/context-long
+	$(SEGCLI) compare --data $(DATA)/isbi2012_membrane --binary --approaches fcn,unet --budget-steps $(BOUNDARY_STEPS_ISBI) \
+	  --seeds 2 --img-size 128 --sizes 128 --out runs/boundary/isbi-long
+	for d in context-long isbi-long; do mkdir -p docs/compare/$$d && cp runs/boundary/$$d/results.json docs/compare/$$d/; done
 	$(PY) scripts/boundary_study.py docs/compare/boundary.md docs/compare/boundary.png \
-	  docs/compare docs/compare/context-300 docs/compare/isbi docs/compare/dsb
+	  docs/compare docs/compare/context-long docs/compare/isbi docs/compare/isbi-long docs/compare/dsb
 
 # The pictures of the README's predict section, drawn by the demo.
 readme-demo: install

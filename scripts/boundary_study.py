@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from segcli.services.compare_report import judge, tolerance_label  # noqa: E402
+from segcli.services.compare_report import NOT_JUDGED, judge, not_judged, tolerance_label  # noqa: E402
 
 BEGIN, END = "<!-- study:begin (make compare-boundary) -->", "<!-- study:end -->"
 
@@ -33,13 +33,14 @@ def _dataset(results: dict) -> str:
 def rows(runs: list[dict]) -> list[dict]:
     found = []
     for results in sorted(runs, key=lambda r: (_dataset(r), _steps(r))):
+        reason = not_judged(results, ["unet", "fcn"])  # --quick, one seed, a collapsed model: no verdict
         for key in results["approaches"]["unet"]["runs"][0]["images"]["boundary_f1"]:
             metric = "boundary_f1" if key == "default" else f"boundary_f1@{key}px"
             verdict = judge(results, "unet", "fcn", metric)
             found.append({"data": _dataset(results), "steps": _steps(results), "seeds": len(results["seeds"]),
                           "tolerance": tolerance_label(key),
                           "unet": verdict["better"], "fcn": verdict["worse"], "margin": verdict["margin"],
-                          "interval": verdict["interval"], "verdict": verdict["verdict"],
+                          "interval": verdict["interval"], "verdict": NOT_JUDGED if reason else verdict["verdict"],
                           "miou": (results["approaches"]["unet"]["miou"], results["approaches"]["fcn"]["miou"])})
     return found
 

@@ -15,7 +15,17 @@ from segcli.checkpoint import load_checkpoint, save_checkpoint
 from segcli.cli import app
 from segcli.errors import UsageError
 from segcli.services.compare import CompareConfig, compare, finished_run, parse_approaches
-from segcli.services.compare_report import HELD, NOT_HELD, NOT_JUDGED, UNDECIDED, claims, judge, ranking
+from segcli.services.compare_report import (
+    HELD,
+    NOT_HELD,
+    NOT_JUDGED,
+    UNDECIDED,
+    claims,
+    judge,
+    ranking,
+    seed_stability,
+    without_seed,
+)
 from segcli.training.config import TrainConfig
 
 APPROACHES = ("sliding", "fullres", "fcn", "unet")
@@ -92,6 +102,10 @@ def test_csv_report_and_terminal_agree_with_results(quick_run):
     report = (out / "report.md").read_text()
     for claim in claims(results):
         assert claim["claim"] in report
+    unet = results["approaches"]["unet"]
+    tolerances = [f"{unet['boundary_f1_px'][k]:.3f}" for k in ("1", "2", "4", "objects-1")]
+    assert "| unet | " + " | ".join([f"{unet['boundary_f1']:.3f}", *tolerances[:3]]) in report  # every tolerance shown
+    assert tolerances[3] in report
     assert "unet" in output
 
 
@@ -130,12 +144,25 @@ def test_spread_comes_from_real_repeated_runs(seeded_run):
 
 
 def test_the_same_approach_under_two_names_is_not_decided(seeded_run):
-    results, output, _ = seeded_run
+    results, output, seeded = seeded_run
+    for label in ("unet", "again"):  # two trainings per seed, each in its own folder, not one copied
+        assert all(not run["reused"] and run["train_seconds"] > 0 for run in results["approaches"][label]["runs"])
+        assert (seeded / "runs" / f"{label}-seed1" / "last.safetensors").is_file()
     for metric in ("miou", "boundary_f1", "interior_accuracy"):
         assert judge(results, "unet", "again", metric)["verdict"] == UNDECIDED, metric
     verdicts = {item["claim"]: item["verdict"] for item in ranking(results)}
     pair = [v for claim, v in verdicts.items() if "unet" in claim and "again" in claim]
     assert pair == [UNDECIDED] and "not decided" in output
+
+
+def test_one_seed_against_another_is_not_judged(seeded_run):
+    """U-Net seed 0 against U-Net seed 1: the image bootstrap alone would call the luckier seed better."""
+    results, _, _ = seeded_run
+    unet = results["approaches"]["unet"]
+    one = {**results, "approaches": {"first": {**unet, "runs": unet["runs"][:1]},
+                                     "second": {**unet, "runs": unet["runs"][1:]}}}
+    found = ranking(one)
+    assert found and all(item["verdict"] == NOT_JUDGED and "1 seed" in item["reason"] for item in found)
 
 
 def test_a_constant_model_is_told_from_a_trained_one(seeded_run):
@@ -187,6 +214,21 @@ def test_verdicts_weigh_the_margin_against_the_spread():
     # Seeds apart, but the images disagree about which is better: not decided either.
     mixed = _results(good=[[1.0, 0.2, 1.0]], poor=[[0.3, 0.9, 0.4]])
     assert judge(mixed, "good", "poor", "boundary_f1")["verdict"] == UNDECIDED
+
+
+def test_each_verdict_is_judged_again_without_each_seed():
+    """One poor seed of the better approach keeps the verdict undecided; left out, the verdict would be held."""
+    results = _results(good=[[0.9, 0.8], [0.85, 0.9], [0.5, 0.55]], poor=[[0.6, 0.6], [0.6, 0.65], [0.62, 0.6]])
+    for label, miou in (("good", 0.8), ("poor", 0.6)):
+        entry = results["approaches"][label]
+        entry.update(model=label, miou=miou)
+        for seed, run in enumerate(entry["runs"]):
+            run.update(seed=seed, collapsed=False)
+    results.update(seeds=[0, 1, 2], val_images=6)
+    table = seed_stability(results)
+    assert "| all 3 seeds | without seed 0 | without seed 1 | without seed 2 |" in table
+    assert "| good is more accurate than poor (mIoU) | not decided | not decided | not decided | held |" in table
+    assert seed_stability(without_seed(results, 2)) is None  # two seeds: leaving one out leaves nothing to judge
 
 
 def test_unknown_or_repeated_approach_is_refused_before_any_work(tmp_path):

@@ -156,7 +156,7 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
     }
     began = time.perf_counter()
     val_samples = None
-    trained = {}
+    trained, timed = {}, {}
     for label, name in approaches.items():
         runs = []
         for seed in ([None] if label in config.weights else seeds):
@@ -178,6 +178,8 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
         entry["runs"] = runs
         results["approaches"][label] = entry
         trained[label] = (card, predictions)
+        timed[label] = model
+    _time_interleaved(timed, results["approaches"], preset.sizes, device, callback)
     results["wall_seconds"] = time.perf_counter() - began
     _write_outputs(config.out, results, trained, val_samples, config.grid_images)
     _notify(callback, "done", out=str(config.out))
@@ -220,12 +222,16 @@ def _train_or_load(label, name, seed, config, preset, data_path, callback):
         steps=None if config.epochs else preset.steps,
         epochs=config.epochs,
         batch_size=preset.batch_size,
-        img_size=preset.img_size,
+        # Windows at the images' own scale, as validation predicts them: resized crops would train ISBI's 512 px
+        # images at a quarter to a half of the scale they are scored at, and thin membranes would not survive it.
+        crop=preset.img_size,
+        scale=1.0,
         seed=seed,
         split_seed=config.seed,  # every seed validates on the same images
         device=config.device,
         out=config.out / "runs" / (label if len(_seeds(config, preset)) == 1 else f"{label}-seed{seed}"),
         val_every=0,
+        val_limit=1,  # compare scores every model itself: the trainer's closing validation would repeat it
         command=["segcli", "compare", f"(training {label}, seed {seed})"],
     )
     reused = finished_run(train_config)
@@ -275,7 +281,7 @@ def _validation_samples(data_path: Path, config: CompareConfig) -> list:
 
 
 def _measure(label, name, model, preset, config, device, callback) -> dict:
-    """What does not depend on the seed: size, receptive field, latency and memory (timed on the first seed's model)."""
+    """What does not depend on the seed: size, receptive field and memory (of the first seed's model)."""
     from segcli.models.facts import model_facts
 
     facts = model_facts(name.partition(":")[0], size=preset.img_size, model=model)
@@ -289,19 +295,31 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
         "peak_memory_mb": {},
     }
     for size in preset.sizes:
-        _notify(callback, "time", approach=label, size=size)
-        entry["latency_ms"][str(size)] = latency_ms(model, size, device)
         entry["peak_memory_mb"][str(size)] = peak_memory_mb(model, size, device)
     if name == "sliding":
         entry["sliding_inference"] = _sliding_naive_vs_dense(model, config.naive_size or min(preset.sizes), device)
     return entry
 
 
+def _time_interleaved(models: dict, entries: dict, sizes: tuple[int, ...], device, callback, repeats: int = 5) -> None:
+    """Median batch-1 latency of every approach at every size, the approaches taken in turn within each repeat:
+    on a shared CPU the load changes over minutes, and timing one approach after another would put the change
+    into their ratios (the claims compare ratios)."""
+    for size in sizes:
+        _notify(callback, "time", approach=", ".join(models), size=size)
+        times: dict[str, list[float]] = {label: [] for label in models}
+        for repeat in range(repeats):
+            for label, model in models.items():
+                times[label].append(latency_ms(model, size, device, repeats=1, warmup=1 if repeat == 0 else 0))
+        for label in models:
+            entries[label]["latency_ms"][str(size)] = float(np.median(times[label]))
+
+
 def _score(model, card, samples, device) -> tuple[dict, list]:
     """One trained model on the validation split: eval's metrics, summed from per-image counts that are kept.
 
     Per image: the confusion matrix, per-class hits and totals deep inside objects, and boundary F1
-    at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are things and stuff,
+    at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are several things and stuff,
     also of the objects' outlines alone (thing vs stuff), which a cow taken for a goat does not move. The dataset's mIoU is the summed
     matrix's (as eval computes it), its boundary F1 the mean over images (Csurka et al., as eval).
     """
@@ -311,7 +329,9 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
     space = _label_space(card)
     num_classes = space.num_classes
     things = np.array([space.isthing[i] if i < num_classes else False for i in range(256)])
-    object_boundaries = 0 < things[:num_classes].sum() < num_classes  # things and stuff: outlines of objects too
+    # Two thing classes or more, and stuff: the outlines of objects too. With one thing class (nuclei, ISBI's
+    # foreground) the outlines are the class boundaries, already scored.
+    object_boundaries = 2 <= things[:num_classes].sum() < num_classes
     predictions = predict_arrays(model, card, [s.image for s in samples], device=device)
     confusion, hits, totals = [], [], []
     tolerances = ["default", *map(str, BOUNDARY_TOLERANCES_PX)]

@@ -6,7 +6,8 @@ Verdicts are computed from the measured numbers, and each one weighs a margin ag
 - "did not hold": the same the other way round;
 - "not decided": neither (the margin is within the spread at this budget); the numbers are given;
 - "not judged": the run cannot support a verdict (`--quick`, too few validation images or interior
-  pixels, a model that collapsed to one class, timings at sizes the claim is not about); the reason is given.
+  pixels, a model that collapsed to one class, an approach trained with one seed, timings at sizes the
+  claim is not about); the reason is given.
 Timing claims have no seeds (the weights do not change the cost): their margins must exceed
 TIMING_TOLERANCE, the run-to-run noise of one latency on a shared CPU.
 """
@@ -33,6 +34,7 @@ TIMING_TOLERANCE = 1.25  # a latency ratio must clear its threshold by this fact
 MIN_INTERIOR_PIXELS = 500  # per class over the validation split, for the "inside large objects" claim
 MIN_INTERIOR_CLASSES = 2  # inside accuracy over one class is not a comparison of context
 MIN_VAL_IMAGES = 3
+MIN_SEEDS = 2  # per trained approach: one seed has no spread to weigh a margin against
 COLLAPSE_SHARE = 0.99  # a model predicting one class on this share of pixels (while the truth has several) collapsed
 MIN_NAIVE_SIZE = 128  # below it the image is barely larger than the 32 px window: fixed costs hide the windows'
 MIN_LARGE_SIZE = 512  # "large images" for the full-resolution cost claim
@@ -180,7 +182,7 @@ def _combine(verdicts: list[str]) -> str:
     return HELD if all(v == HELD for v in verdicts) else UNDECIDED
 
 
-def _not_judged(results: dict, labels: list[str]) -> str | None:
+def not_judged(results: dict, labels: list[str]) -> str | None:
     """Why this run cannot judge a claim about these approaches' accuracy, or None."""
     if results.get("quick"):
         return QUICK_REASON
@@ -192,6 +194,12 @@ def _not_judged(results: dict, labels: list[str]) -> str | None:
                 seed = "" if run["seed"] is None else f" (seed {run['seed']})"
                 return (f"{label}{seed} predicts {run['majority_class']} on {run['majority_share']:.1%} of the validation "
                         f"pixels: it collapsed to one class; give it a larger budget")
+    for label in labels:
+        runs = results["approaches"][label]["runs"]
+        # A model given by --weights (seed None) is one model, not a sample of a training's outcomes.
+        if len(runs) < MIN_SEEDS and runs[0]["seed"] is not None:
+            return (f"{label} was trained with {len(runs)} seed: the spread between seeds is not measured, and one "
+                    f"seed's luck can pass for a margin; give --seeds {MIN_SEEDS} or more")
     return None
 
 
@@ -234,7 +242,7 @@ def _context_claim(results: dict, unet: str, sliding: str) -> dict:
     parts = [judge(results, unet, sliding, metric) for metric in ("miou", "interior_accuracy", "interior_gain")]
     counts = dict(zip(results["classes"], results["interior_pixels"]))
     enough = [name for name, count in counts.items() if count >= MIN_INTERIOR_PIXELS]
-    reason = _not_judged(results, [unet, sliding])
+    reason = not_judged(results, [unet, sliding])
     if reason is None and len(enough) < MIN_INTERIOR_CLASSES:
         reason = (f"the validation images have too few pixels at least {INTERIOR_MARGIN} px from a class boundary "
                   f"({', '.join(f'{k} {v}' for k, v in counts.items())}; {MIN_INTERIOR_PIXELS} per class in at least "
@@ -312,7 +320,7 @@ def _fullres_claim(results: dict, fullres: str, unet: str) -> dict:
 
 def _boundary_claim(results: dict, unet: str, fcn: str) -> dict:
     main = judge(results, unet, fcn, "boundary_f1")
-    reason = _not_judged(results, [unet, fcn])
+    reason = not_judged(results, [unet, fcn])
     others = [f"{k} px: {_fmt_pair(results, unet, fcn, f'boundary_f1@{k}px', reason)}"
               for k in results.get("boundary_tolerances_px", [])]
     evidence = f"{main['text']} (eval's tolerance, 2% of the image diagonal)."
@@ -334,10 +342,33 @@ def ranking(results: dict) -> list[dict]:
     found = []
     for other in labels[1:]:
         verdict = judge(results, labels[0], other, "miou")
-        reason = _not_judged(results, [labels[0], other])
+        reason = not_judged(results, [labels[0], other])
         found.append(_claim(f"{labels[0]} is more accurate than {other} (mIoU).", verdict["verdict"], verdict["text"] + ".",
                             reason))
     return found
+
+
+def without_seed(results: dict, seed: int) -> dict:
+    """The run as if `seed` had not been trained (models given by --weights, seed None, stay)."""
+    approaches = {label: {**entry, "runs": [run for run in entry["runs"] if run["seed"] != seed]}
+                  for label, entry in results["approaches"].items()}
+    return {**results, "seeds": [s for s in results["seeds"] if s != seed], "approaches": approaches}
+
+
+def seed_stability(results: dict) -> str | None:
+    """Each verdict again with each seed left out, as a markdown table: does a verdict rest on one seed?"""
+    seeds = results.get("seeds", [])
+    if len(seeds) <= MIN_SEEDS or results.get("quick"):  # leaving one out would leave too few to judge
+        return None
+    judged = [claims(results) + ranking(results)] + [claims(without_seed(results, s)) + ranking(without_seed(results, s))
+                                                      for s in seeds]
+    rows = []
+    for i, item in enumerate(judged[0]):
+        row = {"claim": item["claim"].split(":")[0].split(",")[0].split(";")[0].removesuffix("."),
+               f"all {len(seeds)} seeds": item["verdict"]}
+        row.update({f"without seed {s}": found[i]["verdict"] for s, found in zip(seeds, judged[1:])})
+        rows.append(row)
+    return _markdown_table(rows)
 
 
 # ---------------------------------------------------------------- tables and files
@@ -375,7 +406,7 @@ def summary_rows(results: dict) -> list[dict]:
 
 
 def _with_spread(r: dict, key: str) -> str | None:
-    value, spread = r.get(key), r["spread"].get(key)
+    value, spread = _run_value(r, key) if key.startswith("boundary_f1@") else r.get(key), r["spread"].get(key)
     if value is None:
         return None
     if len(r["runs"]) == 1 or spread is None:
@@ -456,6 +487,7 @@ def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
              _markdown_table(rows), "",
              "## The course's claims on this data", "", RULE, "", *_verdict_lines(claims(results), True), "",
              "## Which approach is most accurate here", "", *_verdict_lines(ranking(results), True), "",
+             *_stability_lines(results),
              "## Boundary F1 at several tolerances", "", _markdown_table(boundary_table(results)), "",
              "![grid](grid.png)", "", "![scaling](scaling.png)", "", "![tradeoff](tradeoff.png)", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,12 +496,21 @@ def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
     return path
 
 
+def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:
+    table = seed_stability(results)
+    if table is None:
+        return []
+    return [heading.format("Do the verdicts rest on one seed?"), "", "Each verdict judged again with one seed left out:",
+            "", table, ""]
+
+
 def readme_section(results: dict, folder: str) -> str:
     """The README's view of a run: the two narrow tables, each claim's verdict, the three plots in `folder`."""
     lines = [_header(results), ""]
     for title, rows in terminal_tables(results):
         lines += [f"**{title}**", "", _markdown_table(rows), ""]
-    lines += [RULE, "", *_verdict_lines(claims(results), True)]
+    lines += [RULE, "", *_verdict_lines(claims(results), True), ""]
+    lines += _stability_lines(results, heading="**{}**")
     lines += ["", *(f"![{name}]({folder}/{name}.png)" for name in ("grid", "scaling", "tradeoff"))]
     return "\n".join(lines)
 
