@@ -407,7 +407,7 @@ def train_command(
     patience: Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.")] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
                                              "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,
