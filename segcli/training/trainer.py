@@ -354,9 +354,9 @@ class Trainer:
         samples = self.val_samples
         if distributed.is_distributed():
             samples = samples[distributed.rank():: max(1, distributed.world_size())]
-        # Whole images at the card's scale, tiled where large, as predict runs them; in the training's precision and layout.
-        options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32,
-                                   channels_last=self.channels_last)
+        # Whole images at the card's scale, tiled where large, as predict runs them (a prepared copy); in the
+        # training's precision.
+        options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32)
         predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device, options=options)
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
