@@ -14,6 +14,7 @@ per input, in input order. A record is the `--json` line of SPEC.md.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -46,6 +47,7 @@ from segcli.structures import (
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
 PARTS = ".parts"
+BACKGROUND_NICE = 10  # readers' and the writer's niceness, above the forward pass's 0
 CATEGORIES = "categories.json"  # the label space (COCO categories, in class-index order) for every mode
 
 Callback = Callable[..., None]
@@ -361,14 +363,16 @@ class _Run:
         self.label_space = card_label_space(card)
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write")  # one thread: files in input order
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
+                                         initializer=background_thread)
         self.summary = PredictSummary(out=Path(config.out), inputs=0)
 
     def run(self, jobs: list[Job]) -> PredictSummary:
         self.summary.inputs = len(jobs)
         finished = {job: part for job in jobs if self.config.skip_existing
                     and (part := read_part(self.config.out, self.config.mode, job, self.config.overlay)) is not None}
-        readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read")
+        readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read",
+                                     initializer=background_thread)
         try:
             for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2,
                                           max_pixels=self.config.max_pixels, scaling=card_scaling(self.card)):
@@ -427,6 +431,16 @@ class _Run:
             else:
                 self.summary.predicted += 1
             self.notify("image", record=record)
+
+
+def background_thread() -> None:
+    """Lower the calling thread's priority (Linux: threads have their own nice value): decoding and writing then
+    take the cycles the forward pass leaves, instead of preempting one of its threads, which stalls all of them
+    at the next barrier (2 cores: the forward uses both)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):  # other systems: a process-wide value, left alone
+        pass
 
 
 def _fill(slot: Future, function: Callable, *args) -> None:

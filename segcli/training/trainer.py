@@ -51,6 +51,13 @@ class TrainState:
     seconds: float = 0.0  # wall time of the run before this process (a resumed --time run counts it)
 
 
+def training_layout(bf16: bool) -> torch.memory_format:
+    """The memory layout dense models train in: channels-last with bfloat16 (oneDNN's bfloat16 convolutions are
+    about 2x faster in NHWC, PITFALLS); float32 stays NCHW, where channels-last made the step slower here
+    (forward plus backward, benchmarks/bench_train.py)."""
+    return torch.channels_last if bf16 else torch.contiguous_format
+
+
 class _LossModule(torch.nn.Module):
     """DistributedDataParallel synchronises gradients through forward(): route compute_losses through it."""
 
@@ -115,7 +122,8 @@ class Trainer:
         self.began: float | None = None
         self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
-        self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
+        # The service converted the model (training_layout); batches follow it.
+        self.channels_last = getattr(model, "dense", True) and training_layout(config.bf16) == torch.channels_last
         self._build_loader(train_set)
         self._build_optimizer()
 

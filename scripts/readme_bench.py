@@ -1,0 +1,43 @@
+"""Write a `make bench` run (docs/bench/results.json, a copy of benchmarks/results.json) into README.md between
+its performance markers: one row per target, and the machine it ran on. Run from the repository root with
+PYTHONPATH=. (as `make readme-bench` does): it reads the results as benchmarks/run.py does."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from benchmarks.run import checks_of  # the lines `make bench` prints
+
+BEGIN, END = "<!-- bench:begin (make readme-bench) -->", "<!-- bench:end -->"
+
+
+def section(results: dict) -> str:
+    env = results["_environment"]
+    lines = [f"Measured by `make bench` on {env['date']}: {env['cpu']}, {env['cores']} cores, torch {env['torch']} "
+             f"({env['cpu_capability']}, bfloat16 {'yes' if env['bfloat16'] else 'no'}), load average "
+             f"{env['load_average_at_start'][0]} at the start and {env.get('load_average_at_end', ['?'])[0]} at the end, "
+             f"{env.get('total_seconds', '?')} s in all. Every figure is a ratio to a reference timed in the same run.",
+             "", "| target | measured | goal | |", "|---|---|---|---|"]
+    for name, result in results.items():
+        if name.startswith("_"):
+            continue
+        for line in checks_of(result):
+            lines.append(f"| {line['name']} | {line['measured']} | {line['target']} | {line['verdict']} |")
+    return "\n".join(lines)
+
+
+def main(results_path: str = "docs/bench/results.json", readme_path: str = "README.md") -> None:
+    results = json.loads(Path(results_path).read_text())
+    readme = Path(readme_path)
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{readme_path}: the markers {BEGIN} and {END} are missing")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{section(results)}\n{END}", text))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
