@@ -5,7 +5,7 @@ Targets (issue #18):
   steps per second of a plain PyTorch loop over the same model, batch and size, both reading the same
   480x360 PNG images from disk (the plain loop: a DataLoader with as many workers, cv2 decoding, a random
   resized crop and flip, cross-entropy, AdamW; NCHW float32 as commonly written);
-- the training step alone (forward, backward and AdamW on a batch in memory, as the trainer runs it in float32)
+- the training step alone (forward, backward and AdamW on a batch in memory, channels-last as the trainer runs it)
   at least 0.55 of the same-run float32 ceiling of forward plus backward 3x3 convolutions;
 - the same step in bfloat16 (`--bf16`: autocast, channels-last) at least 1.6x faster than in float32, where the
   CPU has bfloat16.
@@ -33,7 +33,7 @@ from segcli.data.synth import render_sample
 from segcli.models.facts import gflops
 from segcli.models.registry import build_model
 from segcli.services.train import TrainConfig, train
-from segcli.training.trainer import training_layout
+from segcli.training.trainer import TRAINING_LAYOUT
 
 SIZE, BATCH, WIDTH, CLASSES = 128, 8, 16, 6
 IMAGES = 40
@@ -114,14 +114,13 @@ def segcli_train(folder: Path, out: Path) -> float:
 
 
 def _step(dtype: torch.dtype):
-    """(function, GFLOP) of one training step on a batch in memory, in the layout the trainer uses for `dtype`."""
+    """(function, GFLOP) of one training step on a batch in memory, in the trainer's layout."""
     torch.manual_seed(0)
     model = build_model("unet", num_classes=CLASSES, width=WIDTH)
     flops = 3 * gflops(model.eval(), SIZE) * BATCH  # backward: about twice the forward
-    layout = training_layout(dtype == torch.bfloat16)
-    model = model.to(memory_format=layout).train()
+    model = model.to(memory_format=TRAINING_LAYOUT).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=layout)
+    images = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=TRAINING_LAYOUT)
     targets = [{"semantic": torch.randint(0, CLASSES, (SIZE, SIZE))} for _ in range(BATCH)]
 
     def run() -> None:

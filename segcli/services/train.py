@@ -29,7 +29,7 @@ from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
 from segcli.training.plan import Fingerprint, Plan, fingerprint, make_plan, plan_record
 from segcli.training.seeding import seed_everything
-from segcli.training.trainer import Trainer, training_layout
+from segcli.training.trainer import TRAINING_LAYOUT, Trainer
 
 Callback = Callable[..., None]
 
@@ -145,7 +145,7 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
     if getattr(model, "dense", True):
-        model = model.to(memory_format=training_layout(config.bf16))  # the Trainer's batches follow
+        model = model.to(memory_format=TRAINING_LAYOUT)  # the Trainer's batches follow
     _set_loss_options(model, config, train_set)
     return model, model_args
 
