@@ -5,11 +5,13 @@ PYTHONPATH=. (as `make readme-bench` does): it reads the results as benchmarks/r
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 from benchmarks.run import checks_of  # the lines `make bench` prints
+
+sys.path.insert(0, str(Path(__file__).parent))
+from readme_compare import replace_section  # noqa: E402  (a script beside this one)
 
 BEGIN, END = "<!-- bench:begin (make readme-bench) -->", "<!-- bench:end -->"
 
@@ -30,13 +32,7 @@ def section(results: dict) -> str:
 
 
 def main(results_path: str = "docs/bench/results.json", readme_path: str = "README.md") -> None:
-    results = json.loads(Path(results_path).read_text())
-    readme = Path(readme_path)
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{readme_path}: the markers {BEGIN} and {END} are missing")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{section(results)}\n{END}", text))
+    replace_section(readme_path, BEGIN, END, section(json.loads(Path(results_path).read_text())))
 
 
 if __name__ == "__main__":
