@@ -222,6 +222,8 @@ def predict_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime: a dense checkpoint's forward pass by "
+                                         "ONNX Runtime (CPU, float32; needs segcli[onnx]).")] = "torch",
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
@@ -247,7 +249,7 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        max_pixels=max_pixels, thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
+        backend=backend, max_pixels=max_pixels, thresholds=_thresholds(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
         interior_threshold=interior_threshold, min_area=min_area, score_threshold=score_threshold, stuff_area=stuff_area))
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout

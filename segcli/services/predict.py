@@ -45,6 +45,7 @@ from segcli.structures import (
 )
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BACKENDS = ("torch", "onnxruntime")
 AGGREGATES = {"instance": "instances.json", "panoptic": "panoptic.json"}
 PARTS = ".parts"
 BACKGROUND_NICE = 10  # readers' and the writer's niceness, above the forward pass's 0
@@ -72,6 +73,7 @@ class PredictConfig:
     batch_size: int | None = None  # same-size images (or tiles) per forward pass (None: 4 on a GPU, 1 on a CPU)
     precision: str = "float32"  # float32 | float16 | bfloat16 (autocast)
     device: str = "auto"
+    backend: str = "torch"  # torch | onnxruntime (a dense checkpoint's forward pass, CPU float32)
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
     thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
@@ -108,12 +110,13 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     net, card = resolve_model(config.mode, config.model, config.weights, device)
     if config.tta and not getattr(net, "dense", True):
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
-    io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True,
                                mode=Mode(config.mode))
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
-    run = _Run(config, prepare_model(net, options), card, device, options, notify)
+    runnable = _backend(config, net, device, options)
+    io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
+    run = _Run(config, runnable, card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile)
     summary = run.run(jobs)
@@ -122,8 +125,20 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     return summary
 
 
+def _backend(config: PredictConfig, net, device: torch.device, options: InferenceOptions):
+    """The model as the run executes it: prepared for torch (folded, fused, the layout and dtype of `options`),
+    or its exported graph in an ONNX Runtime session."""
+    if config.backend == "torch":
+        return prepare_model(net, options)
+    from segcli.onnx_runtime import onnxruntime_model
+
+    return onnxruntime_model(net, config.weights, device, options.dtype)
+
+
 def _check_config(config: PredictConfig) -> None:
     parse_mode(config.mode)
+    if config.backend not in BACKENDS:
+        raise UsageError(f"--backend {config.backend}: choose one of {', '.join(BACKENDS)}")
     if config.batch_size is not None and config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: use 1 or more")
     if config.tile is not None and config.tile < 0:
