@@ -222,8 +222,7 @@ def predict_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime: a dense checkpoint's forward pass by "
-                                         "ONNX Runtime (CPU, float32; needs segcli[onnx]).")] = "torch",
+    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime (dense checkpoints, CPU float32).")] = "torch",
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
