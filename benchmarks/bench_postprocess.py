@@ -6,7 +6,8 @@ postprocess.MAX_CENTERS centres, so its cost stays a small multiple of a trained
 
 "Trained" outputs are made to look like a trained model's: a semantic map of stuff and 30 objects, a centre
 heatmap with one Gaussian per object, offsets pointing to the centres. "Untrained" outputs are the model's own
-with random weights and a centre head biased up, so that every local maximum passes the threshold.
+with random weights, the centre head biased up so that every local maximum passes the threshold and the thing
+classes' logits so that every pixel belongs to an instance.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def run() -> dict:
     trained = trained_outputs(np.random.default_rng(0))
     untrained = dense_forward(prepared, x, options)
     untrained["center"] = untrained["center"] - untrained["center"].min() + 0.2  # every local maximum a centre
+    untrained["semantic"] = untrained["semantic"].clone()
+    untrained["semantic"][:, THINGS] += 100.0  # every pixel a thing: every centre groups pixels into an instance
     seconds = interleaved({"forward": lambda: dense_forward(prepared, x, options),
                            "trained": lambda: prepared.postprocess(trained),
                            "untrained": lambda: prepared.postprocess(untrained)}, rounds=5)
