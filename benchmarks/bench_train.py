@@ -48,7 +48,7 @@ def png_folder(folder: Path, n: int) -> Path:
     for i in range(n):
         sample = render_sample("shapes", 480, rng)
         io.write_image(folder / "images" / f"{i:03d}.png", sample.image[:360])
-        cv2.imwrite(str(folder / "masks" / f"{i:03d}.png"), sample.semantic[:360].astype(np.uint8))
+        io.write_image(folder / "masks" / f"{i:03d}.png", sample.semantic[:360].astype(np.uint8))  # grey: class indices
     return folder
 
 
