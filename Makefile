@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
+.PHONY: install test demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -25,8 +25,15 @@ lint: install
 demo: install
 	bash scripts/demo.sh
 
+# Every speed target as PASS/FAIL against references timed in the same run (under 10 idle minutes on 2 cores);
+# writes benchmarks/results.json. readme-bench keeps a run: docs/bench/results.json and the README's table from it.
 bench: install
 	$(PY) -m benchmarks.run
+
+readme-bench: install
+	mkdir -p docs/bench
+	cp benchmarks/results.json docs/bench/results.json
+	PYTHONPATH=. $(PY) scripts/readme_bench.py docs/bench/results.json README.md
 
 
 # The default compare run (synthetic context data, 4 approaches x 3 seeds of 80 steps; under 15 minutes on 2 cores);

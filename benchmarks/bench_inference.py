@@ -4,17 +4,27 @@ A model's fraction of the ceiling is (its GFLOP / its seconds) / (the ceiling's 
 against the ceiling of that dtype. Targets (issue #18): default `unet`, `fcn`, `deeplab` >= 0.70 in
 float32 and in bfloat16; `unet` width 32 in bfloat16 >= the plain reference U-Net's fraction (eager
 PyTorch: channels-last, autocast, inference mode, as a practitioner would run it).
+
+With onnxruntime installed, the three default models' float32 fractions under `predict --backend onnxruntime`
+(the exported graph in an ONNX Runtime session) are measured beside them, for the record (no target).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
 
 import torch
 
 from benchmarks.common import autocast, channels_last, check, conv_ceiling, interleaved
 from benchmarks.reference_unet import PlainUNet
+from segcli.checkpoint import make_card, save_checkpoint
 from segcli.inference import InferenceOptions, dense_forward, prepare_model
 from segcli.models.facts import gflops
 from segcli.models.registry import build_model
+from segcli.onnx_runtime import onnxruntime_model
+from segcli.structures import LabelSpace
 
 SIZE = 512
 TARGET = 0.70
@@ -42,6 +52,15 @@ def _plain(dtype: torch.dtype, x: torch.Tensor):
     return run, flops
 
 
+def _onnxruntime(name: str, x: torch.Tensor, folder: Path):
+    """(function, GFLOP) of the model's exported graph in the session `--backend onnxruntime` makes."""
+    model = build_model(name, num_classes=3).eval()
+    weights = save_checkpoint(folder / name, model, make_card(name, {"num_classes": 3}, "semantic",
+                                                              LabelSpace(["a", "b", "c"])))
+    session = onnxruntime_model(model, weights, torch.device("cpu"), torch.float32)
+    return (lambda: dense_forward(session, x, InferenceOptions())), gflops(model, SIZE)
+
+
 def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -56,6 +75,10 @@ def run(rounds: int = 5) -> dict:
         for name, kwargs in MODELS.items():
             functions[f"{name} {dname}"], flops[f"{name} {dname}"] = _segcli(name, kwargs, dtype, x)
         functions[f"plain_unet_w32 {dname}"], flops[f"plain_unet_w32 {dname}"] = _plain(dtype, x)
+    onnx = importlib.util.find_spec("onnxruntime") is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("unet", "fcn", "deeplab") if onnx else ():
+            functions[f"{name}_onnxruntime float32"], flops[f"{name}_onnxruntime float32"] = _onnxruntime(name, x, Path(tmp))
     seconds = interleaved(functions, rounds=rounds)
     rate = {key: flops[key] / seconds[key] for key in functions}
     result: dict = {"size": SIZE, "rounds": rounds}
@@ -63,7 +86,8 @@ def run(rounds: int = 5) -> dict:
     for dname in dtypes:
         ceiling = rate[f"ceiling {dname}"]
         result[f"ceiling_gflops_{dname}"] = round(ceiling, 1)
-        for name in [*MODELS, "plain_unet_w32"]:
+        for name in [*MODELS, "plain_unet_w32", *(("unet_onnxruntime", "fcn_onnxruntime", "deeplab_onnxruntime")
+                                                  if onnx and dname == "float32" else ())]:
             key = f"{name} {dname}"
             fraction[key] = rate[key] / ceiling
             result[f"{name}_{dname}_ms"] = round(seconds[key] * 1e3, 1)

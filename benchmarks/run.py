@@ -70,7 +70,11 @@ def main(selected: list[str]) -> int:
         start = time.perf_counter()
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"== {name}", flush=True)
-        result = module.run()
+        try:
+            result = module.run()
+        except Exception as error:  # one broken benchmark fails its line; the others still run and are written
+            result = {"error": f"{type(error).__name__}: {error}", "met": False, "name": name, "measured": "error",
+                      "target": "runs"}
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
         results[name] = result
         for key, value in result.items():

@@ -14,13 +14,17 @@ BEGIN, END = "<!-- compare:begin (make readme-compare) -->", "<!-- compare:end -
 
 def main(results_path: str = "docs/compare/results.json", readme_path: str = "README.md") -> None:
     results = json.loads(Path(results_path).read_text())
+    replace_section(readme_path, BEGIN, END, readme_section(results, str(Path(results_path).parent)))
+
+
+def replace_section(readme_path: str, begin: str, end: str, section: str) -> None:
+    """README.md with `section` between its markers `begin` and `end` (both must be there)."""
     readme = Path(readme_path)
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{readme_path}: the markers {BEGIN} and {END} are missing")
-    section = readme_section(results, str(Path(results_path).parent))
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{section}\n{END}", text))
+    if begin not in text or end not in text:
+        sys.exit(f"{readme_path}: the markers {begin} and {end} are missing")
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{section}\n{end}", text))
 
 
 if __name__ == "__main__":

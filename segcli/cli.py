@@ -262,6 +262,7 @@ def predict_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime (dense checkpoints, CPU float32).")] = "torch",
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
@@ -281,7 +282,7 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        max_pixels=max_pixels, thresholds=thresholds)
+        backend=backend, max_pixels=max_pixels, thresholds=thresholds)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -447,7 +448,7 @@ def train_command(
     patience: Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.")] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
                                              "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,

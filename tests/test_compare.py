@@ -283,3 +283,21 @@ def test_readme_and_boundary_study_are_rendered_from_results(quick_run, tmp_path
     table = study.read_text()
     assert "| context (synthetic) | 20 | 1 | 1 px |" in table and (tmp_path / "boundary.png").is_file()
     assert "objects, 2% diagonal" in table  # cow and goat are things, grass is stuff
+
+
+def test_readme_bench_table_comes_from_the_results(tmp_path):
+    results = {"_environment": {"date": "2026-12-05 15:00 UTC", "cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1",
+                                "cpu_capability": "AVX512", "bfloat16": True, "load_average_at_start": [0.4],
+                                "load_average_at_end": [1.9], "total_seconds": 512.0},
+               "bench_startup": {"name": "segcli --version and --help", "measured": "0.20 s and 0.21 s", "target": "< 0.5 s",
+                                 "met": True},
+               "bench_train": {"checks": [{"name": "train vs a plain loop", "measured": "0.97", "target": ">= 0.95",
+                                           "met": True, "verdict": "PASS"}]}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- bench:begin (make readme-bench) -->\nSTALE\n<!-- bench:end -->\nafter\n")
+    _script("readme_bench").main(str(tmp_path / "results.json"), str(readme))
+    text = readme.read_text()
+    assert "STALE" not in text and text.startswith("before\n") and text.endswith("after\n")
+    assert "| segcli --version and --help | 0.20 s and 0.21 s | < 0.5 s | PASS |" in text
+    assert "| train vs a plain loop | 0.97 | >= 0.95 | PASS |" in text and "load average 0.4" in text

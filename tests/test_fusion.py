@@ -38,7 +38,7 @@ def test_folding_and_fusion_keep_float32_logits(name):
     model = _model(name)
     before = _norms(model)
     x = torch.randn(2, 3, 64, 48)
-    plain = InferenceOptions()
+    plain = InferenceOptions(channels_last=False)
     reference = dense_forward(model, x, plain)
     folded = fold_batchnorm(model)
     assert _norms(folded) == 0 < before and _norms(model) == before  # a copy: the argument keeps its norms
@@ -47,6 +47,18 @@ def test_folding_and_fusion_keep_float32_logits(name):
         outputs = dense_forward(candidate, x, options)
         for key, value in reference.items():
             torch.testing.assert_close(outputs[key], value, atol=1e-5, rtol=1e-5)
+
+
+def test_every_inference_path_runs_a_prepared_copy():
+    # eval --data, training validation and compare call predict_arrays with the model as trained.
+    model = _model("unet_panoptic")
+    images = [np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8)]
+    fast = prepare_model(model, InferenceOptions())
+    assert prepare_model(fast, InferenceOptions()) is fast  # prepared once
+    raw = predict_arrays(model, None, images, "cpu", InferenceOptions(channels_last=False))
+    assert _norms(model) > 0 and model.training is False  # the caller's model is left as it was
+    prepared = predict_arrays(fast, None, images, "cpu")
+    assert (raw[0].semantic == prepared[0].semantic).all()
 
 
 def test_fusion_replaces_conv_relu_pairs():

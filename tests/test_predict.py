@@ -392,3 +392,22 @@ def test_tta_is_refused_for_a_detector(shapes, tmp_path):
                        "--out", tmp_path / "out"])
     assert result.exit_code == 0, result.output
     assert io.read_panoptic_png(tmp_path / "out" / "panoptic" / _images(shapes)[0].name).shape == (48, 48)
+
+
+def test_onnxruntime_backend_agrees_with_torch(shapes, checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    images = _images(shapes)[:2]
+    for backend in ("torch", "onnxruntime"):
+        result = _predict([*images, "--weights", checkpoint, "--mode", "panoptic", "--out", tmp_path / backend,
+                           "--backend", backend, "--tile", "32", "--no-overlay"])  # tiled: padding and blending too
+        assert result.exit_code == 0, result.output
+    for image in images:
+        a = io.read_label_png(tmp_path / "torch" / "panoptic" / image.name)
+        b = io.read_label_png(tmp_path / "onnxruntime" / "panoptic" / image.name)
+        assert (a == b).mean() >= 0.99
+    assert not list(checkpoint.parent.glob("*.onnx"))  # exported for the run only, nothing left beside the checkpoint
+    refused = _predict([images[0], "--weights", checkpoint, "--out", tmp_path / "bf16", "--backend", "onnxruntime",
+                        "--bf16"])
+    assert refused.exit_code == 2 and "float32" in refused.output and not (tmp_path / "bf16").exists()
+    unknown = _predict([images[0], "--weights", checkpoint, "--out", tmp_path / "x", "--backend", "tvm"])
+    assert unknown.exit_code == 2 and "torch, onnxruntime" in unknown.output

@@ -113,3 +113,12 @@ def test_cli_train_and_bad_data(shapes, tmp_path):
     assert (tmp_path / "cli" / "best.safetensors").is_file() and (tmp_path / "cli" / "best.json").is_file()
     missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nothing"), "--model", "unet"])
     assert missing.exit_code == 2 and "nothing" in missing.output
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 2 workers on a machine torch thinks fits 1
+def test_the_number_of_workers_does_not_change_the_run(shapes, tmp_path):
+    # Each sample's augmentation is seeded by its place in the epoch, not by the process that loads it.
+    main = load_file(str(train(_config(shapes, tmp_path / "w0", workers=0)).last))
+    two = load_file(str(train(_config(shapes, tmp_path / "w2", workers=2)).last))
+    assert all(torch.equal(main[k], two[k]) for k in main)
+

@@ -117,3 +117,23 @@ def test_loader_batches_variable_instance_counts():
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate)
     images, targets = next(iter(loader))
     assert images.shape == (2, 3, H, W) and len(targets) == 2
+
+
+def test_decoded_samples_are_kept_within_the_budget_and_seeded_per_sample():
+    reads = []
+
+    class Counting(list):
+        def __getitem__(self, index):
+            reads.append(index)
+            return super().__getitem__(index)
+
+    samples = Counting([_sample(), _sample(), _sample()])
+    one = samples[0].image.nbytes + samples[0].semantic.nbytes + sum(i.mask.nbytes for i in samples[0].instances)
+    reads.clear()
+    dataset = TransformedDataset(samples, build_transform("instance", True, 16), cache=lambda s: s, budget=2 * one)
+    for _ in range(2):
+        for index in range(3):
+            dataset[index, 7]
+    assert reads == [0, 1, 2, 2]  # two kept, the third read again each time
+    first, again = dataset[0, 7], dataset[0, 7]  # the same seed, the same augmentation
+    assert torch.equal(first[0], again[0]) and not torch.equal(first[0], dataset[0, 8][0])

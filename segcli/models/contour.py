@@ -87,7 +87,7 @@ class ContourModel(SegModel):
     def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
                     min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
         """One `Prediction` per image; thresholds as in `segcli.models.postprocess.contour_prediction`."""
-        with torch.no_grad():
+        with torch.inference_mode():
             probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
             return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
                                        stuff_area=stuff_area, mode=mode) for p in probabilities]

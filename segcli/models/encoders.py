@@ -22,7 +22,6 @@ the weights' `transforms()`, and the checkpoint card records it.
 from __future__ import annotations
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from segcli import hub
@@ -44,6 +43,9 @@ class TorchvisionEncoder(nn.Module):
             raise ModelError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
         dilate = max_stride is not None and max_stride < 32 and name in _DILATABLE
         load = weights not in (None, "none")
+        # torchvision on first use: importing it loads torch._dynamo, a second or more before any image
+        import torchvision.models as tvm
+
         # Weights to load: built on the meta device (no random initialisation to pay for), then the tensors are assigned.
         with torch.device("meta" if load else "cpu"):
             net = getattr(tvm, name)(weights=None, **({"dilated": True} if dilate and name.startswith("mobilenet") else {}))

@@ -30,18 +30,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import detection as tvdet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from segcli import hub
 from segcli.errors import ModelError
@@ -55,6 +49,9 @@ from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segcli.structures import IGNORE_INDEX, Instance, Mode, Prediction, masks_to_boxes
+
+if TYPE_CHECKING:  # torchvision is imported where a model is built: it costs a second or more at start-up
+    from torchvision.models import detection as tvdet
 
 MODES = (Mode.INSTANCE, Mode.PANOPTIC)  # no semantic model of its own: its semantic head serves the fusion
 FPN_LEVELS = ("0", "1", "2", "3")  # strides 4..32: the names torchvision's RoI pooling reads
@@ -80,6 +77,9 @@ class EncoderFPN(nn.Module):
     """The zoo's encoder (strides 1..32) => FPN over strides 4..32 (+ a max-pooled stride-64 level)."""
 
     def __init__(self, in_channels: int = 3, width: int = 16, fpn_channels: int = 64) -> None:
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
         super().__init__()
         self.encoder = Encoder(in_channels, width, depth=5)
         self.levels = [info for info in self.encoder.feature_info if info.stride >= 4]
@@ -275,6 +275,12 @@ def maskrcnn_small(num_classes: int = 2, in_channels: int = 3, width: int = 16, 
                    fpn_channels: int = 64, min_size: int = 128, max_size: int = 512) -> MaskRCNNModel:
     """Images are resized so their short side is `min_size` (long side at most `max_size`); anchors
     of 8-128 px suit objects of a few to a hundred pixels at that scale."""
+    from torchvision.models import detection as tvdet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.models.detection.rpn import RPNHead
+
     things = resolve_thing_classes(thing_classes, num_classes)
     k = len(things) + 1
     anchors = AnchorGenerator(sizes=((8,), (16,), (32,), (64,), (128,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
@@ -292,6 +298,8 @@ def maskrcnn_small(num_classes: int = 2, in_channels: int = 3, width: int = 16, 
 
 def _freeze_batchnorm(module: nn.Module, eps: float) -> None:
     """Replace every BatchNorm2d under `module` by FrozenBatchNorm2d (how torchvision builds pretrained v1 backbones)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=eps))
@@ -303,6 +311,9 @@ def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: i
                  pretrained: bool, weights: str | None, min_size: int, max_size: int) -> MaskRCNNModel:
     """torchvision's architecture as its pretrained builder makes it; COCO weights loaded when `pretrained` (or
     `weights` names a file), then new box and mask predictors when the thing classes are not COCO's (fine-tuning)."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
     weights_enum = hub.torchvision_weights(name)
     categories = list(weights_enum.meta["categories"])  # 91 names, index 0 = "__background__"
     num_classes = num_classes or len(categories)
@@ -328,6 +339,8 @@ def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: i
 @register_model("tv_maskrcnn_resnet50_fpn", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN, COCO (80 thing classes)")
 def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
                              weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
+    from torchvision.models import detection as tvdet
+
     # COCO_V1 was trained with frozen batch norm of eps 0 (torchvision's overwrite_eps).
     return _tv_maskrcnn("maskrcnn_resnet50_fpn", tvdet.maskrcnn_resnet50_fpn, 0.0,
                         num_classes, thing_classes, pretrained, weights, min_size, max_size)
@@ -336,5 +349,7 @@ def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list
 @register_model("tv_maskrcnn_resnet50_fpn_v2", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN v2, COCO (default for --mode instance and panoptic)")
 def tv_maskrcnn_resnet50_fpn_v2(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
                                 weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
+    from torchvision.models import detection as tvdet
+
     return _tv_maskrcnn("maskrcnn_resnet50_fpn_v2", tvdet.maskrcnn_resnet50_fpn_v2, None,
                         num_classes, thing_classes, pretrained, weights, min_size, max_size)

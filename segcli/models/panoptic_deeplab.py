@@ -132,7 +132,7 @@ class PanopticDeepLab(SegModel):
 
         Thresholds as in `segcli.models.postprocess.bottom_up_prediction`.
         """
-        with torch.no_grad():
+        with torch.inference_mode():
             return [
                 bottom_up_prediction(logits, center, offset, self.thing_classes, center_threshold=center_threshold,
                                      nms_kernel=nms_kernel, top_k=top_k, stuff_area=stuff_area, mode=mode)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import segmentation as tvseg
 
 from segcli import hub
 from segcli.models.base import SemanticModel
@@ -65,11 +64,15 @@ def _replace_last_conv(head: nn.Sequential, num_classes: int) -> None:
     head[-1] = nn.Conv2d(last.in_channels, num_classes, kernel_size=1)
 
 
-def _build(name: str, builder, num_classes: int | None, pretrained: bool, weights: str | None) -> TorchvisionSemantic:
+def _build(name: str, num_classes: int | None, pretrained: bool, weights: str | None) -> TorchvisionSemantic:
+    # torchvision on first use: importing it loads torch._dynamo, a second or more before any image
+    from torchvision.models import segmentation as tvseg
+
+    builder = getattr(tvseg, name)
     weights_enum = hub.torchvision_weights(name)
     categories = list(weights_enum.meta["categories"])
     num_classes = num_classes or len(categories)
-    has_aux = builder is not tvseg.lraspp_mobilenet_v3_large
+    has_aux = name != "lraspp_mobilenet_v3_large"
     # torchvision's published files carry the auxiliary head: it is always built, so every checkpoint has one layout.
     net = builder(weights=None, weights_backbone=None, num_classes=len(categories), **({"aux_loss": True} if has_aux else {}))
     if pretrained or weights:
@@ -85,15 +88,17 @@ def _build(name: str, builder, num_classes: int | None, pretrained: bool, weight
     return TorchvisionSemantic(net, weights_enum, [f"class{i}" for i in range(num_classes)])
 
 
-def _entry(name: str, builder, description: str) -> None:
+def _entry(name: str, description: str) -> None:
+    """Register torchvision.models.segmentation's `name` as tv_`name`."""
+
     @register_model(f"tv_{name}", modes=(Mode.SEMANTIC,), description=description)
     def build(num_classes: int | None = None, pretrained: bool = True, weights: str | None = None) -> TorchvisionSemantic:
-        return _build(name, builder, num_classes, pretrained, weights)
+        return _build(name, num_classes, pretrained, weights)
 
     build.__name__ = f"tv_{name}"
 
 
-_entry("fcn_resnet50", tvseg.fcn_resnet50, "torchvision FCN ResNet-50, COCO-trained on the 21 VOC classes")
-_entry("deeplabv3_resnet50", tvseg.deeplabv3_resnet50, "torchvision DeepLabV3 ResNet-50, 21 VOC classes (default for --mode semantic)")
-_entry("deeplabv3_mobilenet_v3_large", tvseg.deeplabv3_mobilenet_v3_large, "torchvision DeepLabV3 MobileNetV3-Large, 21 VOC classes")
-_entry("lraspp_mobilenet_v3_large", tvseg.lraspp_mobilenet_v3_large, "torchvision LR-ASPP MobileNetV3-Large, 21 VOC classes (fast)")
+_entry("fcn_resnet50", "torchvision FCN ResNet-50, COCO-trained on the 21 VOC classes")
+_entry("deeplabv3_resnet50", "torchvision DeepLabV3 ResNet-50, 21 VOC classes (default for --mode semantic)")
+_entry("deeplabv3_mobilenet_v3_large", "torchvision DeepLabV3 MobileNetV3-Large, 21 VOC classes")
+_entry("lraspp_mobilenet_v3_large", "torchvision LR-ASPP MobileNetV3-Large, 21 VOC classes (fast)")

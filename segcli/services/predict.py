@@ -13,6 +13,8 @@ per input, in input order. A record is the `--json` line (README, "predict").
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -35,6 +37,8 @@ from segcli.services.resolve import resolve_model
 from segcli.structures import Mode, Prediction, parse_mode
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BACKENDS = ("torch", "onnxruntime")
+BACKGROUND_NICE = 10  # readers' and the writer's niceness, above the forward pass's 0
 
 Callback = Callable[..., None]
 
@@ -58,6 +62,7 @@ class PredictConfig:
     batch_size: int | None = None  # same-size images (or tiles) per forward pass (None: 4 on a GPU, 1 on a CPU)
     precision: str = "float32"  # float32 | float16 | bfloat16 (autocast)
     device: str = "auto"
+    backend: str = "torch"  # torch | onnxruntime (a dense checkpoint's forward pass, CPU float32)
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
     thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
@@ -88,12 +93,13 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     net, card = resolve_model(config.mode, config.model, config.weights, device)
     if config.tta and not getattr(net, "dense", True):
         raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
-    io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True,
                                mode=Mode(config.mode))
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
-    run = _Run(config, prepare_model(net, options), card, device, options, notify)
+    runnable = _backend(config, net, device, options)
+    io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
+    run = _Run(config, runnable, card, device, options, notify)
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile, note=card.get("note"))
     summary = run.run(jobs)
@@ -102,8 +108,20 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     return summary
 
 
+def _backend(config: PredictConfig, net, device: torch.device, options: InferenceOptions):
+    """The model as the run executes it: prepared for torch (folded, fused, the layout and dtype of `options`),
+    or its exported graph in an ONNX Runtime session."""
+    if config.backend == "torch":
+        return prepare_model(net, options)
+    from segcli.onnx_runtime import onnxruntime_model
+
+    return onnxruntime_model(net, config.weights, device, options.dtype)
+
+
 def _check_config(config: PredictConfig) -> None:
     parse_mode(config.mode)
+    if config.backend not in BACKENDS:
+        raise UsageError(f"--backend {config.backend}: choose one of {', '.join(BACKENDS)}")
     if config.batch_size is not None and config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: use 1 or more")
     if config.tile is not None and config.tile < 0:
@@ -206,14 +224,16 @@ class _Run:
         self.label_space = card_label_space(card)
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write")  # one thread: files in input order
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
+                                         initializer=background_thread)
         self.summary = PredictSummary(out=Path(config.out), inputs=0)
 
     def run(self, jobs: list[Job]) -> PredictSummary:
         self.summary.inputs = len(jobs)
         finished = {job: part for job in jobs if self.config.skip_existing
                     and (part := read_part(self.config.out, self.config.mode, job, self.config.overlay)) is not None}
-        readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read")
+        readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read",
+                                     initializer=background_thread)
         try:
             for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2,
                                           max_pixels=self.config.max_pixels, scaling=card_scaling(self.card)):
@@ -274,6 +294,16 @@ class _Run:
             else:
                 self.summary.predicted += 1
             self.notify("image", record=record)
+
+
+def background_thread() -> None:
+    """Lower the calling thread's priority (Linux: threads have their own nice value): decoding and writing then
+    take the cycles the forward pass leaves, instead of preempting one of its threads, which stalls all of them
+    at the next barrier (2 cores: the forward uses both)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):  # other systems: a process-wide value, left alone
+        pass
 
 
 def _fill(slot: Future, function: Callable, *args) -> None:

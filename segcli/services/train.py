@@ -30,7 +30,7 @@ from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
 from segcli.training.plan import Fingerprint, Plan, fingerprint, make_plan, plan_record
 from segcli.training.seeding import seed_everything
-from segcli.training.trainer import Trainer
+from segcli.training.trainer import TRAINING_LAYOUT, Trainer
 
 Callback = Callable[..., None]
 MIN_SIDE = 32  # smallest training image side: the zoo's largest output stride (fcn fails below it)
@@ -185,11 +185,8 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     model_args = _model_args(config, label_space)
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
-    if config.bf16 and getattr(model, "dense", True):
-        # bfloat16 convolutions run about 2x faster in channels-last (NHWC) layout on CPUs (measured on 2 cores:
-        # a 512 px U-Net, 343 ms against 767 ms); the Trainer feeds channels-last batches and validates in the
-        # same layout and precision.
-        model = model.to(memory_format=torch.channels_last)
+    if getattr(model, "dense", True):
+        model = model.to(memory_format=TRAINING_LAYOUT)  # the Trainer's batches follow
     _set_loss_options(model, config, train_set)
     return model, model_args
 

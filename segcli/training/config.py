@@ -40,7 +40,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
     amp: bool = False  # float16 autocast with gradient scaling on CUDA
-    workers: int = 0  # DataLoader worker processes
+    workers: int | None = None  # DataLoader worker processes (None: data.loader.default_workers(), 1 on 2 cores)
     val_limit: int | None = None  # validate on at most this many images (speed)
     classes: Path | None = None
     binary: bool = False

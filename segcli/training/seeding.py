@@ -1,8 +1,9 @@
 """Reproducible randomness: seeding, the generators' state for checkpoints, per-epoch loader seeds.
 
 A resumed run equals an uninterrupted one because every random stream is either saved with the
-checkpoint (the global generators augmentation draws from) or derived from (seed, epoch, rank) alone
-(the loader's sample order and its workers' seeds).
+checkpoint (the global generators, for what the model draws) or derived from (seed, epoch, rank) alone
+(the loader's sample order) or from (seed, epoch, position, rank) (each sample's augmentation, whatever
+process loads it).
 """
 
 from __future__ import annotations
@@ -18,13 +19,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: numpy and random follow the worker's torch seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def rng_state() -> dict:
@@ -49,3 +43,8 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     alone, so a resumed run replays any epoch without knowing how far the generator had advanced."""
     entropy = [seed % 2**32, epoch] + ([rank] if rank else [])  # single-process runs: (seed, epoch), as measured in docs
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def sample_seed(seed: int, epoch: int, position: int, rank: int = 0) -> int:
+    """The seed of one sample's augmentation: the `position`-th sample of `epoch` on `rank`."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, position, rank]).generate_state(1)[0])

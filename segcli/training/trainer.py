@@ -24,14 +24,14 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from segcli import distributed
 from segcli.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
-from segcli.data.loader import TransformedDataset, collate
+from segcli.data.loader import SeededSampler, TransformedDataset, cache_budget, collate, default_workers
 from segcli.data.transforms import Packed, build_transform
 from segcli.errors import ModelError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
 from segcli.metrics import PRIMARY_METRIC, score_predictions
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
-from segcli.training.seeding import epoch_seed, restore_rng, rng_state, seed_worker
+from segcli.training.seeding import epoch_seed, restore_rng, rng_state
 
 Callback = Callable[..., None]
 
@@ -49,6 +49,12 @@ class TrainState:
     metrics: dict = field(default_factory=dict)  # the latest validation's
     stop: bool = False  # early stopping (--patience) asked to end the run
     seconds: float = 0.0  # wall time of the run before this process (a resumed --time run counts it)
+
+
+# Dense models train channels-last (NHWC), float32 and bfloat16 alike: oneDNN's convolutions, forward and backward,
+# are faster in it on this CPU (a unet training step at 128 px, batch 8: width 16 1.13x in float32, 1.33x in
+# bfloat16; width 32 1.17x and 1.21x; benchmarks/bench_train.py measures the step).
+TRAINING_LAYOUT = torch.channels_last
 
 
 class _LossModule(torch.nn.Module):
@@ -116,8 +122,7 @@ class Trainer:
         self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
         self.validation_seconds = 0.0  # spent validating since this process started (metrics.jsonl: its share)
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
-        self.channels_last = config.bf16 and getattr(model, "dense", True)  # the service converted the model
-        self._resume_rng: dict | None = None  # the RNG state of a mid-epoch save, restored after replaying its batches
+        self.dense = getattr(model, "dense", True)  # the service converted a dense model to TRAINING_LAYOUT
         self._build_loader(train_set)
         self._build_optimizer()
 
@@ -134,16 +139,22 @@ class Trainer:
         config = self.config
         transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()),
                                     crop=config.crop, scale=config.scale or 1.0)
-        dataset = TransformedDataset(train_set, transform, cache=Packed.of if config.crop is not None else None)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.sampler = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() \
+        self.workers = default_workers() if config.workers is None else config.workers
+        # Decoded samples kept across epochs (within the memory budget): crops as compact Packed copies.
+        dataset = TransformedDataset(train_set, transform, cache=Packed.of if config.crop is not None else _same,
+                                     budget=cache_budget(self.workers))
+        self.generator = torch.Generator().manual_seed(config.seed)  # the sample order: reseeded every epoch
+        order = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() \
             else RandomSampler(dataset, generator=self.generator)
-        if len(self.sampler) == 0:
+        if len(order) == 0:
             raise UsageError(f"{config.data}: no training images for {distributed.world_size()} processes")
-        batch_size = min(config.batch_size, len(self.sampler))
-        # Not persistent_workers: fresh workers each epoch are seeded from (seed, epoch), which keeps --resume exact.
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=True,
-                                 num_workers=config.workers, worker_init_fn=seed_worker, generator=self.generator)
+        self.sampler = SeededSampler(order, config.seed, distributed.rank())
+        self.batch_size = min(config.batch_size, len(order))
+        # Workers persist (and keep their decoded samples): augmentation is seeded per sample, not per worker.
+        # The loader's own generator only seeds the workers' base seed, which nothing draws from.
+        self.loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate,
+                                 drop_last=True, num_workers=self.workers, persistent_workers=self.workers > 0,
+                                 generator=torch.Generator().manual_seed(config.seed))
         self.steps_per_epoch = len(self.loader)
         if config.time is not None and config.time <= 0:
             raise UsageError(f"--time {config.time:g} s: give a positive duration, e.g. --time 20m")
@@ -175,8 +186,7 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         # One RNG state per rank (a plain dict from a single-process run).
         rng = saved["rng"]
-        self._resume_rng = rng if isinstance(rng, dict) else rng[min(distributed.rank(), len(rng) - 1)]
-        restore_rng(self._resume_rng)
+        restore_rng(rng if isinstance(rng, dict) else rng[min(distributed.rank(), len(rng) - 1)])
         self.state = TrainState(step=saved["step"], epoch=saved["epoch"], epoch_batches=saved.get("epoch_batches", 0),
                                 best=saved["best"], best_metrics=saved["best_metrics"], stale=saved["stale"],
                                 seconds=saved.get("seconds", 0.0))
@@ -237,20 +247,16 @@ class Trainer:
         return self.elapsed() / done
 
     def _epoch_batches(self, epoch: int):
-        """This epoch's batches; resuming mid-epoch, the ones already trained are replayed and dropped."""
+        """This epoch's batches; resuming mid-epoch, from the first batch not yet trained (no replay: each sample's
+        augmentation depends on its position alone, and the global generators were restored by `resume`)."""
         state = self.state
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
+        if isinstance(self.sampler.sampler, DistributedSampler):
+            self.sampler.sampler.set_epoch(epoch)
         self.generator.manual_seed(epoch_seed(self.config.seed, epoch, distributed.rank()))
-        batches = iter(self.loader)
         skip = state.epoch_batches if epoch == state.epoch else 0
-        state.epoch, state.epoch_batches = epoch, 0
-        if skip:  # replay this epoch's order up to the save, then restore the RNG state of the save
-            for _ in range(skip):
-                next(batches)
-            restore_rng(self._resume_rng)
-            state.epoch_batches = skip
-        return batches
+        self.sampler.start(epoch, skip * self.batch_size)
+        state.epoch, state.epoch_batches = epoch, skip
+        return iter(self.loader)
 
     def _run_epoch(self, epoch: int) -> None:
         state = self.state
@@ -271,8 +277,8 @@ class Trainer:
         config, state, device = self.config, self.state, self.device
         tick = time.perf_counter()
         images = images.to(device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        if self.dense:
+            images = images.contiguous(memory_format=TRAINING_LAYOUT)
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         with torch.autocast(device.type, dtype=torch.float16 if config.amp else torch.bfloat16,
                             enabled=config.amp or config.bf16):
@@ -356,9 +362,9 @@ class Trainer:
         samples = self.val_samples
         if distributed.is_distributed():
             samples = samples[distributed.rank():: max(1, distributed.world_size())]
-        # Whole images at the card's scale, tiled where large, as predict runs them; in the training's precision and layout.
-        options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32,
-                                   channels_last=self.channels_last)
+        # Whole images at the card's scale, tiled where large, as predict runs them (a prepared copy); in the
+        # training's precision.
+        options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32)
         predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device, options=options)
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
@@ -393,6 +399,10 @@ class Trainer:
                                             "validation_seconds": round(self.validation_seconds, 1),
                                             "lr": self.scheduler.get_last_lr()[0], "best": improved, **summary})
         self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
+
+
+def _same(sample):
+    return sample
 
 
 def _rank_sync(model: torch.nn.Module) -> dict:

@@ -1,0 +1,74 @@
+"""`predict --backend onnxruntime`: a dense checkpoint's forward pass run by ONNX Runtime on the CPU.
+
+The graph is the one `segcli export` writes (`<checkpoint>.onnx` beside the checkpoint when it is newer than the
+weights, otherwise exported for this run into a temporary folder, removed once the session has read it). Everything around the forward pass, padding
+to the stride, tiling, flips, resizing and post-processing, stays segcli's: the wrapper is a module whose
+forward calls the session and whose other attributes are the torch model's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segcli.checkpoint import checkpoint_paths
+from segcli.errors import ModelError, UsageError
+from segcli.inference import PREPARED
+
+INSTALL_HINT = "pip install 'segcli[onnx]'"
+DELEGATED = ("postprocess", "flip_outputs", "resize_outputs", "output_stride", "thing_classes", "class_names")
+
+
+class OnnxRuntimeModel(nn.Module):
+    """model(images) -> dict of dense outputs, computed by an ONNX Runtime session of the exported graph."""
+
+    dense = True
+
+    def __init__(self, model: nn.Module, path: Path, threads: int) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.model = model  # not run: its post-processing, stride and flips serve the session's outputs
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = [output.name for output in self.session.get_outputs()]
+        setattr(self, PREPARED, True)  # prepare_model leaves it as it is: the graph is what runs
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        arrays = self.session.run(None, {"images": images.float().contiguous().numpy()})
+        return {name: torch.from_numpy(array) for name, array in zip(self.names, arrays)}
+
+    def __getattr__(self, name: str):
+        if name in DELEGATED:
+            return getattr(self.model, name)
+        return super().__getattr__(name)
+
+
+def onnxruntime_model(model: nn.Module, weights: Path | None, device: torch.device, dtype: torch.dtype) -> OnnxRuntimeModel:
+    """The checkpoint `weights` (whose torch model is `model`) run by ONNX Runtime."""
+    if weights is None or not getattr(model, "dense", True):
+        raise UsageError("--backend onnxruntime runs a dense segcli checkpoint: give --weights (Mask R-CNN-style and "
+                         "zoo models without a checkpoint stay on --backend torch)")
+    if device.type != "cpu" or dtype != torch.float32:
+        raise UsageError("--backend onnxruntime runs float32 on the CPU: leave out --bf16/--half and --device")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--backend onnxruntime needs the onnxruntime package: {INSTALL_HINT}") from None
+    from segcli.services.export import export_onnx
+
+    tensors, _ = checkpoint_paths(weights)
+    exported = tensors.with_suffix(".onnx")
+    if exported.is_file() and exported.stat().st_mtime >= tensors.stat().st_mtime:
+        return OnnxRuntimeModel(model, exported, torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as folder:  # the session reads the whole file when it is made
+        try:
+            exported = export_onnx(weights, Path(folder) / "model.onnx")
+        except ModelError as error:
+            raise UsageError(f"--backend onnxruntime: {error}") from None
+        return OnnxRuntimeModel(model, exported, torch.get_num_threads())
