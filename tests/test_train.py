@@ -37,7 +37,7 @@ def test_training_writes_loadable_checkpoints_with_cards(shapes, tmp_path):
     log = [json.loads(line) for line in (result.out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 6] and all("miou" in r and r["seconds"] >= 0 for r in log)
     spent = [r["validation_seconds"] for r in log]  # cumulative: the share of the run spent validating
-    assert 0 < spent[0] < spent[1] <= log[-1]["seconds"]
+    assert 0 < spent[0] <= spent[1] <= log[-1]["seconds"] + 0.05
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(shapes, tmp_path):

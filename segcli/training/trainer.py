@@ -396,7 +396,7 @@ class Trainer:
             "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
                                             "seconds": round(time.perf_counter() - self.began, 1),
-                                            "validation_seconds": round(self.validation_seconds, 1),
+                                            "validation_seconds": round(self.validation_seconds, 3),
                                             "lr": self.scheduler.get_last_lr()[0], "best": improved, **summary})
         self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
 
