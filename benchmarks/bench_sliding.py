@@ -40,4 +40,5 @@ def run() -> dict:
         diff = float((model(x)["semantic"] - dense_out).abs().max()) if SIZE <= 256 else None
     speedup = naive / dense
     return {"size": SIZE, "naive_s": round(naive, 3), "dense_s": round(dense, 4), "speedup": round(speedup, 1),
-            "max_abs_diff": diff, "target": f">= {TARGET:.0f}x", "met": speedup >= TARGET}
+            "max_abs_diff": diff, "name": f"sliding window at {SIZE} px, dense vs naive (same outputs)",
+            "measured": f"{speedup:.0f}x", "target": f">= {TARGET:.0f}x", "met": speedup >= TARGET}
