@@ -48,9 +48,6 @@ ABOUT = {
     },
 }
 
-# Metrics the table and `segcli models` show, per mode; the card keeps every scalar eval reported.
-HEADLINE = {"panoptic": ("pq", "sq", "rq"), "instance": ("ap", "ap50", "ap75"), "semantic": ("miou", "pixel_accuracy")}
-
 
 def scalar_metrics(result: dict) -> dict:
     """The scalars of an eval result, with things/stuff PQ flattened (`things_pq`); per-class lists dropped."""
