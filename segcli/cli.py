@@ -63,14 +63,22 @@ class SegcliGroup(TyperGroup):
                               "train --resume) to continue", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            # The reader of stdout went away (`| head -1`): stop, as a program killed by SIGPIPE would, and say so.
-            try:  # Python's exit-time flush would fail on the closed pipe again
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            except (OSError, ValueError):  # a stdout without a file descriptor (tests)
-                pass
-            err_console.print(f"stopped: the reader of stdout closed the pipe; exit code {EXIT_BROKEN_PIPE}",
-                              highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            _stop_on_broken_pipe()
+
+
+def _stop_on_broken_pipe(*_) -> None:
+    """The reader of stdout went away (`| head -1`): stop, as a program killed by SIGPIPE would, and say so.
+    Also rich's hook for the help pages it writes (its default exits 1, which `set -o pipefail` reads as a failure)."""
+    try:  # Python's exit-time flush would fail on the closed pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (tests)
+        pass
+    err_console.print(f"stopped: the reader of stdout closed the pipe; exit code {EXIT_BROKEN_PIPE}",
+                      highlight=False, soft_wrap=True)
+    raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
+Console.on_broken_pipe = _stop_on_broken_pipe  # every rich console of this process, typer's help included
 
 
 def _error_line(message: str) -> None:
@@ -411,6 +419,12 @@ CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Pa
                                                       "(default: the plan's, from the object size).")]
 BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="Contour models: object boundary width, "
                                                       "px (default: the plan's).")]
+PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: "
+                                             "COCO, --encoder: ImageNet), fetched on first use; new heads for the data's classes.")]
+EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
+                                                "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")]
+ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
+                                                        "objects touch (1: off; default: the plan's).")]
 
 
 @app.command("train")
@@ -440,21 +454,21 @@ def train_command(
     class_weights: ClassWeightsOpt = None,
     center_sigma: CenterSigmaOpt = None,
     boundary_width: BoundaryWidthOpt = None,
+    contact_weight: ContactWeightOpt = None,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
     clip: Annotated[float, typer.Option("--clip", help="Gradient-norm clipping (0: off).")] = 1.0,
-    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (default: every epoch).")] = None,
+    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (default: automatic, at most "
+                                                                     "10% of the time; 0: only at the end).")] = None,
     patience: Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.")] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, "
-                                             "--encoder: ImageNet), fetched on first use; new heads for the data's classes.")] = True,
+    pretrained: PretrainedOpt = True,
     weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
-    encoder: Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
-                                                                 "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")] = None,
+    encoder: EncoderOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -469,7 +483,7 @@ def train_command(
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
-        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
+        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]],
     )

@@ -34,6 +34,9 @@ class OnnxRuntimeModel(nn.Module):
         self.model = model  # not run: its post-processing, stride and flips serve the session's outputs
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # ONNX Runtime's threads spin for a while after each run by default: on a CPU shared with predict's reading,
+        # post-processing and writing threads (or anything after it) they take the cores those need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [output.name for output in self.session.get_outputs()]

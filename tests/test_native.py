@@ -16,7 +16,7 @@ from segcli.cli import parse_duration
 from segcli.data.synth import generate, synth_label_space
 from segcli.data.transforms import build_transform
 from segcli.errors import UsageError
-from segcli.models.contour import boundary_map
+from segcli.models.contour import boundary_map, contact_map
 from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import build_model
 from segcli.services.evaluate import evaluate_model
@@ -128,6 +128,24 @@ def test_contour_targets_and_grouping_separate_touching_objects():
     assert set(losses) == {"semantic"} and torch.isfinite(losses["semantic"])
     assert (model._target({"semantic": torch.from_numpy(sample.semantic).long(), "masks": masks, "labels": torch.tensor([1, 1])})
             == 2).sum() == edge.sum()
+
+
+def test_contact_weight_falls_on_the_seam_between_touching_objects_only():
+    sample = _two_touching_squares()
+    masks = torch.from_numpy(np.stack([inst.mask for inst in sample.instances]))
+    contact = contact_map(masks, radius=2)
+    rows, cols = np.nonzero(contact.numpy())
+    # the squares meet between columns 14 and 15: the band of columns 13..16, along the rows they share
+    assert set(cols.tolist()) == {13, 14, 15, 16} and not contact[0, 0] and not contact[15, 10]
+    assert not contact_map(masks[:1], radius=2).any()  # one object alone touches nothing
+    target = {"semantic": torch.from_numpy(sample.semantic).long(), "masks": masks.to(torch.uint8),
+              "labels": torch.tensor([1, 1])}
+    torch.manual_seed(0)
+    plain = build_model("unet_contour", num_classes=2, width=4)
+    torch.manual_seed(0)
+    weighted = build_model("unet_contour", num_classes=2, width=4, contact_weight=10.0)
+    images = torch.rand(1, 3, 40, 40)
+    assert weighted.compute_losses(images, [target])["semantic"] > plain.compute_losses(images, [target])["semantic"]
 
 
 def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, tmp_path, monkeypatch):

@@ -69,6 +69,19 @@ def test_pixels_join_the_centre_their_offset_points_to():
     assert (group_pixels(centers[:0], offsets, thing) == 0).all()
 
 
+def test_grouping_picks_the_nearest_centre_as_a_brute_force_search_does():
+    torch.manual_seed(0)
+    h, w, k = 48, 64, 37
+    centers = torch.stack([torch.randint(0, h, (k,)), torch.randint(0, w, (k,))], 1)
+    offsets = torch.randn(2, h, w) * 20
+    thing = torch.rand(h, w) > 0.3
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pointed = torch.stack([ys + offsets[0], xs + offsets[1]], -1).reshape(-1, 2)
+    distances = ((pointed[:, None, :] - centers[None].float()) ** 2).sum(-1)
+    expected = torch.where(thing.reshape(-1), distances.argmin(1) + 1, 0).view(h, w)
+    assert (group_pixels(centers, offsets, thing, chunk=100) == expected).float().mean() > 0.999  # ties aside
+
+
 def test_two_touching_objects_of_one_class_come_out_as_two_instances():
     semantic, masks = _two_touching_boxes()
     maps = _maps_from_truth(semantic, masks)

@@ -3,6 +3,7 @@ and a closed pipe or Ctrl-C ending a run with its own exit code and one line."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -104,3 +105,17 @@ def test_sigint_ends_predict_with_130_and_one_line(folder, tiny_checkpoint, tmp_
     lines = [line for line in stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted"), stderr
     assert not list((tmp_path / "out").rglob("*.tmp*"))  # no temporary file stays
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_help_into_a_closed_pipe_exits_as_sigpipe_would(command):
+    # `segcli train --help | head -1`: rich writes the help; its own default was exit code 1, a failure under pipefail.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the help: the writer waits for the reader
+    process = subprocess.Popen([*SEGCLI, command, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=_env())
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reader.readline()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == EXIT_BROKEN_PIPE, stderr
+    assert "Traceback" not in stderr

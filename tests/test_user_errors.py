@@ -142,7 +142,7 @@ def _refused(result, *names: str) -> str:
     ("--steps", "-3"), ("--steps", "0"), ("--epochs", "0"), ("--batch-size", "0"), ("--img-size", "0"),
     ("--img-size", "8"), ("--crop", "8"), ("--width", "0"), ("--lr", "-1"), ("--workers", "-1"),
     ("--val-limit", "0"), ("--patience", "0"), ("--warmup", "-1"), ("--val-every", "-1"), ("--dice", "-1"),
-    ("--clip", "-1"), ("--center-sigma", "0"), ("--boundary-width", "0"),
+    ("--clip", "-1"), ("--center-sigma", "0"), ("--boundary-width", "0"), ("--contact-weight", "0"),
 ])
 def test_train_refuses_numbers_out_of_range_before_any_file(tmp_path, option, value):
     # Before: --steps -3 trained nothing and exited 0; --batch-size 0, --workers -1, --img-size 0 or 8, --crop 8
@@ -150,7 +150,8 @@ def test_train_refuses_numbers_out_of_range_before_any_file(tmp_path, option, va
     from segcli.data.synth import generate
 
     data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
-    model = {"--center-sigma": "unet_panoptic", "--boundary-width": "unet_contour"}.get(option, "unet")
+    model = {"--center-sigma": "unet_panoptic", "--boundary-width": "unet_contour",
+             "--contact-weight": "unet_contour"}.get(option, "unet")
     mode = {"unet_panoptic": "panoptic", "unet_contour": "instance"}.get(model, "semantic")
     size = [] if option in ("--img-size", "--crop") else ["--img-size", "32"]
     result = runner.invoke(app, ["train", "--data", str(data), "--model", model, "--mode", mode, option, value, *size,
@@ -243,4 +244,16 @@ def test_resume_with_nothing_to_resume_leaves_no_file(tmp_path):
     result = runner.invoke(app, ["train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "1",
                                  "--img-size", "32", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--device", "cpu"])
     _refused(result, str(tmp_path / "run" / "last"), "resume")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--contact-weight", "10"), ("--boundary-width", "2")])
+def test_train_refuses_a_contour_setting_for_a_model_without_one(tmp_path, option, value):
+    from segcli.data.synth import generate
+
+    data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
+    result = runner.invoke(app, ["train", "--data", str(data), "--model", "unet_panoptic", "--mode", "panoptic", option,
+                                 value, "--img-size", "32", "--steps", "1", "--out", str(tmp_path / "run"),
+                                 "--device", "cpu", "--quiet"])
+    _refused(result, option, "no such setting")
     assert not (tmp_path / "run").exists()

@@ -7,7 +7,9 @@ The recipe of the DSB 2018 nucleus winners (U-Net + watershed-like grouping) in 
 
 Training is one cross-entropy over C + 1 classes: the pixels within `boundary_width` of an instance's
 edge (where it meets the background or another instance) are labelled "boundary" instead of their
-class. At inference the interiors, which the boundaries separate where objects touch, seed one
+class. Where two instances come within `boundary_width + 1` px of each other, the loss of every pixel
+(boundary, interior or the background gap) counts `contact_weight` times: the U-Net paper's border
+weight map in its plainest form, because merged touching objects are where this model loses most. At inference the interiors, which the boundaries separate where objects touch, seed one
 instance each and grow back over the thing pixels (`segcli.models.postprocess.contour_prediction`).
 No centres or offsets: blob-like objects of a dozen pixels, touching by the hundred, are what it is for.
 """
@@ -40,6 +42,20 @@ def boundary_map(masks: torch.Tensor, width: int = 1) -> torch.Tensor:
     return ((ids > 0) & ((high != ids) | (low != ids)))[0, 0]
 
 
+def contact_map(masks: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """(N, H, W) instance masks -> (H, W) bool: pixels (of any class) with two or more different instances
+    within `radius` px (a square window), i.e. the seams and narrow gaps between touching objects."""
+    if masks.shape[0] < 2:
+        return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+    numbers = torch.arange(1, masks.shape[0] + 1, device=masks.device, dtype=torch.float32).view(-1, 1, 1)
+    ids = (masks.float() * numbers).amax(0)[None, None]
+    empty = float(masks.shape[0] + 1)  # background counts as no instance for the smallest id
+    k = 2 * radius + 1
+    high = F.max_pool2d(ids, k, stride=1, padding=radius)
+    low = -F.max_pool2d(-torch.where(ids > 0, ids, torch.full_like(ids, empty)), k, stride=1, padding=radius)
+    return ((high > 0) & (low < empty) & (high != low))[0, 0]
+
+
 class ContourModel(SegModel):
     """body => 1x1 classifier to C classes + "boundary" (see the module docstring)."""
 
@@ -48,12 +64,14 @@ class ContourModel(SegModel):
     dice_weight: float = 0.0  # the trainer's --dice
     class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto (C values; "boundary" gets the largest)
 
-    def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], boundary_width: int = 1) -> None:
+    def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], boundary_width: int = 1,
+                 contact_weight: float = 1.0) -> None:
         super().__init__()
         self.body = body
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
         self.boundary_width = boundary_width
+        self.contact_weight = contact_weight
         self.classifier = nn.Conv2d(body.out_channels, num_classes + 1, 1)
         self.size_multiple = getattr(body, "size_multiple", body.out_stride)
 
@@ -70,7 +88,11 @@ class ContourModel(SegModel):
         weights = None
         if self.class_weights is not None:
             weights = torch.cat([self.class_weights, self.class_weights.max().view(1)])
-        return dense_losses(logits, target, name="semantic", class_weights=weights, pixel_weight=1.0,
+        pixel_weight = 1.0
+        if self.contact_weight != 1.0:
+            contact = torch.stack([self._contact(t, target.shape[-2:]) for t in targets]).to(logits.device)
+            pixel_weight = 1.0 + (self.contact_weight - 1.0) * contact.float()
+        return dense_losses(logits, target, name="semantic", class_weights=weights, pixel_weight=pixel_weight,
                             dice_weight=self.dice_weight)
 
     def _target(self, target: dict) -> torch.Tensor:
@@ -84,6 +106,14 @@ class ContourModel(SegModel):
         semantic[edge & (semantic != IGNORE_INDEX)] = self.num_classes
         return semantic
 
+    def _contact(self, target: dict, size: torch.Size) -> torch.Tensor:
+        """(H, W) bool: where thing instances of this target come within boundary_width + 1 px of each other."""
+        if "masks" not in target or "labels" not in target:
+            return torch.zeros(size, dtype=torch.bool)
+        masks, labels = target["masks"], target["labels"]
+        keep = torch.isin(labels, torch.tensor(self.thing_classes, device=labels.device, dtype=labels.dtype))
+        return contact_map(masks[keep].bool(), self.boundary_width + 1)
+
     def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
                     min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
         """One `Prediction` per image; thresholds as in `segcli.models.postprocess.contour_prediction`."""
@@ -96,6 +126,8 @@ class ContourModel(SegModel):
 @register_model("unet_contour", modes=tuple(Mode), description="U-Net predicting classes + object boundaries; instances are "
                 "interiors grown back over the mask (many small touching objects: nuclei)")
 def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                 thing_classes: list[int] | None = None, boundary_width: int = 1) -> ContourModel:
+                 thing_classes: list[int] | None = None, boundary_width: int = 1,
+                 contact_weight: float = 1.0) -> ContourModel:
     body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
-    return ContourModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width)
+    return ContourModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
+                        contact_weight)

@@ -33,6 +33,8 @@ from segcli.training.seeding import seed_everything
 from segcli.training.trainer import TRAINING_LAYOUT, Trainer
 
 Callback = Callable[..., None]
+# Builder settings that are also train options (--center-sigma, ...) and that the plan may choose.
+MODEL_OPTIONS = ("center_sigma", "boundary_width", "contact_weight")
 MIN_SIDE = 32  # smallest training image side: the zoo's largest output stride (fcn fails below it)
 
 __all__ = ["TrainConfig", "TrainResult", "plan_run", "train"]
@@ -104,7 +106,7 @@ def _model_args(config: TrainConfig, label_space) -> dict:
         if "width" not in accepted:
             raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; leave --width out")
         args["width"] = config.width
-    for name in ("center_sigma", "boundary_width"):
+    for name in MODEL_OPTIONS:
         if getattr(config, name) is not None:
             if name not in accepted:
                 raise UsageError(f"--{name.replace('_', '-')}: {config.model} has no such setting")
@@ -176,7 +178,7 @@ def _check_numbers(config: TrainConfig) -> None:
                    ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
                    ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
                    ("--lr", config.lr, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
-    check_minimums(("--center-sigma", config.center_sigma, 0), above=True)
+    check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0), above=True)
 
 
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -241,12 +243,12 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
         if getattr(config, name) is not None:
             setattr(plan, name, getattr(config, name))
             plan.source[name] = option
-    for name in ("center_sigma", "boundary_width"):
+    for name in MODEL_OPTIONS:
         if getattr(config, name) is not None:
             plan.model_args[name] = getattr(config, name)
             plan.source[name] = f"--{name.replace('_', '-')}"
     resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights,
-                       center_sigma=plan.model_args.get("center_sigma"), boundary_width=plan.model_args.get("boundary_width"))
+                       **{name: plan.model_args.get(name) for name in MODEL_OPTIONS})
     if config.img_size is None:
         resolved = replace(resolved, crop=plan.crop, scale=plan.scale)
     return resolved, plan, print_

@@ -33,6 +33,7 @@ class TrainConfig:
     class_weights: str | None = None  # "auto": inverse square-root class frequency (semantic models); None: the plan's
     center_sigma: float | None = None  # Panoptic-DeepLab centre Gaussian, px (None: the plan's, from the object size)
     boundary_width: int | None = None  # contour models' object boundary, px (None: the plan's)
+    contact_weight: float | None = None  # contour models' loss weight where objects touch (None: the plan's)
     schedule: str = "poly"  # poly | cosine, after a linear warm-up
     warmup: int | None = None  # warm-up steps (default 5% of the run)
     clip: float = 1.0  # gradient norm clipping (0: off)
