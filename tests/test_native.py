@@ -294,4 +294,5 @@ def test_plan_only_prints_the_plan_and_stops(tmp_path):
                             val_every=0, device="cpu"))
     card = read_card(run.best)
     assert card["plan"]["plan"]["crop"] == 96 and card["plan"]["fingerprint"]["object_diameter"]["object"] > 8
+    assert card["model_args"]["contact_weight"] == card["plan"]["plan"]["model_args"]["contact_weight"] == 10.0
     assert json.loads((tmp_path / "run2" / "plan.json").read_text()) == card["plan"]
