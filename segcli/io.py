@@ -375,7 +375,9 @@ def write_class_png(path: str | Path, classmap: np.ndarray, palette: Iterable[tu
     img = Image.fromarray(classmap.astype(np.uint8), mode="P")
     img.putpalette(flat)
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        # zlib level 1 (OpenCV's default for the other PNGs): 4x faster than Pillow's 6, the file ~1.5x larger;
+        # predict writes one per image beside the forward pass, on the same cores.
+        img.save(tmp, format="PNG", compress_level=1)
     return path
 
 
