@@ -9,8 +9,9 @@ Training is one cross-entropy over C + 1 classes: the pixels within `boundary_wi
 edge (where it meets the background or another instance) are labelled "boundary" instead of their
 class. Where two instances come within `boundary_width + 1` px of each other, the loss of every pixel
 (boundary, interior or the background gap) counts `contact_weight` times: the U-Net paper's border
-weight map in its plainest form, because merged touching objects are where this model loses most. At inference the interiors, which the boundaries separate where objects touch, seed one
-instance each and grow back over the thing pixels (`segcli.models.postprocess.contour_prediction`).
+weight map in its plainest form, because merged touching objects are where this model loses most.
+At inference the interiors, which the boundaries separate where objects touch, seed one instance
+each and grow back over the thing pixels (`segcli.models.postprocess.contour_prediction`).
 No centres or offsets: blob-like objects of a dozen pixels, touching by the hundred, are what it is for.
 """
 
