@@ -32,10 +32,10 @@ shapes)
   ;;
 nuclei)
   # The native-resolution recipe of docs/training.md: unet_contour (background / nucleus / nucleus boundary) on
-  # crops at the images' own scale planned from the data (with the plan's contact weight 10, given here as the
-  # bundled card records it), bfloat16, a 28-minute budget with validation included.
+  # crops at the images' own scale planned from the data (contact weight 10 included), bfloat16, a 28-minute budget
+  # with validation included, on both cores.
   $SEGCLI train --data "$DATA/dsb2018_nuclei" --model unet_contour --mode panoptic --bf16 --time 28m --seed 0 \
-    --contact-weight 10 --out "$WORK/nuclei"
+    --out "$WORK/nuclei"
   # Thresholds chosen on the validation split (recorded in the card; the test split is never looked at).
   $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode panoptic \
     --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=5,20,40
