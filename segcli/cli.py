@@ -7,6 +7,7 @@ any other exception is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -69,10 +70,9 @@ class SegcliGroup(TyperGroup):
 def _stop_on_broken_pipe(*_) -> None:
     """The reader of stdout went away (`| head -1`): stop, as a program killed by SIGPIPE would, and say so.
     Also rich's hook for the help pages it writes (its default exits 1, which `set -o pipefail` reads as a failure)."""
-    try:  # Python's exit-time flush would fail on the closed pipe again
+    # Python's exit-time flush would fail on the closed pipe again; a stdout without a descriptor (tests) has none.
+    with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a file descriptor (tests)
-        pass
     err_console.print(f"stopped: the reader of stdout closed the pipe; exit code {EXIT_BROKEN_PIPE}",
                       highlight=False, soft_wrap=True)
     raise SystemExit(EXIT_BROKEN_PIPE) from None

@@ -13,6 +13,7 @@ per input, in input order. A record is the `--json` line (README, "predict").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -300,10 +301,8 @@ def background_thread() -> None:
     """Lower the calling thread's priority (Linux: threads have their own nice value): decoding and writing then
     take the cycles the forward pass leaves, instead of preempting one of its threads, which stalls all of them
     at the next barrier (2 cores: the forward uses both)."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # other systems: a process-wide value, left alone
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-    except (AttributeError, OSError):  # other systems: a process-wide value, left alone
-        pass
 
 
 def _fill(slot: Future, function: Callable, *args) -> None:
