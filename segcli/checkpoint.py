@@ -151,6 +151,13 @@ def card_scaling(card: dict | None) -> io.IntensityScaling:
     return io.IntensityScaling.from_dict((card or {}).get("intensity"))
 
 
+def card_turned(card: dict | None) -> bool:
+    """Whether the model was trained on turned and mirrored windows (`--rotate`): its outputs do not depend on the
+    image's orientation, so test-time augmentation may average over all eight symmetries of the square."""
+    plan = ((card or {}).get("plan") or {}).get("plan") or {}
+    return bool(plan.get("rotate"))
+
+
 def card_label_space(card: dict) -> LabelSpace:
     return LabelSpace.from_dict(card["label_space"])
 

@@ -105,6 +105,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weights (as SEGCLI_OFFLINE=1); "
                                                             "missing weights are named with where to put them.")]
+TtaOpt = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average with the mirrored image (2x the "
+                                      "time), over all 8 turns and mirrors for models trained with --rotate (8x).")]
 # Post-processing thresholds (default: the values recorded in the checkpoint's card); each applies to some models only.
 CenterThresholdOpt = Annotated[float | None, typer.Option("--center-threshold", help="Panoptic-DeepLab models: minimum "
                                                           "centre heatmap value of an instance (card: 0.1).")]
@@ -266,7 +268,7 @@ def predict_command(
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: predict only the I-th (0-based) of N stable shares.")] = None,
     tile: Annotated[int | None, typer.Option("--tile", help="Tile images larger than this many px (default 1024; 0: never).")] = None,
     overlap: Annotated[float, typer.Option("--overlap", help="Fraction of a tile shared with each neighbour.")] = 0.25,
-    tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally flipped image (2x the time).")] = False,
+    tta: TtaOpt = False,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
     half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
@@ -413,6 +415,10 @@ CropOpt = Annotated[int | None, typer.Option("--crop", help="Crop training: rand
                                              "scale (or --scale); validation and predict use whole images.")]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Resize images by F first (0.5: half size) for crop "
                                                 "training; predict and eval apply it too.")]
+ZoomOpt = Annotated[float | None, typer.Option("--zoom", help="Crop training: zoom windows by a random factor up to "
+                                              "1+F either way (e.g. 0.25; default 0: off).")]
+RotateOpt = Annotated[bool | None, typer.Option("--rotate/--no-rotate", help="Crop training: vertical flips and quarter "
+                                                "turns too (default: the plan's, on for grey or deep images).")]
 ClassWeightsOpt = Annotated[str | None, typer.Option("--class-weights", help="auto (inverse sqrt frequency) or none "
                                                      "(default: the plan's).")]
 CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Panoptic-DeepLab centre Gaussian, px "
@@ -441,6 +447,8 @@ def train_command(
     img_size: ImgSizeOpt = None,
     crop: CropOpt = None,
     scale: ScaleOpt = None,
+    zoom: ZoomOpt = None,
+    rotate: RotateOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
@@ -476,17 +484,15 @@ def train_command(
 ) -> None:
     """Train a zoo model on a dataset, with validation, checkpoints (best, last) and --resume."""
     from segcli.distributed import launch_rank
-
     _setup(debug, quiet or launch_rank() > 0, device, offline)  # under torchrun only rank 0 talks
     from segcli.services.train import TrainConfig
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, seed=seed, resume=resume, device=device, width=width, dice=dice,
+        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
-        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]],
-    )
+        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
 
@@ -600,6 +606,7 @@ def eval_command(
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (the README's keys) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
+    tta: TtaOpt = False,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -616,7 +623,7 @@ def eval_command(
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
                       ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
-                      thresholds=thresholds)
+                      thresholds=thresholds, tta=tta or None)
     _render_metrics(mode.value, result)
     if json_out and str(json_out) == "-":
         _print_json(result)

@@ -1,4 +1,4 @@
-"""Run a model on images in memory: padding, flip test-time augmentation, tiling, post-processing.
+"""Run a model on images in memory: padding, flip and turn test-time augmentation, tiling, post-processing.
 
 `predict_arrays` is the one inference path: `segcli predict`, `eval --data`, training validation
 and `compare` all call it. Dense models (every output a per-pixel map) are tiled by blending the
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segcli import io
-from segcli.checkpoint import card_scaling
+from segcli.checkpoint import card_scaling, card_turned
 from segcli.errors import ModelError, UsageError
-from segcli.models.fusion import fold_batchnorm, fuse_conv_relu
+from segcli.models.fusion import fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
@@ -35,7 +35,8 @@ PREPARED = "segcli_prepared"  # the attribute `prepare_model` marks its copies w
 class InferenceOptions:
     tile: int | None = None  # images larger than this on any side are tiled (None: never)
     overlap: float = 0.25  # fraction of the tile shared with each neighbour
-    tta: bool = False  # average with the horizontally flipped image
+    tta: bool = False  # average with the horizontally flipped image (with `tta_turns`: all 8 symmetries of the square)
+    tta_turns: bool = False  # set by `predict_arrays` for models trained with --rotate whose maps hold no x-vectors
     dtype: torch.dtype = torch.float32  # bfloat16 / float16 run under autocast
     batch_size: int = 4  # tiles or images per forward pass
     # NHWC activations: 1.3x (float32) to 2x (bfloat16) faster convolutions with oneDNN on this CPU, same outputs.
@@ -79,7 +80,7 @@ def flip_outputs(model, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def prepare_model(model, options: InferenceOptions):
     """A copy of an eval-mode model made for inference: BatchNorm folded into the convolutions, convolution and
-    ReLU fused (oneDNN), and for dense models the memory layout and, on a CPU, the weights' dtype `options` ask for.
+    ReLU fused (oneDNN), U-Net decoders' concatenations folded into their convolutions, and for dense models the memory layout and, on a CPU, the weights' dtype `options` ask for.
 
     Weights in bfloat16 rather than float32 weights under autocast: every op of the forward (upsampling,
     concatenation, pooling) then runs in bfloat16, and no weight is cast again at every call.
@@ -87,7 +88,7 @@ def prepare_model(model, options: InferenceOptions):
     """
     if getattr(model, PREPARED, False):
         return model
-    model = fuse_conv_relu(fold_batchnorm(model.eval()))
+    model = fuse_concat_conv(fuse_conv_relu(fold_batchnorm(model.eval())))
     setattr(model, PREPARED, True)
     if not getattr(model, "dense", True):
         return model
@@ -110,12 +111,25 @@ def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict
     x = x.to(_weights_dtype(model))  # a model prepared in bfloat16 takes bfloat16 images
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    views = _tta_views(options)
     with torch.inference_mode(), _autocast(x.device, options.dtype):
-        outputs = {k: v.float() for k, v in model(x).items()}
-        if options.tta:
-            flipped = {k: v.float() for k, v in flip_outputs(model, model(x.flip(-1))).items()}
-            outputs = {k: (v + flipped[k]) / 2 for k, v in outputs.items()}
-    return {k: v[..., :h, :w] for k, v in outputs.items()}
+        outputs: dict[str, torch.Tensor] = {}
+        for turns, mirrored in views:
+            view = torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+            maps = {k: v.float() for k, v in model(view.flip(-1) if mirrored else view).items()}
+            maps = flip_outputs(model, maps) if mirrored else maps
+            for key, value in maps.items():
+                value = torch.rot90(value, -turns, dims=(-2, -1)) if turns else value
+                outputs[key] = outputs[key] + value if key in outputs else value
+    return {k: (v / len(views) if len(views) > 1 else v)[..., :h, :w] for k, v in outputs.items()}
+
+
+def _tta_views(options: InferenceOptions) -> list[tuple[int, bool]]:
+    """(quarter turns, mirrored) of each view test-time augmentation averages: the image alone, or with its mirror,
+    or with `tta_turns` the 8 symmetries of the square (as nnU-Net mirrors along every axis it trained with)."""
+    if not options.tta:
+        return [(0, False)]
+    return [(k, m) for k in range(4 if options.tta_turns else 1) for m in (False, True)]
 
 
 def gaussian_weight(size: tuple[int, int], sigma_scale: float = 1 / 8) -> torch.Tensor:
@@ -228,6 +242,8 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     before post-processing, so predictions (and the metrics computed from them) have the image's own size.
     """
     options = options or InferenceOptions()
+    if options.tta and card_turned(card) and getattr(model, "flip_outputs", None) is None:
+        options = replace(options, tta_turns=True)  # turned views too: the model learnt them (maps of scalars only)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = prepare_model(model.to(device).eval(), options)  # eval, validation and compare: folded and fused too
     thresholds = postprocess_options(model, card, thresholds) | _mode_argument(model.postprocess, options.mode)

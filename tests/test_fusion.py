@@ -10,7 +10,8 @@ from torch import nn
 
 from segcli.data.synth import render_sample
 from segcli.inference import InferenceOptions, dense_forward, predict_arrays, prepare_model
-from segcli.models.fusion import ConvReLU, can_fuse_relu, fold_batchnorm, fuse_conv_relu
+from segcli.models.blocks import Up
+from segcli.models.fusion import ConvReLU, FusedUp, can_fuse_relu, fold_batchnorm, fuse_conv_relu
 from segcli.models.registry import build_model
 
 DENSE = ["unet", "fcn", "deeplab", "fullres", "sliding", "unet_panoptic", "deeplab_panoptic"]
@@ -78,6 +79,17 @@ def test_folding_refuses_a_training_model():
 def _trained(name: str) -> tuple[nn.Module, list[np.ndarray]]:
     """A model trained for a few dozen steps on synthetic shapes: confident enough that rounding matters only
     near real class boundaries (an untrained model's near-constant logits would make agreement trivial)."""
+    # One thread, as conftest sets: a test that ran before may have left torch with two (a CLI command's
+    # configure_threads), and the model trained then differs in its last bits, enough to move the agreement.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_briefly(name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_briefly(name: str) -> tuple[nn.Module, list[np.ndarray]]:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     samples = [render_sample("shapes", 64, rng) for _ in range(8)]
@@ -115,3 +127,24 @@ def test_bfloat16_agrees_with_float32_on_99_percent_of_pixels(name):
         assert (a.semantic == b.semantic).mean() >= 0.99
         if a.panoptic is not None:
             assert ((a.panoptic > 0) == (b.panoptic > 0)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("name,args", [("unet", {}), ("unet", {"bilinear": False}), ("unet_contour", {})])
+def test_decoder_convolutions_read_skip_and_upsampled_maps_without_concatenating(name, args):
+    if not can_fuse_relu():
+        pytest.skip("this torch has no oneDNN")
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, width=4, **args).eval()
+    ups = sum(isinstance(m, Up) for m in model.modules())
+    fast = InferenceOptions(channels_last=True)
+    prepared = prepare_model(model, fast)
+    assert ups > 0 and sum(isinstance(m, FusedUp) for m in prepared.modules()) == ups
+    assert not any(isinstance(m, Up) for m in prepared.modules())
+    x = torch.randn(1, 3, 37, 45)  # odd sides: the upsampled map is aligned to the skip's grid first
+    reference = dense_forward(model, x, InferenceOptions(channels_last=False))
+    for key, value in dense_forward(prepared, x, fast).items():
+        torch.testing.assert_close(value, reference[key], atol=1e-5, rtol=1e-5)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.enable_grad():  # outside inference (autograd), the plain concatenation runs: the same outputs
+        for key, value in prepared(x).items():
+            torch.testing.assert_close(value, model(x)[key], atol=1e-5, rtol=1e-5)

@@ -104,6 +104,44 @@ def test_crop_windows_keep_the_image_scale_and_pad_small_images(rng):
     assert image.shape == (3, 16, 16) and all(m.sum() <= 25 for m in target["masks"])
 
 
+def test_zoomed_and_turned_windows_keep_image_and_masks_together():
+    image = np.zeros((48, 48, 3), np.uint8)
+    ell = np.zeros((48, 48), bool)
+    ell[14:36, 14:20], ell[30:36, 14:34] = True, True  # an L: every turn and flip of it differs
+    image[ell] = 255
+    sample = Sample(image=image, name="ell", semantic=ell.astype(np.uint8), instances=[Instance(ell, 1)])
+    transform = build_transform("instance", True, None, crop=48, zoom=0.25, rotate=True)
+    shapes, areas = set(), []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        x, target = transform(sample)
+        mask = target["masks"][0].bool()
+        bright = x[0] > (x[0].max() + x[0].min()) / 2  # the object's pixels, whatever the colour jitter did
+        grown = torch.nn.functional.max_pool2d(mask[None].float(), 3, 1, 1)[0].bool()
+        shrunk = ~torch.nn.functional.max_pool2d((~mask)[None].float(), 3, 1, 1)[0].bool()
+        assert not (bright & ~grown).any() and not (shrunk & ~bright).any()  # the mask moved with the image
+        assert torch.equal(target["semantic"] == 1, mask)
+        if not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()):  # whole in the window
+            areas.append(int(mask.sum()))
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        shapes.add((round(float(ys.float().mean() - (ys.min() + ys.max()) / 2)),
+                    round(float(xs.float().mean() - (xs.min() + xs.max()) / 2))))
+    assert len(shapes) >= 4  # the L's corner ends up on every side: flips and quarter turns
+    # Zoomed both ways, by at most 1.25 (areas 1.25^2, give or take the nearest-neighbour rounding of 6 px bars).
+    assert 0.5 * ell.sum() < min(areas) < ell.sum() < max(areas) < 1.8 * ell.sum()
+
+
+def test_without_zoom_or_turns_windows_stay_at_their_scale_and_orientation():
+    sample = _two_touching_squares()
+    transform = build_transform("instance", True, None, crop=64)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        _, target = transform(sample)
+        rows = torch.nonzero(target["masks"].any(0), as_tuple=True)[0]
+        assert sorted(target["masks"].flatten(1).sum(1).tolist()) == [100, 100]
+        assert (int(rows.min()), int(rows.max())) == (10, 19)  # horizontal flips only: rows never move
+
+
 def test_contour_targets_and_grouping_separate_touching_objects():
     sample = _two_touching_squares()
     masks = torch.from_numpy(np.stack([inst.mask for inst in sample.instances]))
@@ -210,7 +248,7 @@ def test_durations_parse():
 # ---------------------------------------------------------------- post-processing options
 
 
-def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(shapes, tmp_path):
+def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(shapes, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from segcli.cli import app
@@ -235,6 +273,18 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
     assert scored["things"]["pq"] in (0.0, None)
     flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--min-area", "5"])
     assert flagged.exit_code == 2 and "goes with --data" in flagged.output
+    # eval --data --tta scores what predict --tta writes: the option reaches the inference (and only with --data).
+    import segcli.inference as inference
+
+    forward, used = inference.dense_forward, []
+    monkeypatch.setattr(inference, "dense_forward", lambda m, x, options: used.append(options.tta) or forward(m, x, options))
+    for extra in ([], ["--tta"]):
+        result = runner.invoke(app, ["eval", "--mode", "semantic", "--data", str(shapes), "--weights", str(best),
+                                     *extra, "--json", "-", "--device", "cpu", "-q"])
+        assert result.exit_code == 0 and "miou" in json.loads(result.stdout), result.output
+    assert used and not any(used[: len(used) // 2]) and all(used[len(used) // 2 :])
+    flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--tta"])
+    assert flagged.exit_code == 2 and "--tta" in flagged.output
 
 
 # ---------------------------------------------------------------- a plan from the data
@@ -277,6 +327,23 @@ def test_the_plan_follows_the_data(tmp_path):
                                              center_sigma=5.0))
     assert resolved.batch_size == 3 and resolved.center_sigma == 5.0 and resolved.crop == 160
     assert ("batch_size", "3", "--batch-size") in plan.rows() and ("center_sigma", "5", "--center-sigma") in plan.rows()
+
+
+def test_the_plan_turns_grey_images_and_keeps_photos_upright(tmp_path):
+    from segcli.services.train import plan_run
+
+    grey = _blobs(tmp_path / "grey", n=2, size=96, diameter=12, count=5)
+    photos = generate("shapes", tmp_path / "photos", n=4, size=48, seed=0)  # colour shapes on colour backgrounds
+    resolved, plan, print_ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance"))
+    assert print_.grey_share == 1.0 and resolved.rotate is True and resolved.zoom == plan.zoom == 0.0
+    resolved, plan, print_ = plan_run(TrainConfig(data=photos, model="unet", mode="semantic"))
+    assert print_.grey_share == 0.0 and resolved.rotate is False and ("rotate", "no", "plan") in plan.rows()
+    resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", rotate=False, zoom=0.25))
+    assert resolved.rotate is False and resolved.zoom == 0.25 and ("zoom", "0.25", "--zoom") in plan.rows()
+    resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64))
+    assert resolved.rotate is False and resolved.zoom == 0.0  # resize training has its own scale augmentation
+    with pytest.raises(UsageError, match="--zoom and --rotate"):
+        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, rotate=True, out=tmp_path / "r"))
 
 
 def test_plan_only_prints_the_plan_and_stops(tmp_path):

@@ -195,3 +195,38 @@ def test_channels_last_gives_the_same_predictions(name):
     assert (plain.semantic == fast.semantic).mean() > 0.999
     if plain.panoptic is not None:
         assert (plain.panoptic == fast.panoptic).mean() > 0.999
+
+
+def test_tta_averages_the_views_a_model_was_trained_on():
+    torch.manual_seed(0)
+    model = build_model("unet_contour", num_classes=2, width=4, depth=2).eval()
+    image = torch.randn(1, 3, 24, 40)  # not square: turned views swap height and width
+
+    def scores(x, options):  # the model's maps as one tensor (class scores, then the boundary class)
+        return torch.cat(list(dense_forward(model, x, options).values()), dim=1)
+
+    plain = scores(image, InferenceOptions())
+    mirrored = InferenceOptions(tta=True)
+    turned = InferenceOptions(tta=True, tta_turns=True)
+    both = scores(image, mirrored)
+    assert torch.allclose(both, (plain + scores(image.flip(-1), InferenceOptions()).flip(-1)) / 2, atol=1e-5)
+    # Averaged over the square's 8 symmetries, the output follows a turn or mirror of the input exactly;
+    # over the mirror alone it follows a mirror but not a turn.
+    eight = scores(image, turned)
+    assert torch.allclose(scores(image.rot90(1, (-2, -1)), turned), eight.rot90(1, (-2, -1)), atol=1e-5)
+    assert torch.allclose(scores(image.flip(-2), turned), eight.flip(-2), atol=1e-5)
+    assert torch.allclose(scores(image.flip(-1), mirrored), both.flip(-1), atol=1e-5)
+    assert not torch.allclose(scores(image.flip(-2), mirrored), both.flip(-2), atol=1e-3)
+
+
+def test_predict_arrays_turns_only_models_trained_turned(monkeypatch):
+    import segcli.inference as inference
+
+    model = build_model("unet_contour", num_classes=2, width=4, depth=2).eval()
+    seen = []
+    monkeypatch.setattr(inference, "dense_forward", lambda m, x, options: seen.append(options.tta_turns) or m(x))
+    image = np.zeros((16, 16, 3), np.uint8)
+    for card, tta in (({"plan": {"plan": {"rotate": True}}}, True), ({"plan": {"plan": {"rotate": False}}}, True),
+                      ({"plan": {"plan": {"rotate": True}}}, False), (None, True)):
+        inference.predict_arrays(model, card, [image], options=InferenceOptions(tta=tta, channels_last=False))
+    assert seen == [True, False, False, False]

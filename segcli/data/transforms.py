@@ -5,6 +5,8 @@ training size, whatever the image's own scale. Crop (`crop`, `scale`): a random 
 window of the image at a fixed scale (1 = its own pixels), as nnU-Net trains on patches, one window
 in three centred on an object so that sparse objects are seen; the window is cut from a compact
 `Packed` copy of the sample (an instance-id map, not one full-size mask per object).
+Crop training can also zoom (a random factor around the scale, nnU-Net's scaling augmentation) and
+turn (vertical flips and 90-degree rotations, for data without an up: microscopy, EM, aerial images).
 Both: horizontal flip, colour jitter; the masks follow
 the image geometry (nearest-neighbour), colour changes touch the image only. Validation: resize to
 fit inside the size, keeping the aspect ratio, then pad right and bottom to exactly that size, so
@@ -15,6 +17,7 @@ removed (fewer than MIN_PIXELS left) are dropped, so masks, boxes and labels alw
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,15 +40,18 @@ def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    *, crop: int | None = None, scale: float = 1.0) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
+                    *, crop: int | None = None, scale: float = 1.0, zoom: float = 0.0,
+                    rotate: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
     """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract).
 
-    With `crop` (training only): random windows at `scale` instead of resized crops (see the module docstring).
+    With `crop` (training only): random windows at `scale` instead of resized crops (see the module docstring),
+    zoomed by a random factor between 1 / (1 + zoom) and 1 + zoom, and with `rotate` turned by a random
+    element of the square's symmetries.
     """
     if mode not in SCALE:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(SCALE)}")
     if crop is not None:
-        return _crop_transform(mode, crop, scale, mean, std)
+        return _crop_transform(mode, crop, scale, mean, std, zoom=zoom, rotate=rotate)
     size = _size(img_size)
     if train:
         geometry = v2.Compose([
@@ -149,14 +155,27 @@ class Packed:
                 return _clamp(int(ys[pick]) - side // 2, h - side), _clamp(int(xs[pick]) - side // 2, w - side)
         return int(torch.randint(max(1, h - side + 1), ())), int(torch.randint(max(1, w - side + 1), ()))
 
-    def cut(self, y: int, x: int, side: int) -> Sample:
-        """The window as a Sample, padded to side x side (image 0, semantic ignored, no instance) where it leaves the image."""
+    def cut(self, y: int, x: int, side: int, size: int | None = None, turns: int = 0) -> Sample:
+        """The window as a Sample, padded to side x side (image 0, semantic ignored, no instance) where it leaves the
+        image, resized to size x size (the image smoothly, labels by nearest neighbour) and turned `turns` quarter
+        turns counter-clockwise, with a vertical flip for turns >= 4 (the 8 symmetries of the square)."""
         image = _padded(self.image[y : y + side, x : x + side], side, 0)
         semantic = _padded(self.semantic[y : y + side, x : x + side], side, IGNORE_INDEX)
         ids = _padded(self.ids[y : y + side, x : x + side], side, 0)
+        if size is not None and size != side:
+            image = io.resize_image(image, (size, size))
+            semantic = cv2.resize(semantic, (size, size), interpolation=cv2.INTER_NEAREST)
+            ids = cv2.resize(ids, (size, size), interpolation=cv2.INTER_NEAREST)
+        if turns:
+            image, semantic, ids = (_turned(a, turns) for a in (image, semantic, ids))
         instances = [Instance(ids == number, int(self.labels[number - 1]), iscrowd=bool(self.crowd[number - 1]), bbox=(0, 0, 0, 0))
                      for number in np.unique(ids).tolist() if number]
         return Sample(image=image, name="", semantic=semantic, instances=instances)
+
+
+def _turned(array: np.ndarray, turns: int) -> np.ndarray:
+    array = np.rot90(array, turns % 4)
+    return np.ascontiguousarray(array[::-1] if turns >= 4 else array)
 
 
 def _clamp(value: int, high: int) -> int:
@@ -172,28 +191,22 @@ def _padded(array: np.ndarray, side: int, value: int) -> np.ndarray:
     return out
 
 
-def _rescaled(sample: Sample, size: int) -> Sample:
-    """A square window resized to size x size: the image smoothly, masks by nearest neighbour."""
-    image = io.resize_image(sample.image, (size, size))
-    semantic = cv2.resize(sample.semantic, (size, size), interpolation=cv2.INTER_NEAREST)
-    instances = [Instance(cv2.resize(inst.mask.view(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool),
-                          inst.label, iscrowd=inst.iscrowd, bbox=(0, 0, 0, 0)) for inst in sample.instances]
-    return Sample(image=image, name="", semantic=semantic, instances=instances)
-
-
-def _crop_transform(mode: str, crop: int, scale: float, mean, std) -> Callable:
-    if crop < 8 or scale <= 0:
-        raise ValueError(f"crop {crop} px at scale {scale}: need a crop of at least 8 px and a positive scale")
-    side = max(1, round(crop / scale))  # the window in the image's own pixels
+def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float = 0.0, rotate: bool = False) -> Callable:
+    if crop < 8 or scale <= 0 or zoom < 0:
+        raise ValueError(f"crop {crop} px at scale {scale}, zoom {zoom}: need a crop of at least 8 px, a positive "
+                         "scale and a zoom of at least 0")
     augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
     finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     with_instances = mode != "semantic"
+    log_zoom = math.log1p(zoom)
 
     def apply(sample: Sample | Packed) -> tuple[torch.Tensor, dict]:
         packed = Packed.of(sample)
-        window = packed.cut(*packed.window(side, FOREGROUND_WINDOWS if with_instances or packed.ids.any() else 0.0), side)
-        if side != crop:
-            window = _rescaled(window, crop)
+        factor = scale * math.exp(float(torch.empty(()).uniform_(-log_zoom, log_zoom))) if zoom else scale
+        side = max(1, round(crop / factor))  # the window in the image's own pixels
+        turns = int(torch.randint(8, ())) if rotate else 0
+        corner = packed.window(side, FOREGROUND_WINDOWS if with_instances or packed.ids.any() else 0.0)
+        window = packed.cut(*corner, side, size=crop, turns=turns)
         out = augment(_as_tv_tensors(window, with_instances))
         return finish(out["image"]), _target(out)
 

@@ -38,6 +38,7 @@ class Up(nn.Module):
             self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
             up_channels = cin // 2
         self.conv = DoubleConv(up_channels + cskip, cout)
+        self.skip_channels = cskip  # where inference may split the first convolution (models.fusion.FusedUp)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)

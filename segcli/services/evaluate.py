@@ -155,9 +155,9 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
 # Which options each way of scoring reads; any other option given is refused, never silently dropped.
 _OPTIONS = {
     ("data", Mode.SEMANTIC): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
-                              "boundary_px"},
-    ("data", Mode.INSTANCE): {"model", "weights", "data_format", "split", "num_classes", "classes"},
-    ("data", Mode.PANOPTIC): {"model", "weights", "data_format", "split", "num_classes", "classes"},
+                              "boundary_px", "tta"},
+    ("data", Mode.INSTANCE): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta"},
+    ("data", Mode.PANOPTIC): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta"},
     ("files", Mode.SEMANTIC): {"gt", "pred", "num_classes", "ignore_index", "classes", "boundary_px", "workers"},
     ("files", Mode.INSTANCE): {"gt", "pred"},
     ("files", Mode.PANOPTIC): {"gt", "pred", "gt_dir", "pred_dir", "workers"},
@@ -169,9 +169,10 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
              pred_dir: Path | None = None, data: Path | None = None, model: str | None = None, weights: Path | None = None,
              data_format: str | None = None, split: str | None = None, num_classes: int | None = None,
              ignore_index: int | None = None, classes: Path | None = None, boundary_px: float | None = None,
-             workers: int | None = None, device: str | None = None, thresholds: dict | None = None) -> dict:
+             workers: int | None = None, device: str | None = None, thresholds: dict | None = None,
+             tta: bool | None = None) -> dict:
     """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given.
-    `thresholds`: post-processing options of the model (--data only)."""
+    `thresholds`: post-processing options of the model, `tta`: test-time augmentation as predict's (--data only)."""
     given = {k: v for k, v in locals().items() if v is not None and k not in ("mode", "data", "device", "thresholds")}
     route = "data" if data is not None else "files"
     unused = sorted(set(given) - _OPTIONS[(route, mode)])
@@ -184,7 +185,8 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
             raise UsageError("--data needs --model NAME or --weights FILE to predict with")
         return evaluate_model(data, mode, model=model, weights=weights, data_format=data_format or "auto",
                               split=split or "val", device=device or "auto", boundary_px=boundary_px,
-                              num_classes=num_classes, ignore_index=ignore_index, classes=classes, thresholds=thresholds)
+                              num_classes=num_classes, ignore_index=ignore_index, classes=classes, thresholds=thresholds,
+                              tta=bool(tta))
     if gt is None or pred is None:
         raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
     if mode == "semantic":
@@ -197,7 +199,8 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
 
 def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",
                    split: str = "val", device: str = "auto", boundary_px: float | None = None, num_classes: int | None = None,
-                   ignore_index: int | None = None, classes: Path | None = None, thresholds: dict | None = None) -> dict:
+                   ignore_index: int | None = None, classes: Path | None = None, thresholds: dict | None = None,
+                   tta: bool = False) -> dict:
     """Predict a dataset split with a model and score it (ultralytics' `val`).
 
     `classes` is the dataset's classes.txt (as in training), `num_classes` a check of the model's class count,
@@ -222,7 +225,9 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
-    inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode))  # only what the mode's metrics read is built
+    if tta and not getattr(net, "dense", True):
+        raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
+    inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode), tta=tta)  # only what the mode's metrics read is built
     predictions = predict_arrays(net, card, [s.image for s in samples], options=inference,
                                  **(thresholds or {}))
     return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}

@@ -59,7 +59,7 @@ class PredictConfig:
     shard: str | None = None  # "I/N": the I-th (0-based) of N stable shares of the inputs, for job arrays
     tile: int | None = None  # tile side in px (None: DEFAULT_TILE; 0: never tile)
     overlap: float = 0.25  # fraction of a tile shared with each neighbour
-    tta: bool = False  # average with the horizontally flipped image
+    tta: bool = False  # average with the mirrored image (all 8 symmetries for models trained with --rotate)
     batch_size: int | None = None  # same-size images (or tiles) per forward pass (None: 4 on a GPU, 1 on a CPU)
     precision: str = "float32"  # float32 | float16 | bfloat16 (autocast)
     device: str = "auto"

@@ -160,6 +160,8 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
         raise UsageError("give --epochs or --steps, not both")
     if config.img_size is not None and (config.crop is not None or config.scale is not None):
         raise UsageError("--img-size (resize training) or --crop/--scale (windows at a fixed scale): choose one")
+    if config.img_size is not None and (config.zoom or config.rotate):
+        raise UsageError("--zoom and --rotate augment crop training; --img-size training zooms on its own (leave them out)")
     if config.scale is not None and not 0.05 <= config.scale <= 8:
         raise UsageError(f"--scale {config.scale}: a factor between 0.05 and 8 (1 = the images' own pixels)")
     if config.amp and device.type != "cuda":
@@ -177,7 +179,7 @@ def _check_numbers(config: TrainConfig) -> None:
                    ("--warmup", config.warmup, 0), ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
                    ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
                    ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
-                   ("--lr", config.lr, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
+                   ("--lr", config.lr, 0), ("--zoom", config.zoom, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
     check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0), above=True)
 
 
@@ -237,9 +239,12 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
     if given:  # a size option: the plan chooses no size
         plan.scale, plan.crop = config.scale or 1.0, config.crop or plan.crop
         plan.source.update({"scale": ", ".join(given), "crop": ", ".join(given)})
-        if config.img_size is not None:  # resize training: its historic batch
+        if config.img_size is not None:  # resize training: its historic batch, its own scale augmentation
             plan.crop, plan.batch_size, plan.source["batch_size"] = config.img_size, 8, "--img-size"
-    for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights")):
+            plan.zoom, plan.rotate = 0.0, False
+            plan.source.update({"zoom": "--img-size", "rotate": "--img-size"})
+    for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights"), ("zoom", "--zoom"),
+                         ("rotate", "--rotate")):
         if getattr(config, name) is not None:
             setattr(plan, name, getattr(config, name))
             plan.source[name] = option
@@ -247,7 +252,7 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
         if getattr(config, name) is not None:
             plan.model_args[name] = getattr(config, name)
             plan.source[name] = f"--{name.replace('_', '-')}"
-    resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights,
+    resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights, zoom=plan.zoom, rotate=plan.rotate,
                        **{name: plan.model_args.get(name) for name in MODEL_OPTIONS})
     if config.img_size is None:
         resolved = replace(resolved, crop=plan.crop, scale=plan.scale)

@@ -24,6 +24,8 @@ class TrainConfig:
     crop: int | None = None  # crop training: random windows of this side at `scale` (validation: whole images)
     scale: float | None = None  # crop training: the images' scale (1 = their own pixels); recorded in the card
     # No size option at all (img_size, crop, scale): crop training with the plan's scale and crop (training/plan.py).
+    zoom: float | None = None  # crop training: windows zoomed by a random factor in [1/(1+zoom), 1+zoom] (None: the plan's)
+    rotate: bool | None = None  # crop training: vertical flips and quarter turns too (None: the plan's, data without an up)
     seed: int = 0
     split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)
     resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state
