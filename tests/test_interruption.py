@@ -146,3 +146,16 @@ def test_sigint_during_training_is_exit_130_and_one_line(tmp_path):
     lines = [line for line in stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and stdout == b"", stderr
     _every_checkpoint_loads(run)
+
+
+def test_a_loader_worker_stays_quiet_when_the_main_process_drops_its_connection(monkeypatch, capsys):
+    # Ctrl-C while the main process fetched a batch: the worker's resource-sharer thread saw the connection reset
+    # and printed a traceback under the one-line message (test_sigint_during_training_..., 1 run in 12).
+    from segcli.data.loader import quiet_when_orphaned
+
+    reported = []
+    monkeypatch.setattr(sys, "excepthook", lambda *info: reported.append(info[0]))
+    quiet_when_orphaned(0)
+    for kind in (ConnectionResetError, BrokenPipeError, EOFError, ValueError):
+        sys.excepthook(kind, kind("x"), None)
+    assert reported == [ValueError]  # a lost main process is no error of the worker's; the rest still reports

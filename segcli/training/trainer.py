@@ -24,7 +24,14 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from segcli import distributed
 from segcli.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
-from segcli.data.loader import SeededSampler, TransformedDataset, cache_budget, collate, default_workers
+from segcli.data.loader import (
+    SeededSampler,
+    TransformedDataset,
+    cache_budget,
+    collate,
+    default_workers,
+    quiet_when_orphaned,
+)
 from segcli.data.transforms import Packed, build_transform
 from segcli.errors import ModelError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
@@ -155,6 +162,7 @@ class Trainer:
         # The loader's own generator only seeds the workers' base seed, which nothing draws from.
         self.loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate,
                                  drop_last=True, num_workers=self.workers, persistent_workers=self.workers > 0,
+                                 worker_init_fn=quiet_when_orphaned,
                                  generator=torch.Generator().manual_seed(config.seed))
         self.steps_per_epoch = len(self.loader)
         if config.time is not None and config.time <= 0:
