@@ -124,6 +124,13 @@ def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict
     return {k: (v / len(views) if len(views) > 1 else v)[..., :h, :w] for k, v in outputs.items()}
 
 
+def check_tta(model, card: dict | None) -> None:
+    """Refuse --tta for models with sparse outputs: averaging views blends dense maps, and detections are not maps."""
+    if not getattr(model, "dense", True):
+        name = (card or {}).get("model", type(model).__name__)
+        raise UsageError(f"--tta: flip averaging blends dense maps; {name} detects instances (leave --tta out)")
+
+
 def _tta_views(options: InferenceOptions) -> list[tuple[int, bool]]:
     """(quarter turns, mirrored) of each view test-time augmentation averages: the image alone, or with its mirror,
     or with `tta_turns` the 8 symmetries of the square (as nnU-Net mirrors along every axis it trained with)."""

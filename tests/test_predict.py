@@ -388,6 +388,11 @@ def test_tta_is_refused_for_a_detector(shapes, tmp_path):
                               make_card("maskrcnn_small", args, "instance", space))
     result = _predict([_images(shapes)[0], "--weights", weights, "--mode", "instance", "--tta", "--out", tmp_path / "out"])
     assert result.exit_code == 2 and "--tta" in result.stderr
+    from segcli.errors import UsageError
+    from segcli.services.evaluate import evaluate_model
+
+    with pytest.raises(UsageError, match="--tta: flip averaging"):  # eval --data --tta refuses it the same way
+        evaluate_model(shapes, "instance", weights=weights, device="cpu", tta=True)
     result = _predict([_images(shapes)[0], "--weights", weights, "--mode", "panoptic", "--bf16", "--tile", "32",
                        "--out", tmp_path / "out"])
     assert result.exit_code == 0, result.output

@@ -208,7 +208,7 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     from segcli.checkpoint import card_label_space
     from segcli.data import load_dataset
     from segcli.device import resolve_device
-    from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
+    from segcli.inference import DEFAULT_TILE, InferenceOptions, check_tta, predict_arrays
     from segcli.services.resolve import resolve_model
 
     if classes is not None and not Path(classes).is_file():
@@ -225,8 +225,8 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
-    if tta and not getattr(net, "dense", True):
-        raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
+    if tta:
+        check_tta(net, card)
     inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode), tta=tta)  # only what the mode's metrics read is built
     predictions = predict_arrays(net, card, [s.image for s in samples], options=inference,
                                  **(thresholds or {}))

@@ -32,7 +32,14 @@ from segcli import io
 from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
-from segcli.inference import DEFAULT_TILE, InferenceOptions, postprocess_options, predict_arrays, prepare_model
+from segcli.inference import (
+    DEFAULT_TILE,
+    InferenceOptions,
+    check_tta,
+    postprocess_options,
+    predict_arrays,
+    prepare_model,
+)
 from segcli.outputs import Job, output_paths, read_part, write_aggregates, write_outputs
 from segcli.services.resolve import resolve_model
 from segcli.structures import Mode, Prediction, parse_mode
@@ -92,8 +99,8 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     device = resolve_device(config.device)
     dtype = check_precision(config.precision, device)
     net, card = resolve_model(config.mode, config.model, config.weights, device)
-    if config.tta and not getattr(net, "dense", True):
-        raise UsageError(f"--tta: flip averaging blends dense maps; {card['model']} detects instances (leave --tta out)")
+    if config.tta:
+        check_tta(net, card)
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True,
                                mode=Mode(config.mode))
