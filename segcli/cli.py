@@ -115,6 +115,9 @@ NmsKernelOpt = Annotated[int | None, typer.Option("--nms-kernel", help="Panoptic
 TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Panoptic-DeepLab models: at most this many centres per image.")]
 InteriorThresholdOpt = Annotated[float | None, typer.Option("--interior-threshold", help="Contour models: object-interior "
                                                             "probability that seeds an instance (card: 0.5).")]
+DistanceThresholdOpt = Annotated[float | None, typer.Option("--distance-threshold", help="Distance models: seeds are the "
+                                                            "interior pixels deeper than this share of their object's "
+                                                            "depth (card: 0.4).")]
 MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour models: drop instances smaller than this, px.")]
 ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
@@ -126,7 +129,8 @@ def _choices(name: str, *values: str) -> type[Enum]:
 
 
 THRESHOLD_OPTIONS = {"center_threshold": CenterThresholdOpt, "nms_kernel": NmsKernelOpt, "top_k": TopKOpt,
-                     "interior_threshold": InteriorThresholdOpt, "min_area": MinAreaOpt,
+                     "interior_threshold": InteriorThresholdOpt, "distance_threshold": DistanceThresholdOpt,
+                     "min_area": MinAreaOpt,
                      "score_threshold": ScoreThresholdOpt, "stuff_area": StuffAreaOpt}
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from segcli import io
 from segcli.checkpoint import card_scaling, card_turned
 from segcli.errors import ModelError, UsageError
-from segcli.models.fusion import fold_batchnorm, fuse_concat_conv, fuse_conv_relu
+from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
@@ -80,7 +80,8 @@ def flip_outputs(model, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def prepare_model(model, options: InferenceOptions):
     """A copy of an eval-mode model made for inference: BatchNorm folded into the convolutions, convolution and
-    ReLU fused (oneDNN), U-Net decoders' concatenations folded into their convolutions, and for dense models the memory layout and, on a CPU, the weights' dtype `options` ask for.
+    ReLU fused (oneDNN), U-Net decoders' concatenations folded into their convolutions, 2x2 max-pools as elementwise
+    maxima, and for dense models the memory layout and, on a CPU, the weights' dtype `options` ask for.
 
     Weights in bfloat16 rather than float32 weights under autocast: every op of the forward (upsampling,
     concatenation, pooling) then runs in bfloat16, and no weight is cast again at every call.
@@ -88,7 +89,7 @@ def prepare_model(model, options: InferenceOptions):
     """
     if getattr(model, PREPARED, False):
         return model
-    model = fuse_concat_conv(fuse_conv_relu(fold_batchnorm(model.eval())))
+    model = fast_max_pool(fuse_concat_conv(fuse_conv_relu(fold_batchnorm(model.eval()))))
     setattr(model, PREPARED, True)
     if not getattr(model, "dense", True):
         return model

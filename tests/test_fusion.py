@@ -6,12 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segcli.data.synth import render_sample
 from segcli.inference import InferenceOptions, dense_forward, predict_arrays, prepare_model
 from segcli.models.blocks import Up
-from segcli.models.fusion import ConvReLU, FusedUp, can_fuse_relu, fold_batchnorm, fuse_conv_relu
+from segcli.models.fusion import (
+    ConvReLU,
+    FusedUp,
+    PairwiseMaxPool,
+    can_fuse_relu,
+    fast_max_pool,
+    fold_batchnorm,
+    fuse_conv_relu,
+)
 from segcli.models.registry import build_model
 
 DENSE = ["unet", "fcn", "deeplab", "fullres", "sliding", "unet_panoptic", "deeplab_panoptic"]
@@ -148,3 +157,19 @@ def test_decoder_convolutions_read_skip_and_upsampled_maps_without_concatenating
     with torch.enable_grad():  # outside inference (autograd), the plain concatenation runs: the same outputs
         for key, value in prepared(x).items():
             torch.testing.assert_close(value, model(x)[key], atol=1e-5, rtol=1e-5)
+
+
+def test_max_pooling_as_elementwise_maxima_gives_the_same_values():
+    model = _model("unet")
+    prepared = prepare_model(model, InferenceOptions(channels_last=True))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in prepared.modules())
+    assert sum(isinstance(m, PairwiseMaxPool) for m in prepared.modules()) == \
+        sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) > 0
+    pool = PairwiseMaxPool()
+    for shape in [(1, 4, 8, 8), (2, 3, 7, 9)]:  # odd sides lose their last row / column, as torch's pooling does
+        x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            assert torch.equal(pool(x), F.max_pool2d(x, 2))
+    kept = fast_max_pool(nn.Sequential(nn.MaxPool2d(3, stride=2), nn.MaxPool2d(2, ceil_mode=True)))
+    assert all(isinstance(m, nn.MaxPool2d) for m in kept)  # other geometries are left as they are
+

@@ -16,7 +16,8 @@ from segcli.cli import parse_duration
 from segcli.data.synth import generate, synth_label_space
 from segcli.data.transforms import build_transform
 from segcli.errors import UsageError
-from segcli.models.contour import boundary_map, contact_map
+from segcli.inference import postprocess_defaults
+from segcli.models.contour import boundary_map, contact_map, distance_map
 from segcli.models.postprocess import contour_prediction
 from segcli.models.registry import build_model
 from segcli.services.evaluate import evaluate_model
@@ -184,6 +185,40 @@ def test_contact_weight_falls_on_the_seam_between_touching_objects_only():
     weighted = build_model("unet_contour", num_classes=2, width=4, contact_weight=10.0)
     images = torch.rand(1, 3, 40, 40)
     assert weighted.compute_losses(images, [target])["semantic"] > plain.compute_losses(images, [target])["semantic"]
+
+
+def test_distance_targets_peak_in_each_object_and_dip_where_they_touch():
+    sample = _two_touching_squares()
+    masks = torch.from_numpy(np.stack([inst.mask for inst in sample.instances]))
+    depth = distance_map(masks).numpy()
+    fg = sample.semantic.astype(bool)
+    assert (depth[~fg] == 0).all() and depth[fg].min() > 0 and depth.max() == pytest.approx(1.0)
+    left, right = (depth * inst.mask for inst in sample.instances)
+    assert left.max() == pytest.approx(1.0) and right.max() == pytest.approx(1.0)  # each normalised to its own depth
+    assert depth[15, 14] < 0.4 and depth[15, 15] < 0.4  # the shared edge is as shallow as the outer rim
+    _, cores = cv2.connectedComponents((depth > 0.4).astype(np.uint8), connectivity=4)
+    assert cores.max() == 2  # the cores of two touching squares are apart
+
+
+def test_distance_seeds_separate_touching_objects_the_boundary_class_missed():
+    sample = _two_touching_squares()
+    masks = torch.from_numpy(np.stack([inst.mask for inst in sample.instances]))
+    fg = torch.from_numpy(sample.semantic.astype(bool))
+    probabilities = torch.zeros(3, 40, 40)  # a whole interior, no boundary predicted at the seam: one blob
+    probabilities[1][fg] = 1
+    probabilities[0][~fg] = 1
+    assert len(contour_prediction(probabilities, [1], min_area=5).instances) == 1
+    split = contour_prediction(probabilities, [1], min_area=5, distance=distance_map(masks), distance_threshold=0.4)
+    assert sorted(inst.area for inst in split.instances) == [100, 100]  # two cores, each grown back to its square
+    model = build_model("unet_distance", num_classes=2, width=4)
+    outputs = model(torch.zeros(1, 3, 40, 40))
+    assert outputs["semantic"].shape[1] == 2 and outputs["contour"].shape[1] == 1 and outputs["distance"].shape[1] == 1
+    target = {"semantic": torch.from_numpy(sample.semantic).long(), "masks": masks.to(torch.uint8),
+              "labels": torch.tensor([1, 1])}
+    losses = model.compute_losses(torch.zeros(1, 3, 40, 40), [target])
+    assert set(losses) == {"semantic", "distance"} and all(torch.isfinite(v) for v in losses.values())
+    assert "distance_threshold" in postprocess_defaults(model)
+    assert "distance_threshold" not in postprocess_defaults(build_model("unet_contour", num_classes=2, width=4))
 
 
 def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, tmp_path, monkeypatch):

@@ -17,6 +17,8 @@ No centres or offsets: blob-like objects of a dozen pixels, touching by the hund
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +66,7 @@ class ContourModel(SegModel):
     dense = True
     dice_weight: float = 0.0  # the trainer's --dice
     class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto (C values; "boundary" gets the largest)
+    extra_channels = 0  # outputs of subclasses' heads after the C + 1 classes (their forward splits them off "contour")
 
     def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], boundary_width: int = 1,
                  contact_weight: float = 1.0) -> None:
@@ -73,7 +76,7 @@ class ContourModel(SegModel):
         self.thing_classes = list(thing_classes)
         self.boundary_width = boundary_width
         self.contact_weight = contact_weight
-        self.classifier = nn.Conv2d(body.out_channels, num_classes + 1, 1)
+        self.classifier = nn.Conv2d(body.out_channels, num_classes + 1 + self.extra_channels, 1)
         self.size_multiple = getattr(body, "size_multiple", body.out_stride)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -83,37 +86,49 @@ class ContourModel(SegModel):
         return {"semantic": scores[:, : self.num_classes], "contour": scores[:, self.num_classes :]}
 
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        outputs = self(images)
+        return self._class_losses(self(images), targets)[0]
+
+    def _class_losses(self, outputs: dict[str, torch.Tensor], targets: list[dict]):
+        """The loss of the C + 1 classes, with the (B, H, W) class target and pixel weights it used."""
         logits = torch.cat([outputs["semantic"], outputs["contour"]], dim=1)
         target = torch.stack([self._target(t) for t in targets]).to(logits.device)
         weights = None
         if self.class_weights is not None:
             weights = torch.cat([self.class_weights, self.class_weights.max().view(1)])
-        pixel_weight = 1.0
-        if self.contact_weight != 1.0:
-            contact = torch.stack([self._contact(t, target.shape[-2:]) for t in targets]).to(logits.device)
-            pixel_weight = 1.0 + (self.contact_weight - 1.0) * contact.float()
-        return dense_losses(logits, target, name="semantic", class_weights=weights, pixel_weight=pixel_weight,
-                            dice_weight=self.dice_weight)
+        pixel_weight = self._pixel_weight(targets, target.shape[-2:], logits.device)
+        losses = dense_losses(logits, target, name="semantic", class_weights=weights, pixel_weight=pixel_weight,
+                              dice_weight=self.dice_weight)
+        return losses, target, pixel_weight
+
+    def _pixel_weight(self, targets: list[dict], size: torch.Size, device: torch.device) -> torch.Tensor | float:
+        """(B, H, W) loss weights: contact_weight where thing instances touch, 1 elsewhere (1.0 when no weight)."""
+        if self.contact_weight == 1.0:
+            return 1.0
+        contact = torch.stack([self._contact(t, size) for t in targets]).to(device)
+        return 1.0 + (self.contact_weight - 1.0) * contact.float()
+
+    def _thing_masks(self, target: dict) -> torch.Tensor | None:
+        """(N, H, W) bool masks of the target's thing instances (None: the target has no instances)."""
+        if "masks" not in target or "labels" not in target:
+            return None
+        masks, labels = target["masks"], target["labels"]
+        keep = torch.isin(labels, torch.tensor(self.thing_classes, device=labels.device, dtype=labels.dtype))
+        return masks[keep].bool()
 
     def _target(self, target: dict) -> torch.Tensor:
         """The semantic target with thing-instance boundaries relabelled as class C."""
         semantic = target["semantic"].long().clone()
-        if "masks" not in target or "labels" not in target:
+        masks = self._thing_masks(target)
+        if masks is None:
             return semantic
-        masks, labels = target["masks"].to(semantic.device), target["labels"].to(semantic.device)
-        keep = torch.isin(labels, torch.tensor(self.thing_classes, device=labels.device, dtype=labels.dtype))
-        edge = boundary_map(masks[keep].bool(), self.boundary_width)
+        edge = boundary_map(masks.to(semantic.device), self.boundary_width)
         semantic[edge & (semantic != IGNORE_INDEX)] = self.num_classes
         return semantic
 
     def _contact(self, target: dict, size: torch.Size) -> torch.Tensor:
         """(H, W) bool: where thing instances of this target come within boundary_width + 1 px of each other."""
-        if "masks" not in target or "labels" not in target:
-            return torch.zeros(size, dtype=torch.bool)
-        masks, labels = target["masks"], target["labels"]
-        keep = torch.isin(labels, torch.tensor(self.thing_classes, device=labels.device, dtype=labels.dtype))
-        return contact_map(masks[keep].bool(), self.boundary_width + 1)
+        masks = self._thing_masks(target)
+        return torch.zeros(size, dtype=torch.bool) if masks is None else contact_map(masks, self.boundary_width + 1)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
                     min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
@@ -124,6 +139,62 @@ class ContourModel(SegModel):
                                        stuff_area=stuff_area, mode=mode) for p in probabilities]
 
 
+def distance_map(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) instance masks -> (H, W) float: each instance pixel's Euclidean distance to its instance's edge
+    (`boundary_map`'s pixels: where it meets the background or another instance; the image border is no edge),
+    plus 1, divided by the instance's largest, so 1 at its deepest pixel, about 1/r at its edge and 0 elsewhere."""
+    if masks.shape[0] == 0:
+        return torch.zeros(masks.shape[-2:], dtype=torch.float32)
+    masks = masks.bool().cpu()
+    numbers = torch.arange(1, masks.shape[0] + 1, dtype=torch.float32).view(-1, 1, 1)
+    ids = (masks.float() * numbers).amax(0).long().numpy()
+    inside = (ids > 0) & ~boundary_map(masks, 1).numpy()
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) + 1.0
+    deepest = np.zeros(masks.shape[0] + 1, np.float32)
+    np.maximum.at(deepest, ids, depth)
+    deepest[0] = 1.0
+    return torch.from_numpy(np.where(ids > 0, depth / deepest[ids], 0.0).astype(np.float32))
+
+
+class DistanceModel(ContourModel):
+    """A contour model with one more output, "distance": each pixel's predicted `distance_map` value (a logit).
+
+    Seeds are then the interior pixels whose distance is above `distance_threshold`: the cores of the objects. Two
+    touching nuclei whose shared edge the boundary class misses still have a saddle of low distance between their
+    cores, wide in pixels where the boundary line is one pixel thin (the distance or "energy" maps of StarDist and
+    of the DSB 2018 winners). Its loss is a binary cross-entropy against the map, weighted like the classes'."""
+
+    extra_channels = 1
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = super().forward(images)
+        contour = outputs["contour"]  # the boundary and the distance channels, split below
+        return outputs | {"contour": contour[:, :1], "distance": contour[:, 1:]}
+
+    def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        outputs = self(images)
+        losses, target, pixel_weight = self._class_losses(outputs, targets)
+        depth = torch.stack([self._distance(t, target.shape[-2:]) for t in targets]).to(target.device)
+        error = F.binary_cross_entropy_with_logits(outputs["distance"][:, 0].float(), depth, reduction="none")
+        valid = (target != IGNORE_INDEX).float()
+        losses["distance"] = (error * pixel_weight * valid).sum() / valid.sum().clamp(min=1.0)
+        return losses
+
+    def _distance(self, target: dict, size: torch.Size) -> torch.Tensor:
+        masks = self._thing_masks(target)
+        return torch.zeros(size) if masks is None else distance_map(masks)
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
+                    distance_threshold: float = 0.4, min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
+        """As ContourModel's, seeds narrowed to the pixels whose predicted distance exceeds `distance_threshold`."""
+        with torch.inference_mode():
+            probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
+            distances = outputs["distance"][:, 0].float().sigmoid()
+            return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
+                                       stuff_area=stuff_area, mode=mode, distance=d, distance_threshold=distance_threshold)
+                    for p, d in zip(probabilities, distances)]
+
+
 @register_model("unet_contour", modes=tuple(Mode), description="U-Net predicting classes + object boundaries; instances are "
                 "interiors grown back over the mask (many small touching objects: nuclei)")
 def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
@@ -132,3 +203,13 @@ def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, de
     body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
     return ContourModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
                         contact_weight)
+
+
+@register_model("unet_distance", modes=tuple(Mode), description="unet_contour plus each pixel's distance to its object's "
+                "edge; instances grow from the deep cores (touching blobs whose shared edge is faint: nuclei)")
+def unet_distance(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
+                  thing_classes: list[int] | None = None, boundary_width: int = 1,
+                  contact_weight: float = 1.0) -> DistanceModel:
+    body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
+    return DistanceModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
+                         contact_weight)

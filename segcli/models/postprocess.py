@@ -186,14 +186,18 @@ def combine_semantic_and_instances(semantic: np.ndarray, instances: list[Instanc
 
 
 def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *, interior_threshold: float = 0.5,
-                       min_area: int = 10, stuff_area: int = 64, mode: Mode = Mode.PANOPTIC) -> Prediction:
+                       min_area: int = 10, stuff_area: int = 64, mode: Mode = Mode.PANOPTIC,
+                       distance: torch.Tensor | None = None, distance_threshold: float = 0.0) -> Prediction:
     """One image's class probabilities plus a "thing boundary" class -> `Prediction` (what `mode` needs).
 
     probabilities: (C + 1, H, W), softmax over the C classes and, last, the boundary of a thing.
+    distance: optional (H, W) predicted distance to the object's boundary, 1 at its deepest pixel.
     The approach of the DSB 2018 winners' U-Nets and of StarDist's baselines for touching nuclei:
     1. semantic map: argmax over the C classes, a boundary pixel counting for its likeliest thing class;
     2. seeds: 4-connected components of the interior (thing probability above `interior_threshold`),
-       which the predicted boundaries keep apart where objects touch;
+       which the predicted boundaries keep apart where objects touch; with `distance`, only the interior
+       pixels deeper than `distance_threshold` (the cores, which the saddle between two touching objects
+       keeps apart even where no boundary was predicted);
     3. every thing pixel joins its nearest seed in the same connected thing region (the seeds grown
        back over the mask); a thing region without any seed becomes one instance;
     4. instances smaller than `min_area` pixels are dropped (void); an instance takes the majority
@@ -214,6 +218,8 @@ def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *,
     is_thing[things] = True
     interior = (p[things].sum(0) > interior_threshold).cpu().numpy() if things else np.zeros(semantic.shape, bool)
     foreground = is_thing[semantic].cpu().numpy() | interior
+    if distance is not None:
+        interior &= (distance > distance_threshold).cpu().numpy()
     ids = grow_seeds(interior, foreground, min_area)
     semantic_np = semantic.to(torch.uint8).cpu().numpy()
     instances = _instances_from_ids(ids, semantic_np, classes.cpu().numpy(), num_classes)
