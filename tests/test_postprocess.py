@@ -8,10 +8,12 @@ import torch
 from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import (
     bottom_up_prediction,
+    class_argmax,
     combine_semantic_and_instances,
     find_instance_centers,
     group_pixels,
     majority_labels,
+    window_max,
 )
 from segcli.structures import Instance
 
@@ -165,3 +167,15 @@ def test_fusion_fills_stuff_above_the_area_limit_and_leaves_unclaimed_things_voi
     assert (panoptic[12:16, 12:16] == 0).all()
     _, segments = combine_semantic_and_instances(semantic, [], ISTHING, stuff_area=190)
     assert [s.label for s in segments] == [0]  # sky has 200 - 4 = 196 pixels, ground 200 + 4 - 16 = 188
+
+
+def test_window_max_and_class_argmax_match_torch_reference_ops():
+    torch.manual_seed(0)
+    heatmap = torch.rand(37, 53)
+    heatmap[10:13, 20:23] = 1.0  # a plateau: ties everywhere in it
+    for kernel in (1, 3, 7, 13):
+        expected = torch.nn.functional.max_pool2d(heatmap[None, None], kernel, stride=1, padding=kernel // 2)[0, 0]
+        assert torch.equal(window_max(heatmap, kernel), expected)
+    scores = torch.randint(0, 3, (2, 5, 17, 19)).float()  # many ties: the first index wins, as argmax's does
+    assert torch.equal(class_argmax(scores, 1), scores.argmax(1))
+    assert torch.equal(class_argmax(scores[0], 0), scores[0].argmax(0))

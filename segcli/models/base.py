@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from segcli.models.losses import dense_losses
+from segcli.models.postprocess import class_argmax
 from segcli.structures import Mode, Prediction
 
 
@@ -69,5 +70,5 @@ class SemanticModel(SegModel):
 
     def postprocess(self, outputs: dict[str, torch.Tensor], **kwargs) -> list[Prediction]:
         # argmax of the logits is that of the softmax: no (C, H, W) probability copy of a large image.
-        labels = outputs["semantic"].argmax(1).to(torch.uint8).cpu().numpy()
+        labels = class_argmax(outputs["semantic"], 1).to(torch.uint8).cpu().numpy()
         return [Prediction(semantic=label) for label in labels]

@@ -31,7 +31,7 @@ import torch
 
 from segcli.errors import ModelError
 from segcli.models.base import SegModel
-from segcli.models.postprocess import combine_semantic_and_instances
+from segcli.models.postprocess import class_argmax, combine_semantic_and_instances
 from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Prediction, Segment, mask_to_xywh
 
 POSTPROCESS_BYTES = 512 * 2**20  # the largest (maps, h, w) float32 stack post-processing may allocate
@@ -102,7 +102,7 @@ class HFMask2Former(SegModel):
     def assemble(self, semantic_scores: torch.Tensor, instances: list[Instance], *, overlap_threshold: float = 0.8,
                  **_thresholds) -> Prediction:
         """A tiled image: blended class scores (C, H, W) and the tiles' instances -> one `Prediction`."""
-        semantic = semantic_scores.argmax(0).to(torch.uint8).cpu().numpy()
+        semantic = class_argmax(semantic_scores, 0).to(torch.uint8).cpu().numpy()
         if self.task == "semantic":
             return Prediction(semantic=semantic)
         if self.task == "instance":

@@ -44,7 +44,7 @@ from segcli.models.base import SegModel
 from segcli.models.blocks import ConvBNReLU
 from segcli.models.losses import weighted_cross_entropy
 from segcli.models.panoptic_deeplab import resolve_thing_classes
-from segcli.models.postprocess import combine_semantic_and_instances
+from segcli.models.postprocess import class_argmax, combine_semantic_and_instances
 from segcli.models.pretrained import load_into, pretrained_state_dict
 from segcli.models.registry import register_model
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -225,7 +225,7 @@ class MaskRCNNModel(SegModel):
         if mode == Mode.INSTANCE:
             return Prediction(instances=instances)
         if self.semantic_trained:
-            semantic_map = semantic_logits.argmax(0).to(torch.uint8).cpu().numpy()
+            semantic_map = class_argmax(semantic_logits, 0).to(torch.uint8).cpu().numpy()
         else:
             semantic_map = _paint(instances, semantic_logits.shape[-2:])
         isthing = [c in self.thing_classes for c in range(self.num_classes)]

@@ -35,6 +35,31 @@ from segcli.structures import (
 # peak almost everywhere, and every centre kept costs a segment in every output (detectron2's default top-k).
 MAX_CENTERS = 200
 
+
+
+def class_argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """The index of the largest score along `dim` (the first on ties, as argmax). torch's CPU argmax over a dimension
+    that is not the innermost is 5 to 20x slower than `max`, whose indices are the same: 36 ms against 1.7 for
+    (1, 3, 512, 512) logits over the classes, 19 against 2 for (4, 512, 512) probabilities."""
+    return scores.max(dim).indices
+
+
+def window_max(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """(H, W) -> the maximum of each pixel's kernel x kernel neighbourhood (outside the image counts as -inf), as
+    `F.max_pool2d(x, kernel, stride=1, padding=kernel // 2)` gives it: a row pass then a column pass of elementwise
+    maxima of shifted views, 0.3 ms at 512 px for kernel 7 where torch's CPU max-pool takes 22 ms."""
+    pad = kernel // 2
+    h, w = x.shape
+    padded = F.pad(x[None], (pad, pad, pad, pad), value=float("-inf"))[0]
+    rows = padded[:, :w].clone()
+    for shift in range(1, kernel):
+        torch.maximum(rows, padded[:, shift : shift + w], out=rows)
+    out = rows[:h].clone()
+    for shift in range(1, kernel):
+        torch.maximum(out, rows[shift : shift + h], out=out)
+    return out
+
+
 # ---------------------------------------------------------------- bottom-up (Panoptic-DeepLab)
 
 
@@ -48,7 +73,7 @@ def find_instance_centers(heatmap: torch.Tensor, threshold: float = 0.1, nms_ker
     heatmap = heatmap.reshape(heatmap.shape[-2:]).float()
     if nms_kernel % 2 != 1:
         raise ValueError(f"nms_kernel must be odd, got {nms_kernel}")
-    pooled = F.max_pool2d(heatmap[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)[0, 0]
+    pooled = window_max(heatmap, nms_kernel)
     peaks = (heatmap == pooled) & (heatmap > threshold)
     centers = peaks.nonzero()
     scores = heatmap[peaks]
@@ -104,7 +129,7 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
     """
     num_classes = semantic_logits.shape[0]
     probabilities = semantic_logits.float().softmax(0)
-    semantic = probabilities.argmax(0)
+    semantic = class_argmax(probabilities, 0)
     if mode == Mode.SEMANTIC:
         return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=semantic.device)
@@ -209,9 +234,9 @@ def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *,
     classes = p[:num_classes].clone()
     if things:
         thing_index = torch.tensor(things, device=p.device)
-        best = thing_index[p[thing_index].argmax(0)]  # the likeliest thing class of each pixel
+        best = thing_index[class_argmax(p[thing_index], 0)]  # the likeliest thing class of each pixel
         classes.scatter_add_(0, best[None], p[num_classes][None])
-    semantic = classes.argmax(0)
+    semantic = class_argmax(classes, 0)
     if mode == Mode.SEMANTIC:
         return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=p.device)
