@@ -4,17 +4,19 @@ The card says how to rebuild the model (`model`, `model_args`), what it predicts
 `label_space`), how to feed it (`normalization`, `intensity`, `scale`, `img_size`) and where it came from (`command`,
 `data`, `metrics`, `segcli_version`). Loading never unpickles anything.
 
-Training state for `--resume` follows the same rule: tensors (optimizer moments, RNG states) in
-`NAME.state.safetensors`, everything else (steps, scheduler, optimizer hyper-parameters) in
-`NAME.state.json`.
+Training state for `--resume` follows the same rule: tensors (weights, optimizer moments, RNG states) in
+`NAME.state.safetensors`, everything else (steps, scheduler, optimizer hyper-parameters) in that file's metadata
+and, readable, in `NAME.state.json`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -22,6 +24,8 @@ from segcli import io
 from segcli._version import __version__
 from segcli.errors import ModelError
 from segcli.structures import LabelSpace
+
+STATE_METADATA = "segcli_training_state"  # the metadata key of a training state's plain values
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -193,12 +197,14 @@ def _unflatten(prefix: str, tensors: dict, plain: dict):
 
 
 def save_training_state(stem: str | Path, state: dict) -> None:
-    """Nested dicts/lists of tensors and plain values, without pickle."""
+    """Nested dicts/lists of tensors and plain values, without pickle. The plain values go into the safetensors
+    file's metadata as well, so that one atomic file holds the whole state: a kill between the two writes cannot
+    pair tensors of one step with the progress of another. NAME.state.json is the readable copy."""
     tensors, plain = {}, {}
     _flatten("state", state, tensors, plain)
     stem = Path(stem)
     with io.atomic_path(stem.with_name(stem.name + ".state.safetensors")) as tmp:
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={STATE_METADATA: json.dumps(plain)})
     io.write_json(stem.with_name(stem.name + ".state.json"), plain)
 
 
@@ -213,4 +219,8 @@ def training_state_paths(stem: str | Path) -> tuple[Path, Path]:
 
 def load_training_state(stem: str | Path) -> dict:
     tensor_path, plain_path = training_state_paths(stem)
-    return _unflatten("state", read_safetensors(tensor_path), io.read_json(plain_path))
+    tensors = read_safetensors(tensor_path)
+    with safe_open(str(tensor_path), framework="pt") as f:
+        embedded = (f.metadata() or {}).get(STATE_METADATA)
+    plain = json.loads(embedded) if embedded is not None else io.read_json(plain_path)  # earlier runs: the JSON file
+    return _unflatten("state", tensors, plain)

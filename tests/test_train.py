@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from segcli.checkpoint import load_checkpoint
@@ -73,6 +73,25 @@ def _interrupt_at_checkpoint(number: int):
                 raise _Interrupt
 
     return callback
+
+
+def test_resume_is_exact_whatever_file_a_kill_left_half_updated(shapes, tmp_path):
+    """A kill -9 between the files of one save: last's weights a save ahead of the state (killed after writing
+    last.safetensors), or the state's JSON a save behind its tensors (killed between the two state files)."""
+    straight = train(_config(shapes, tmp_path / "straight", val_every=2))
+    run = tmp_path / "resumed"
+    with pytest.raises(_Interrupt):
+        train(_config(shapes, run, val_every=2), callback=_interrupt_at_checkpoint(1))
+    stale_json = (run / "last.state.json").read_text()
+    with pytest.raises(_Interrupt):
+        train(_config(shapes, run, val_every=2, resume=True), callback=_interrupt_at_checkpoint(1))
+    (run / "last.state.json").write_text(stale_json)  # the readable copy is one save behind the tensors
+    weights = load_file(str(run / "last.safetensors"))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, str(run / "last.safetensors"))
+    resumed = train(_config(shapes, run, val_every=2, resume=True))  # last's weights are not the state's
+    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -189,8 +189,10 @@ class Trainer:
     def resume(self) -> None:
         """Continue from `out/last`: weights, optimiser, schedule, RNG and progress."""
         saved = load_training_state(self.out / "last")
-        loaded, _ = load_checkpoint(self.out / "last", device=self.device)
-        self.model.load_state_dict(loaded.state_dict())
+        if "model" in saved:
+            self.model.load_state_dict(saved["model"])
+        else:  # a state written before the weights were part of it
+            self.model.load_state_dict(load_checkpoint(self.out / "last", device=self.device)[0].state_dict())
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         # One RNG state per rank (a plain dict from a single-process run).
@@ -399,8 +401,11 @@ class Trainer:
         if improved:
             save_checkpoint(out / "best", self.model, card)
         save_checkpoint(out / "last", self.model, card)
+        # The weights go into the state too: resuming from the state alone is exact even when a kill came between
+        # writing last.safetensors and the state (last's weights would then be a validation ahead of the state).
+        weights = {k: v.detach().clone() for k, v in getattr(self.model, "module", self.model).state_dict().items()}
         save_training_state(out / "last", {
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
+            "model": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
             "step": state.step, "seconds": self.elapsed(), "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
             "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
