@@ -218,7 +218,7 @@ def models_command(
             return
         table = Table(title=f"{info}", show_header=False)
         for key, value in facts.items():
-            table.add_row(key, escape(str(value)))
+            table.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
         _show(table)
         return
     rows = catalog.list_catalog(mode.value if mode else None)

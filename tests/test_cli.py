@@ -81,3 +81,9 @@ def test_package_root_exports_lazily():
 
     assert callable(segcli.build_model) and callable(segcli.predict) and callable(segcli.list_models)
     assert segcli.PredictConfig.__name__ == "PredictConfig"
+
+
+def test_models_info_names_modes_as_users_type_them():
+    result = runner.invoke(app, ["models", "--info", "unet_contour", "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "semantic, instance, panoptic" in result.output and "Mode." not in result.output

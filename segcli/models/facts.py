@@ -149,7 +149,7 @@ def model_facts(name: str, size: int = 512, model: nn.Module | None = None, **bu
     in_channels = _in_channels(model)
     return {
         "name": name,
-        "modes": list(entry.modes),
+        "modes": [str(mode) for mode in entry.modes],  # "semantic", not <Mode.SEMANTIC: ...> in the printed table
         "description": entry.description,
         "parameters": count_parameters(model),
         "gflops": round(gflops(model, size, in_channels), 3),
