@@ -200,9 +200,7 @@ class DistanceModel(ContourModel):
 def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
                  thing_classes: list[int] | None = None, boundary_width: int = 1,
                  contact_weight: float = 1.0) -> ContourModel:
-    body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
-    return ContourModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
-                        contact_weight)
+    return _on_unet(ContourModel, num_classes, in_channels, width, depth, thing_classes, boundary_width, contact_weight)
 
 
 @register_model("unet_distance", modes=tuple(Mode), description="unet_contour plus each pixel's distance to its object's "
@@ -210,6 +208,13 @@ def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, de
 def unet_distance(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
                   thing_classes: list[int] | None = None, boundary_width: int = 1,
                   contact_weight: float = 1.0) -> DistanceModel:
+    return _on_unet(DistanceModel, num_classes, in_channels, width, depth, thing_classes, boundary_width, contact_weight)
+
+
+def _on_unet(model_class: type[ContourModel], num_classes: int, in_channels: int, width: int, depth: int,
+             thing_classes: list[int] | None, boundary_width: int, contact_weight: float) -> ContourModel:
+    """A contour model (or subclass) on the zoo's U-Net body; the builders above keep their own signatures, which
+    the plan and the CLI read."""
     body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
-    return DistanceModel(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
-                         contact_weight)
+    return model_class(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
+                       contact_weight)
