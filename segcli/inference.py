@@ -12,6 +12,7 @@ same-size images that need no tiling run as one batch.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from dataclasses import dataclass, replace
@@ -89,7 +90,9 @@ def prepare_model(model, options: InferenceOptions):
     """
     if getattr(model, PREPARED, False):
         return model
-    model = fast_max_pool(fuse_concat_conv(fuse_conv_relu(fold_batchnorm(model.eval()))))
+    model = copy.deepcopy(model.eval())
+    for rewrite in (fold_batchnorm, fuse_conv_relu, fuse_concat_conv, fast_max_pool):
+        model = rewrite(model, inplace=True)
     setattr(model, PREPARED, True)
     if not getattr(model, "dense", True):
         return model

@@ -11,9 +11,10 @@ backend emits for the same pattern), which saves another pass.
 
 Only convolutions and norms that are consecutive children of an `nn.Sequential` are rewritten:
 there the order of the children is the order of the computation. Modules whose `forward` wires
-their children by hand (torchvision's ResNet blocks) are left as they are. Both functions return a
-rewritten copy and leave their argument untouched; the copy is for inference only (the fused
-kernel has no backward).
+their children by hand (torchvision's ResNet blocks) are left as they are. Each function returns a
+rewritten copy and leaves its argument untouched (`inplace=True` rewrites the argument itself:
+`prepare_model` copies once, not once per rewrite, 25 ms each for the default U-Net); the result
+is for inference only (the fused kernel has no backward).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from segcli.models.blocks import Up
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of `model` (in eval mode) with every BatchNorm2d that follows a Conv2d folded into it."""
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode: a training BatchNorm uses batch statistics")
-    model = copy.deepcopy(model)
+    model = model if inplace else copy.deepcopy(model)
     for sequence in _sequentials(model):
         i = 0
         while i + 1 < len(sequence):
@@ -66,9 +67,9 @@ def can_fuse_relu() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def fuse_conv_relu(model: nn.Module) -> nn.Module:
+def fuse_conv_relu(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of `model` with every Conv2d directly followed by a ReLU (in an nn.Sequential) made one `ConvReLU`."""
-    model = copy.deepcopy(model)
+    model = model if inplace else copy.deepcopy(model)
     if not can_fuse_relu():
         return model
     for sequence in _sequentials(model):
@@ -132,10 +133,10 @@ class FusedUp(nn.Module):
         return self.rest(self.first(skip, x))
 
 
-def fuse_concat_conv(model: nn.Module) -> nn.Module:
+def fuse_concat_conv(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of `model` with every U-Net decoder step whose first unit is a fused `ConvReLU` (after
     `fold_batchnorm` and `fuse_conv_relu`) made a `FusedUp`."""
-    model = copy.deepcopy(model)
+    model = model if inplace else copy.deepcopy(model)
     if not can_fuse_relu():
         return model
     for parent in list(model.modules()):
@@ -170,9 +171,9 @@ class PairwiseMaxPool(nn.Module):
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
-def fast_max_pool(model: nn.Module) -> nn.Module:
+def fast_max_pool(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of `model` with every plain `nn.MaxPool2d(2)` (kernel and stride 2, no padding) a `PairwiseMaxPool`."""
-    model = copy.deepcopy(model)
+    model = model if inplace else copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.MaxPool2d) and _pair(child.kernel_size) == _pair(child.stride) == (2, 2) \
