@@ -423,6 +423,8 @@ ZoomOpt = Annotated[float | None, typer.Option("--zoom", help="Crop training: zo
                                               "1+F either way (e.g. 0.25; default 0: off).")]
 RotateOpt = Annotated[bool | None, typer.Option("--rotate/--no-rotate", help="Crop training: vertical flips and quarter "
                                                 "turns too (default: the plan's, on for grey or deep images).")]
+InvertOpt = Annotated[bool | None, typer.Option("--invert/--no-invert", help="Crop training: invert the intensities "
+                                                "of half the windows (default: off; docs/training.md).")]
 ClassWeightsOpt = Annotated[str | None, typer.Option("--class-weights", help="auto (inverse sqrt frequency) or none "
                                                      "(default: the plan's).")]
 CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Panoptic-DeepLab centre Gaussian, px "
@@ -452,7 +454,7 @@ def train_command(
     crop: CropOpt = None,
     scale: ScaleOpt = None,
     zoom: ZoomOpt = None,
-    rotate: RotateOpt = None,
+    rotate: RotateOpt = None, invert: InvertOpt = None,  # the windows' turns and intensities
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
@@ -493,7 +495,7 @@ def train_command(
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, seed=seed, resume=resume, device=device, width=width, dice=dice,
+        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])

@@ -132,6 +132,25 @@ def test_zoomed_and_turned_windows_keep_image_and_masks_together():
     assert 0.5 * ell.sum() < min(areas) < ell.sum() < max(areas) < 1.8 * ell.sum()
 
 
+def test_inverted_windows_are_half_of_them_and_keep_their_masks():
+    image = np.full((40, 40, 3), 20, np.uint8)  # a dark field with one bright square: fluorescence-like
+    square = np.zeros((40, 40), bool)
+    square[10:30, 10:30] = True
+    image[square] = 230
+    sample = Sample(image=image, name="square", semantic=square.astype(np.uint8), instances=[Instance(square, 1)])
+    counts = {}
+    for invert in (False, True):
+        transform = build_transform("instance", True, None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), crop=40, invert=invert)
+        inverted = 0
+        for seed in range(40):
+            torch.manual_seed(seed)
+            x, target = transform(sample)
+            inside, outside = x[:, target["masks"][0].bool()].mean(), x[:, ~target["masks"][0].bool()].mean()
+            inverted += bool(inside < outside)  # a dark object on bright ground, still under its own mask
+        counts[invert] = inverted
+    assert counts[False] == 0 and 10 <= counts[True] <= 30
+
+
 def test_without_zoom_or_turns_windows_stay_at_their_scale_and_orientation():
     sample = _two_touching_squares()
     transform = build_transform("instance", True, None, crop=64)
@@ -377,8 +396,12 @@ def test_the_plan_turns_grey_images_and_keeps_photos_upright(tmp_path):
     assert resolved.rotate is False and resolved.zoom == 0.25 and ("zoom", "0.25", "--zoom") in plan.rows()
     resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64))
     assert resolved.rotate is False and resolved.zoom == 0.0  # resize training has its own scale augmentation
-    with pytest.raises(UsageError, match="--zoom and --rotate"):
+    with pytest.raises(UsageError, match="augment crop training"):
         train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, rotate=True, out=tmp_path / "r"))
+    with pytest.raises(UsageError, match="augment crop training"):
+        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, invert=True, out=tmp_path / "i"))
+    resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", invert=True))
+    assert resolved.invert is True and ("invert", "yes", "--invert") in plan.rows()
 
 
 def test_plan_only_prints_the_plan_and_stops(tmp_path):

@@ -41,17 +41,17 @@ def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     *, crop: int | None = None, scale: float = 1.0, zoom: float = 0.0,
-                    rotate: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
+                    rotate: bool = False, invert: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
     """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract).
 
     With `crop` (training only): random windows at `scale` instead of resized crops (see the module docstring),
-    zoomed by a random factor between 1 / (1 + zoom) and 1 + zoom, and with `rotate` turned by a random
-    element of the square's symmetries.
+    zoomed by a random factor between 1 / (1 + zoom) and 1 + zoom, with `rotate` turned by a random
+    element of the square's symmetries, and with `invert` half of them in inverted intensities (255 - x).
     """
     if mode not in SCALE:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(SCALE)}")
     if crop is not None:
-        return _crop_transform(mode, crop, scale, mean, std, zoom=zoom, rotate=rotate)
+        return _crop_transform(mode, crop, scale, mean, std, zoom=zoom, rotate=rotate, invert=invert)
     size = _size(img_size)
     if train:
         geometry = v2.Compose([
@@ -191,11 +191,15 @@ def _padded(array: np.ndarray, side: int, value: int) -> np.ndarray:
     return out
 
 
-def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float = 0.0, rotate: bool = False) -> Callable:
+def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float = 0.0, rotate: bool = False,
+                    invert: bool = False) -> Callable:
     if crop < 8 or scale <= 0 or zoom < 0:
         raise ValueError(f"crop {crop} px at scale {scale}, zoom {zoom}: need a crop of at least 8 px, a positive "
                          "scale and a zoom of at least 0")
-    augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
+    # Inverted windows show bright objects on dark ground as dark on bright, and the reverse: what the model learns
+    # on one kind of image (fluorescence) then serves the other (brightfield) when a dataset mixes them.
+    augment = v2.Compose([v2.RandomHorizontalFlip(), *([v2.RandomInvert(0.5)] if invert else []),
+                          v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
     finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     with_instances = mode != "semantic"
     log_zoom = math.log1p(zoom)

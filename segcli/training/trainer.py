@@ -146,7 +146,8 @@ class Trainer:
         config = self.config
         transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()),
                                     crop=config.crop, scale=config.scale or 1.0,
-                                    zoom=config.zoom or 0.0, rotate=bool(config.rotate))
+                                    zoom=config.zoom or 0.0, rotate=bool(config.rotate),
+                                    invert=bool(config.invert))
         self.workers = default_workers() if config.workers is None else config.workers
         # Decoded samples kept across epochs (within the memory budget): crops as compact Packed copies.
         dataset = TransformedDataset(train_set, transform, cache=Packed.of if config.crop is not None else _same,
