@@ -90,7 +90,7 @@ def _throughput(folder: Path, weights: Path, paths: list[Path], precision: str) 
         predict(PredictConfig(inputs=[str(folder / "images")], weights=weights, out=folder / f"out{next(runs)}",
                               precision=precision))
 
-    seconds = interleaved({"forward": forward_only, "predict": predict_folder}, rounds=3, warmup=1)
+    seconds = interleaved({"forward": forward_only, "predict": predict_folder}, rounds=5, warmup=1)
     ratio = seconds["forward"] / seconds["predict"]
     return {f"forward_{precision}_ms_per_image": round(seconds["forward"] / len(paths) * 1e3, 1),
             f"predict_{precision}_ms_per_image": round(seconds["predict"] / len(paths) * 1e3, 1),
