@@ -340,27 +340,6 @@ def test_service_streams_records_in_input_order(shapes, checkpoint, tmp_path):
     assert [j.stem for j in plan_jobs([str(folder)])] == [f"img{number:02d}" for number in range(15)]
 
 
-def test_files_written_between_or_beside_forward_passes_are_the_same(shapes, checkpoint, tmp_path, monkeypatch):
-    from segcli.services import predict as service
-
-    all_cores = torch.get_num_threads() >= (os.cpu_count() or 1)
-    assert service.overlap_writing(torch.device("cpu")) is not all_cores
-    assert service.overlap_writing(torch.device("cuda"))  # a GPU's forward pass leaves the CPU to the writer
-    records = {}
-    for overlap in (False, True):
-        monkeypatch.setattr(service, "overlap_writing", lambda device, overlap=overlap: overlap)
-        out = tmp_path / f"overlap{overlap}"
-        events: list[dict] = []
-        summary = predict(PredictConfig(inputs=[str(shapes / "images")], weights=checkpoint, out=out, mode="panoptic",
-                                        device="cpu"), callback=lambda event, _events=events, **info: _events.append(info))
-        assert summary.predicted == summary.inputs == len(_images(shapes)) and not summary.failed
-        records[overlap] = [{k: v for k, v in info["record"].items() if k not in ("seconds", "outputs")}
-                            for info in events[1:]]
-        files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
-        records[overlap].append([(str(f), (out / f).read_bytes()) for f in files if f.suffix == ".png"])
-    assert records[False] == records[True]
-
-
 def test_outputs_have_the_usual_file_permissions(shapes, checkpoint, tmp_path):
     result = _predict([_images(shapes)[0], "--weights", checkpoint, "--out", tmp_path / "out"])
     assert result.exit_code == 0

@@ -2,8 +2,7 @@
 
 The pipeline keeps the model busy: a thread pool decodes images ahead of it (bounded prefetch;
 OpenCV decodes without holding the GIL), `predict_arrays` runs them in batches, and one writer
-thread encodes each image's files while the next batch computes (on a GPU, or with cores the forward
-pass leaves free; on a CPU whose forward pass has every core, between batches: `overlap_writing`). After an image's files, its part
+thread encodes each image's files while the next batch computes. After an image's files, its part
 `DIR/.parts/<mode>/<stem>.json` is written (atomically, last): an image is done exactly when its
 part exists. So `--skip-existing` resumes an interrupted run, and the aggregates (instances.json,
 panoptic.json) are written from the parts at the end, whatever run produced them.
@@ -237,7 +236,7 @@ class _Run:
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
-                                         initializer=background_thread) if overlap_writing(device) else InlineWriter()
+                                         initializer=background_thread)
         self.summary = PredictSummary(out=Path(config.out), inputs=0)
 
     def run(self, jobs: list[Job]) -> PredictSummary:
@@ -306,26 +305,6 @@ class _Run:
             else:
                 self.summary.predicted += 1
             self.notify("image", record=record)
-
-
-def overlap_writing(device: torch.device) -> bool:
-    """Whether an image's files are written beside the next forward pass (a GPU, or cores the forward leaves free)
-    or between forward passes. When the forward pass has every core, a writer beside it takes one of its threads'
-    cores, which the other threads then wait for: three interleaved A/Bs on 2 cores (48 images of 512 px, predict
-    against the forward alone; the writer at nice 10 in the first two, 19 in the third) read bfloat16 0.80 / 0.86 /
-    0.93 written between against 0.79 / 0.85 / 0.88 beside, float32 0.93 / 0.93 / 0.96 against 0.84 / 0.90 / 0.97."""
-    return device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
-
-
-class InlineWriter:
-    """The writer's interface (submit, shutdown) run in the calling thread: files written between forward passes."""
-
-    def submit(self, function: Callable, *args) -> Future:
-        function(*args)
-        return _done(None)
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
 
 
 def background_thread() -> None:
