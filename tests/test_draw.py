@@ -82,6 +82,16 @@ def test_with_legend_adds_a_panel_on_the_right_and_keeps_the_image():
     assert (out[:20, :30] == image).all()
 
 
+def test_the_cached_legend_is_shared_safely_and_a_short_image_is_padded_in_white():
+    names, colors = [f"class{i}" for i in range(6)], [RED, GREEN, BLUE] * 2
+    first = draw.with_legend(np.zeros((20, 30, 3), np.uint8), names, colors)  # legend taller than the image
+    assert first.shape[0] == draw.legend(names, colors).shape[0] and (first[20:, :30] == 255).all()
+    first[:] = 0  # drawing on one overlay must not reach the legend the next one gets
+    again = draw.with_legend(np.zeros((20, 30, 3), np.uint8), names, colors)
+    assert (again[:, 30:] == draw.legend(names, colors)).all() and (again[:, 30:] == 255).any()
+    assert not draw.legend(names, colors).flags.writeable
+
+
 def test_error_map_colours_tp_fp_fn_where_they_are_and_leaves_agreeing_background_plain():
     gt = np.zeros((4, 6), np.uint8)
     pred = np.zeros((4, 6), np.uint8)
