@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
+.PHONY: install test test-long demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -18,6 +18,10 @@ install: .venv/.installed
 
 test: install
 	$(PY) -m pytest -q -n 2 --durations=10
+
+# The claims that need minutes of training on the real data (about 7 minutes on the idle 2 cores; skipped without it).
+test-long: install
+	$(PY) -m pytest -q -m long
 
 lint: install
 	$(PY) -m ruff check segcli tests benchmarks scripts
