@@ -19,7 +19,7 @@ install: .venv/.installed
 test: install
 	$(PY) -m pytest -q -n 2 --durations=10
 
-# The claims that need minutes of training on the real data (about 7 minutes on the idle 2 cores; skipped without it).
+# The claims that need minutes of training on the real data (about 8 minutes on the idle 2 cores; skipped without it).
 test-long: install
 	$(PY) -m pytest -q -m long
 

@@ -1,4 +1,4 @@
-"""The issue's claim on real data (skipped when ../shared/data is absent; `make test-long`, about 7 minutes): on DSB
+"""The issue's claim on real data (skipped when ../shared/data is absent; `make test-long`, about 8 minutes): on DSB
 2018 nuclei, a brief run with the plan's settings beats the resize recipe of the same length on nucleus PQ.
 
 Both runs train `unet_contour` for the same steps, batch and pixels per step (8 windows of 160 px), same seed, one
