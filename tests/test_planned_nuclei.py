@@ -44,8 +44,14 @@ def test_a_brief_planned_run_beats_resize_on_real_nuclei(shared_data, tmp_path):
     data = shared_data / "dsb2018_nuclei"
     planned = _start(data, tmp_path / "planned", [])
     resized = _start(data, tmp_path / "resize", ["--img-size", "160"])
-    planned_pq = _last_nucleus_pq(planned, tmp_path / "planned")
-    resized_pq = _last_nucleus_pq(resized, tmp_path / "resize")
+    try:
+        planned_pq = _last_nucleus_pq(planned, tmp_path / "planned")
+        resized_pq = _last_nucleus_pq(resized, tmp_path / "resize")
+    finally:  # one run failing must not leave the other training on after the test
+        for run in (planned, resized):
+            if run.poll() is None:
+                run.kill()
+                run.wait()
     plan = json.loads((tmp_path / "planned" / "plan.json").read_text())["plan"]
     assert (plan["scale"], plan["crop"], plan["batch_size"], plan["rotate"]) == (1.0, 160, 8, True)
     assert planned_pq > resized_pq + 0.02, (planned_pq, resized_pq)
