@@ -25,7 +25,7 @@ from segcli import io
 from segcli.checkpoint import card_scaling, card_turned
 from segcli.errors import ModelError, UsageError
 from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
-from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, on_dark_ground
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
@@ -279,6 +279,8 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
         size = image.shape[:2]
         # In-memory 16-bit or float arrays get the scaling io.read_image gives files (the card's).
         image = io.to_uint8(image, scaling)
+        if scaling.dark_ground:
+            image = on_dark_ground(image)
         if scale != 1.0:
             image = io.resize_image(image, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
         x = image_to_tensor(image, mean, std)[None].to(device)

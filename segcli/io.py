@@ -119,18 +119,23 @@ class IntensityScaling:
     Each image is stretched from its own `low` to its own `high` percentile (clipped), so a 12-bit
     microscopy image (0..4095) keeps its contrast instead of losing its low bits. The card records
     the scaling training used (`to_dict`), and predict and eval read images with the same one.
+    `dark_ground` is applied to the model's input, not here: `segcli.inference.predict_arrays` and the
+    training samples (`segcli.training.trainer`) invert the images on bright ground; files stay as read.
     """
 
     low: float = 0.1  # percentile mapped to 0
     high: float = 99.9  # percentile mapped to 255
+    dark_ground: bool = False  # images on bright ground inverted (`segcli.preprocess.on_dark_ground`), any depth
 
     def to_dict(self) -> dict:
-        return {"8-bit": "as is", "16-bit and float": "per-image percentiles", "low": self.low, "high": self.high}
+        return {"8-bit": "as is", "16-bit and float": "per-image percentiles", "low": self.low, "high": self.high,
+                "dark_ground": self.dark_ground}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> IntensityScaling:
         data = data or {}
-        return cls(float(data.get("low", cls.low)), float(data.get("high", cls.high)))
+        return cls(float(data.get("low", cls.low)), float(data.get("high", cls.high)),
+                   bool(data.get("dark_ground", cls.dark_ground)))
 
 
 DEFAULT_SCALING = IntensityScaling()

@@ -1,6 +1,7 @@
 """The model input: an RGB uint8 image -> a normalised float tensor, and the ImageNet statistics that
 normalise it by default (a card may record others). Inference, the training transforms and the
-models that normalise inside (Mask R-CNN) read them from here.
+models that normalise inside (Mask R-CNN) read them from here; and `on_dark_ground`, the polarity
+step of models trained with `--dark-ground`.
 """
 
 from __future__ import annotations
@@ -24,3 +25,23 @@ def image_to_tensor(
     scale = torch.tensor([1.0 / (255.0 * s) for s in std])
     shift = torch.tensor([-m / s for m, s in zip(mean, std)])
     return torch.addcmul(shift, x, scale, out=x).permute(2, 0, 1)
+
+
+BRIGHT_GROUND = 127.5  # median grey level above which an image is taken to show its objects on bright ground
+_MEDIAN_SAMPLE = 1 << 16  # the median of a larger image comes from an even subsample of this many pixels
+
+
+def median_grey(image: np.ndarray) -> float:
+    """The median grey level (mean of the channels) of an (H, W, 3) uint8 image, from at most _MEDIAN_SAMPLE pixels."""
+    step = max(1, image.shape[0] * image.shape[1] // _MEDIAN_SAMPLE)
+    return float(np.median(image.reshape(-1, image.shape[-1])[::step].mean(axis=1)))
+
+
+def on_dark_ground(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the same image if its median grey level is at most mid-grey, else inverted (255 - x).
+
+    Microscopy mixes polarities: fluorescence shows bright nuclei on dark ground, brightfield and H&E stains dark
+    nuclei on bright ground. Turning every image to dark ground lets what a model learns on one kind serve the
+    other, at no cost in what it has to learn (unlike inverting windows at random, `--invert`). Inverting an image
+    leaves its median at most mid-grey, so the step is idempotent."""
+    return np.subtract(255, image, dtype=np.uint8) if median_grey(image) > BRIGHT_GROUND else image

@@ -344,16 +344,19 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
 # ---------------------------------------------------------------- a plan from the data
 
 
-def _blobs(root: Path, n: int, size: int, diameter: int, count: int, seed: int = 0) -> Path:
-    """An idmap dataset: n grey size x size images with `count` round objects of `diameter` px each."""
+def _blobs(root: Path, n: int, size: int, diameter: int, count: int, seed: int = 0,
+           levels: list[tuple[int, int]] | None = None) -> Path:
+    """An idmap dataset: n grey size x size images with `count` round objects of `diameter` px each; image i has
+    grey levels levels[i % len(levels)] = (object, ground), bright objects on dark ground (200, 30) by default."""
     rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "instances").mkdir()
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "instances").mkdir(exist_ok=True)
+    levels = levels or [(200, 30)]
     for i in range(n):
         ids = np.zeros((size, size), np.uint16)
         for k, (y, x) in enumerate(rng.integers(diameter, size - diameter, (count, 2)), start=1):
             cv2.circle(ids, (int(x), int(y)), diameter // 2, k, -1)
-        image = np.where(ids > 0, 200, 30).astype(np.uint8)
+        image = np.where(ids > 0, *levels[i % len(levels)]).astype(np.uint8)
         cv2.imwrite(str(root / "images" / f"{i}.png"), image)
         cv2.imwrite(str(root / "instances" / f"{i}.png"), ids)
     return root
@@ -402,6 +405,65 @@ def test_the_plan_turns_grey_images_and_keeps_photos_upright(tmp_path):
         train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, invert=True, out=tmp_path / "i"))
     resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", invert=True))
     assert resolved.invert is True and ("invert", "yes", "--invert") in plan.rows()
+
+
+# ---------------------------------------------------------------- dark ground: one polarity for mixed microscopy
+
+FLUORESCENCE, BRIGHTFIELD = (200, 30), (60, 220)  # (object, ground) grey levels: nuclei bright on dark, dark on bright
+
+
+def test_images_on_bright_ground_are_inverted_and_others_left_alone(rng):
+    from segcli.preprocess import on_dark_ground
+
+    bright = np.full((40, 50, 3), 220, np.uint8)
+    bright[10:20, 10:20] = rng.integers(0, 80, (10, 10, 3))
+    dark = 255 - bright
+    assert np.array_equal(on_dark_ground(bright), 255 - bright) and on_dark_ground(bright).dtype == np.uint8
+    assert on_dark_ground(dark) is dark  # already on dark ground: the same array, no copy
+    assert np.array_equal(on_dark_ground(on_dark_ground(bright)), on_dark_ground(bright))  # idempotent
+    large = np.full((700, 700, 3), 200, np.uint8)  # more pixels than the median's sample: decided all the same
+    assert on_dark_ground(large).max() == 55
+
+
+def test_the_plan_puts_mixed_polarities_on_dark_ground_and_leaves_other_data_alone(tmp_path):
+    from segcli.services.train import plan_run
+
+    mixed = _blobs(tmp_path / "mixed", n=4, size=64, diameter=10, count=4, levels=[FLUORESCENCE, BRIGHTFIELD])
+    dark = _blobs(tmp_path / "dark", n=4, size=64, diameter=10, count=4)
+    em = _blobs(tmp_path / "em", n=4, size=64, diameter=10, count=4, levels=[(40, 110), (60, 150)])  # mid-grey grounds
+    photos = generate("shapes", tmp_path / "photos", n=4, size=48, seed=0)
+    expected = {mixed: True, dark: False, em: False, photos: False}
+    for data, dark_ground in expected.items():
+        resolved, plan, print_ = plan_run(TrainConfig(data=data, model="unet_contour", mode="instance"))
+        assert resolved.dark_ground is plan.dark_ground is dark_ground, (data.name, print_)
+    _, _, print_ = plan_run(TrainConfig(data=mixed, model="unet_contour", mode="instance"))
+    assert 0.0 < print_.bright_ground_share < 1.0 and print_.mid_grey_share == 0.0  # the training split of the four
+    resolved, plan, _ = plan_run(TrainConfig(data=mixed, model="unet_contour", mode="instance", dark_ground=False))
+    assert resolved.dark_ground is False and ("dark_ground", "no", "--dark-ground") in plan.rows()
+
+
+def test_a_dark_ground_model_sees_every_image_on_dark_ground_in_training_and_at_inference(tmp_path):
+    from segcli.inference import predict_arrays
+    from segcli.services.train import plan_run
+    from segcli.training.trainer import _kept_sample
+
+    data = _blobs(tmp_path / "mixed", n=4, size=64, diameter=10, count=4, levels=[FLUORESCENCE, BRIGHTFIELD])
+    run = train(TrainConfig(data=data, model="unet_contour", mode="instance", out=tmp_path / "run", steps=2, width=4,
+                            val_every=0, device="cpu"))
+    model, card = load_checkpoint(run.best)
+    assert card["intensity"]["dark_ground"] is True and card["plan"]["plan"]["dark_ground"] is True
+    brightfield = cv2.imread(str(data / "images" / "1.png"))  # objects 60 on ground 220
+    kept = _kept_sample(Sample(image=brightfield, name="1"), packed=False, dark_ground=True)
+    assert kept.image.max() == 255 - 60 and kept.image.min() == 255 - 220
+    # Inference: the bright-ground image is predicted as its inverse is, by the same model.
+    plain = {**card, "intensity": {**card["intensity"], "dark_ground": False}}
+    as_read, = predict_arrays(model, card, [brightfield])
+    inverted, = predict_arrays(model, plain, [255 - brightfield])
+    assert np.array_equal(as_read.semantic, inverted.semantic)
+    # Fine-tuning keeps the polarity the weights learnt, even on data that does not mix polarities.
+    dark = _blobs(tmp_path / "dark", n=2, size=64, diameter=10, count=4)
+    resolved, plan, _ = plan_run(TrainConfig(data=dark, model="unet_contour", mode="instance", init=run.best))
+    assert resolved.dark_ground is True and ("dark_ground", "yes", "--model/--weights") in plan.rows()
 
 
 def test_plan_only_prints_the_plan_and_stops(tmp_path):

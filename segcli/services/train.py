@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from segcli import distributed, io
-from segcli.checkpoint import checkpoint_paths, make_card, read_card, read_safetensors, training_state_paths
+from segcli.checkpoint import (
+    card_scaling,
+    checkpoint_paths,
+    make_card,
+    read_card,
+    read_safetensors,
+    training_state_paths,
+)
 from segcli.data import check_dataset, load_dataset
 from segcli.device import resolve_device
 from segcli.errors import ModelError, UsageError, check_minimums
@@ -218,6 +225,7 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
                      command=config.command, data=data, training=training)
     if getattr(model, "mean", None) is not None:
         card["normalization"] = {"mean": list(model.mean), "std": list(model.std)}
+    card["intensity"] = replace(card_scaling(card), dark_ground=bool(config.dark_ground)).to_dict()
     # The post-processing thresholds validation uses; predict and eval start from them (their options override).
     card["postprocess"] = postprocess_defaults(model)
     if config.crop is not None:
@@ -245,16 +253,18 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
             plan.zoom, plan.rotate, plan.invert = 0.0, False, False
             plan.source.update({"zoom": "--img-size", "rotate": "--img-size", "invert": "--img-size"})
     for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights"), ("zoom", "--zoom"),
-                         ("rotate", "--rotate"), ("invert", "--invert")):
+                         ("rotate", "--rotate"), ("invert", "--invert"), ("dark_ground", "--dark-ground")):
         if getattr(config, name) is not None:
             setattr(plan, name, getattr(config, name))
             plan.source[name] = option
+    if config.dark_ground is None and config.init is not None:  # fine-tuning: the input the weights learnt on
+        plan.dark_ground, plan.source["dark_ground"] = card_scaling(read_card(config.init)).dark_ground, "--model/--weights"
     for name in MODEL_OPTIONS:
         if getattr(config, name) is not None:
             plan.model_args[name] = getattr(config, name)
             plan.source[name] = f"--{name.replace('_', '-')}"
     resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights, zoom=plan.zoom, rotate=plan.rotate,
-                       invert=plan.invert,
+                       invert=plan.invert, dark_ground=plan.dark_ground,
                        **{name: plan.model_args.get(name) for name in MODEL_OPTIONS})
     if config.img_size is None:
         resolved = replace(resolved, crop=plan.crop, scale=plan.scale)

@@ -10,11 +10,12 @@ the loss goes through DistributedDataParallel; only rank 0 writes checkpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from segcli import distributed
-from segcli.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
+from segcli.checkpoint import card_scaling, load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from segcli.data.loader import (
     SeededSampler,
     TransformedDataset,
@@ -36,6 +37,7 @@ from segcli.data.transforms import Packed, build_transform
 from segcli.errors import ModelError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
 from segcli.metrics import PRIMARY_METRIC, score_predictions
+from segcli.preprocess import on_dark_ground
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
 from segcli.training.seeding import epoch_seed, restore_rng, rng_state
@@ -150,8 +152,9 @@ class Trainer:
                                     invert=bool(config.invert))
         self.workers = default_workers() if config.workers is None else config.workers
         # Decoded samples kept across epochs (within the memory budget): crops as compact Packed copies.
-        dataset = TransformedDataset(train_set, transform, cache=Packed.of if config.crop is not None else _same,
-                                     budget=cache_budget(self.workers))
+        keep = functools.partial(_kept_sample, packed=config.crop is not None,
+                                 dark_ground=card_scaling(self.card).dark_ground)
+        dataset = TransformedDataset(train_set, transform, cache=keep, budget=cache_budget(self.workers))
         self.generator = torch.Generator().manual_seed(config.seed)  # the sample order: reseeded every epoch
         order = DistributedSampler(dataset, seed=config.seed, drop_last=True) if distributed.is_distributed() \
             else RandomSampler(dataset, generator=self.generator)
@@ -416,8 +419,12 @@ class Trainer:
         self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
 
 
-def _same(sample):
-    return sample
+def _kept_sample(sample: Sample, packed: bool, dark_ground: bool) -> Sample | Packed:
+    """A training sample as the loader keeps it: the whole image turned to dark ground first when the card says so
+    (the image's median decides, not a window's), then packed for crop training."""
+    if dark_ground:
+        sample = replace(sample, image=on_dark_ground(sample.image))
+    return Packed.of(sample) if packed else sample
 
 
 def _rank_sync(model: torch.nn.Module) -> dict:
