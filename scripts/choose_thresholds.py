@@ -5,9 +5,11 @@
 
 One threshold at a time, in the order given (coordinate search): each value is scored by `segcli eval --data` on
 the validation split with the others at their best so far, and the best is kept when it beats the card's value by
-more than 0.002 of the mode's primary metric (ties keep the value training validated with). The card's
-`postprocess` then holds the chosen values, which predict and eval start from, and `postprocess_search` records
-every value tried with its score. The test split is never looked at. Used by scripts/weights.sh.
+more than 0.002 of the mode's primary metric (ties keep the value training validated with). For the card's own mode
+the card's `postprocess` then holds the chosen values, which predict and eval start from; for another mode (instance
+thresholds of a panoptic model, chosen by AP) they go to `postprocess_by_mode[MODE]`, which predict and eval use in
+that mode. `postprocess_search[MODE]` records every value tried with its score. The test split is never looked at.
+Used by scripts/weights.sh.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def _parse_grid(items: list[str]) -> dict[str, list[float]]:
 def choose(run: Path, data: Path, mode: str, grid: dict[str, list[float]], split: str = "val") -> dict:
     weights, card_path = checkpoint_paths(run / "best")
     card = read_card(weights)
-    chosen = dict(card.get("postprocess") or {})
+    own_mode = mode == card.get("mode")
+    by_mode = dict(card.get("postprocess_by_mode") or {})
+    chosen = {**(card.get("postprocess") or {}), **(by_mode.get(mode) or {})}
     metric = PRIMARY_METRIC[mode]
 
     def score(values: dict) -> float:
@@ -44,17 +48,28 @@ def choose(run: Path, data: Path, mode: str, grid: dict[str, list[float]], split
     tried = [{**chosen, metric: round(best, 4)}]
     for name, values in grid.items():
         for value in values:
-            if value == chosen.get(name):
-                continue
             candidate = {**chosen, name: value}
+            if any(all(t[k] == v for k, v in candidate.items()) for t in tried):  # scored already (the start, say)
+                continue
             result = score(candidate)
             tried.append({**candidate, metric: round(result, 4)})
             if result > best + 0.002:
                 best, chosen = result, candidate
-    card["postprocess"] = chosen
-    card["postprocess_search"] = {"split": split, "metric": metric, "best": round(best, 4), "tried": tried}
+    if own_mode:
+        card["postprocess"] = chosen
+        by_mode.pop(mode, None)
+    else:
+        by_mode[mode] = chosen
+    card["postprocess_by_mode"] = by_mode
+    if not by_mode:
+        del card["postprocess_by_mode"]
+    search = {"split": split, "metric": metric, "best": round(best, 4), "tried": tried}
+    searches = card.get("postprocess_search") or {}
+    if "metric" in searches:  # one search, recorded before searches were kept by mode
+        searches = {card.get("mode"): searches}
+    card["postprocess_search"] = {**searches, mode: search}
     io.write_json(card_path, card, indent=2)
-    return card["postprocess_search"]
+    return search
 
 
 def main() -> None:

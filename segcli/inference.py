@@ -225,9 +225,11 @@ def _mode_argument(function, mode: Mode) -> dict:
     return {"mode": mode} if "mode" in inspect.signature(function).parameters else {}
 
 
-def postprocess_options(model, card: dict | None, given: dict | None = None) -> dict:
-    """The thresholds to post-process with: the card's (what training's validation used), overridden by `given`
-    (options left as None keep the card's). An option the model's post-processing does not take is an error."""
+def postprocess_options(model, card: dict | None, given: dict | None = None, mode: Mode | str | None = None) -> dict:
+    """The thresholds to post-process with: the card's (what training's validation used, or what a search on the
+    validation split chose), then the card's values for `mode` (`postprocess_by_mode`: chosen by that mode's own
+    metric, e.g. AP for instance where the card's mode is panoptic), overridden by `given` (options left as None keep
+    the card's). An option the model's post-processing does not take is an error."""
     accepted = postprocess_defaults(model)
     given = {k: v for k, v in (given or {}).items() if v is not None}
     wrong = sorted(set(given) - set(accepted))
@@ -235,7 +237,8 @@ def postprocess_options(model, card: dict | None, given: dict | None = None) -> 
         name = (card or {}).get("model", type(model).__name__)
         takes = ", ".join(f"--{k.replace('_', '-')}" for k in accepted) or "none"
         raise UsageError(f"--{wrong[0].replace('_', '-')} does not apply to {name}; its post-processing options: {takes}")
-    recorded = {k: v for k, v in ((card or {}).get("postprocess") or {}).items() if k in accepted}
+    by_mode = ((card or {}).get("postprocess_by_mode") or {}).get(Mode(mode).value if mode else None) or {}
+    recorded = {k: v for k, v in {**((card or {}).get("postprocess") or {}), **by_mode}.items() if k in accepted}
     return {**recorded, **given}
 
 
@@ -259,7 +262,7 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     if next((p.device for p in model.parameters()), device) != device:  # Module.to visits every module: 1.4 ms
         model = model.to(device)
     model = prepare_model(model.eval(), options)  # eval, validation and compare: folded and fused too
-    thresholds = postprocess_options(model, card, thresholds) | _mode_argument(model.postprocess, options.mode)
+    thresholds = postprocess_options(model, card, thresholds, options.mode) | _mode_argument(model.postprocess, options.mode)
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
     if scale != 1.0 and not getattr(model, "dense", True):

@@ -341,6 +341,53 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
     assert flagged.exit_code == 2 and "--tta" in flagged.output
 
 
+def test_a_mode_post_processes_with_its_own_thresholds_when_the_card_has_them(tmp_path, monkeypatch):
+    import importlib.util
+
+    import segcli.models.contour as contour
+    from segcli.inference import InferenceOptions, postprocess_options, predict_arrays
+    from segcli.structures import Mode
+
+    space = synth_label_space("shapes")
+    things = [i for i, thing in enumerate(space.isthing) if thing]
+    model = build_model("unet_contour", num_classes=space.num_classes, width=4, thing_classes=things)
+    card = make_card("unet_contour", {"num_classes": space.num_classes, "width": 4, "thing_classes": things}, "panoptic", space,
+                     postprocess={"interior_threshold": 0.5, "min_area": 40, "stuff_area": 64},
+                     postprocess_by_mode={"instance": {"interior_threshold": 0.5, "min_area": 20, "stuff_area": 64}})
+    assert postprocess_options(model, card, mode=Mode.INSTANCE)["min_area"] == 20
+    assert postprocess_options(model, card, mode="panoptic")["min_area"] == 40 == postprocess_options(model, card)["min_area"]
+    assert postprocess_options(model, card, {"min_area": 5}, mode=Mode.INSTANCE)["min_area"] == 5  # the option wins
+    used = []
+    real = contour.contour_prediction
+    monkeypatch.setattr(contour, "contour_prediction", lambda *a, **k: used.append(k["min_area"]) or real(*a, **k))
+    image = np.zeros((32, 32, 3), np.uint8)
+    for mode in (Mode.INSTANCE, Mode.PANOPTIC, Mode.SEMANTIC):
+        predict_arrays(model, card, [image], options=InferenceOptions(mode=mode))
+    assert used == [20, 40, 40]
+
+    # scripts/choose_thresholds.py: the card's own mode writes `postprocess`, another mode `postprocess_by_mode`.
+    spec = importlib.util.spec_from_file_location("choose_thresholds", Path(__file__).parents[1] / "scripts/choose_thresholds.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    best_area = {"instance": 5, "panoptic": 40}  # a fake metric peaking at these values
+
+    def fake_eval(data, mode, weights, split, thresholds):
+        return {"ap" if mode == "instance" else "pq": 1 - abs(thresholds["min_area"] - best_area[mode]) / 100}
+
+    monkeypatch.setattr(script, "evaluate_model", fake_eval)
+    card.pop("postprocess_by_mode")
+    card["postprocess"]["min_area"] = 10
+    save_checkpoint(tmp_path / "run" / "best", model, card)
+    script.choose(tmp_path / "run", tmp_path, "instance", {"min_area": [5, 20, 40]})
+    chosen = read_card(tmp_path / "run" / "best.safetensors")
+    assert chosen["postprocess"]["min_area"] == 10 and chosen["postprocess_by_mode"]["instance"]["min_area"] == 5
+    script.choose(tmp_path / "run", tmp_path, "panoptic", {"min_area": [5, 20, 40]})
+    chosen = read_card(tmp_path / "run" / "best.safetensors")
+    assert chosen["postprocess"]["min_area"] == 40 and chosen["postprocess_by_mode"]["instance"]["min_area"] == 5
+    assert set(chosen["postprocess_search"]) == {"instance", "panoptic"}
+    assert chosen["postprocess_search"]["instance"]["metric"] == "ap"
+
+
 # ---------------------------------------------------------------- a plan from the data
 
 
