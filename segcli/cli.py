@@ -118,7 +118,12 @@ InteriorThresholdOpt = Annotated[float | None, typer.Option("--interior-threshol
 DistanceThresholdOpt = Annotated[float | None, typer.Option("--distance-threshold", help="Distance models: seeds are the "
                                                             "interior pixels deeper than this share of their object's "
                                                             "depth (card: 0.4).")]
-MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour models: drop instances smaller than this, px.")]
+ProbThresholdOpt = Annotated[float | None, typer.Option("--prob-threshold", help="Star-convex (StarDist) models: "
+                                                        "minimum object probability of a polygon's centre (card: 0.5).")]
+NmsThresholdOpt = Annotated[float | None, typer.Option("--nms-threshold", help="Star-convex (StarDist) models: drop a "
+                                                       "polygon more than this share of which is claimed by likelier "
+                                                       "ones (card: 0.4).")]
+MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
 ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
 
@@ -130,7 +135,7 @@ def _choices(name: str, *values: str) -> type[Enum]:
 
 THRESHOLD_OPTIONS = {"center_threshold": CenterThresholdOpt, "nms_kernel": NmsKernelOpt, "top_k": TopKOpt,
                      "interior_threshold": InteriorThresholdOpt, "distance_threshold": DistanceThresholdOpt,
-                     "min_area": MinAreaOpt,
+                     "prob_threshold": ProbThresholdOpt, "nms_threshold": NmsThresholdOpt, "min_area": MinAreaOpt,
                      "score_threshold": ScoreThresholdOpt, "stuff_area": StuffAreaOpt}
 
 

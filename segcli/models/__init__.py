@@ -1,3 +1,3 @@
 """The model zoo: importing this package registers every builder."""
 
-from segcli.models import contour, maskrcnn, panoptic_deeplab, semantic, torchvision_models  # noqa: F401
+from segcli.models import contour, maskrcnn, panoptic_deeplab, semantic, star, torchvision_models  # noqa: F401

@@ -228,29 +228,53 @@ def contour_prediction(probabilities: torch.Tensor, thing_classes: list[int], *,
     4. instances smaller than `min_area` pixels are dropped (void); an instance takes the majority
        class of its pixels, and its score is its mean probability of that class (boundary included).
     """
-    num_classes = probabilities.shape[0] - 1
-    p = probabilities.float()
-    things = list(thing_classes)
-    classes = p[:num_classes].clone()
-    if things:
-        thing_index = torch.tensor(things, device=p.device)
-        best = thing_index[class_argmax(p[thing_index], 0)]  # the likeliest thing class of each pixel
-        classes.scatter_add_(0, best[None], p[num_classes][None])
-    semantic = class_argmax(classes, 0)
+    semantic, classes = contour_semantic(probabilities, thing_classes)
     if mode == Mode.SEMANTIC:
         return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
-    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=p.device)
-    is_thing[things] = True
+    things = list(thing_classes)
+    p = probabilities.float()
     interior = (p[things].sum(0) > interior_threshold).cpu().numpy() if things else np.zeros(semantic.shape, bool)
-    foreground = is_thing[semantic].cpu().numpy() | interior
+    foreground = thing_pixels(semantic, things, classes.shape[0]).cpu().numpy() | interior
     if distance is not None:
         interior &= (distance > distance_threshold).cpu().numpy()
     ids = grow_seeds(interior, foreground, min_area)
+    return prediction_from_ids(ids, semantic, classes, things, mode, stuff_area)
+
+
+def contour_semantic(probabilities: torch.Tensor, thing_classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C + 1, H, W) probabilities (the last: boundary of a thing) -> the (H, W) class map and the (C, H, W) class
+    probabilities, each boundary pixel's probability added to its likeliest thing class."""
+    num_classes = probabilities.shape[0] - 1
+    p = probabilities.float()
+    classes = p[:num_classes].clone()
+    if thing_classes:
+        thing_index = torch.tensor(list(thing_classes), device=p.device)
+        best = thing_index[class_argmax(p[thing_index], 0)]  # the likeliest thing class of each pixel
+        classes.scatter_add_(0, best[None], p[num_classes][None])
+    return class_argmax(classes, 0), classes
+
+
+def thing_pixels(semantic: torch.Tensor, thing_classes: list[int], num_classes: int) -> torch.Tensor:
+    """(H, W) bool: the pixels of a class map whose class is a thing."""
+    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=semantic.device)
+    is_thing[list(thing_classes)] = True
+    return is_thing[semantic]
+
+
+def prediction_from_ids(ids: np.ndarray, semantic: torch.Tensor, classes: torch.Tensor, thing_classes: list[int],
+                        mode: Mode, stuff_area: int, scores: np.ndarray | None = None,
+                        labels_from: torch.Tensor | None = None) -> Prediction:
+    """An instance id map (0 = none) with its class map and class probabilities -> the `Prediction` `mode` needs.
+    An instance takes the majority class of its pixels in `labels_from` (default: the class map); `scores[k]` is
+    instance k's score (default: its mean probability of its class)."""
+    num_classes = classes.shape[0]
     semantic_np = semantic.to(torch.uint8).cpu().numpy()
-    instances = _instances_from_ids(ids, semantic_np, classes.cpu().numpy(), num_classes)
+    votes = semantic_np if labels_from is None else labels_from.to(torch.uint8).cpu().numpy()
+    instances = _instances_from_ids(ids, votes, classes.cpu().numpy(), num_classes, scores)
     if mode == Mode.INSTANCE:
         return Prediction(semantic=semantic_np, instances=instances)
-    panoptic, segments = paste_segments(semantic_np, instances, is_thing.tolist(), stuff_area)
+    isthing = [c in set(thing_classes) for c in range(num_classes)]
+    panoptic, segments = paste_segments(semantic_np, instances, isthing, stuff_area)
     return Prediction(semantic=semantic_np, instances=instances, panoptic=panoptic, segments=segments)
 
 
@@ -287,8 +311,8 @@ def grow_seeds(interior: np.ndarray, foreground: np.ndarray, min_area: int = 0) 
 
 
 def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray, class_probabilities: np.ndarray,
-                        num_classes: int) -> list[Instance]:
-    """Instances of an id map by descending score: majority class, mean probability of that class."""
+                        num_classes: int, scores: np.ndarray | None = None) -> list[Instance]:
+    """Instances of an id map by descending score: majority class, mean probability of that class (or `scores`)."""
     count = int(ids.max())
     if count == 0:
         return []
@@ -302,7 +326,84 @@ def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray, class_probabiliti
         pixels = order[starts[k] : starts[k + 1]]
         mask = np.zeros(flat.shape, bool)
         mask[pixels] = True
-        score = float(class_probabilities[labels[k]].ravel()[pixels].mean())
+        score = float(class_probabilities[labels[k]].ravel()[pixels].mean() if scores is None else scores[k])
         instances.append(Instance(mask=mask.reshape(ids.shape), label=int(labels[k]), score=min(1.0, score)))
     instances.sort(key=lambda inst: -inst.score)
     return instances
+
+
+# ---------------------------------------------------------------- star-convex polygons (StarDist)
+
+# At most this many polygon candidates per image (the most probable first): an untrained model has a local maximum
+# of its object probability almost everywhere, and each candidate costs a polygon drawn.
+MAX_STAR_CANDIDATES = 3000
+
+
+def ray_angles(n_rays: int) -> np.ndarray:
+    """The directions of a star-convex polygon's rays, radians from +x towards +y (rows grow down: clockwise as shown)."""
+    return np.arange(n_rays) * (2 * np.pi / n_rays)
+
+
+def star_prediction(probabilities: torch.Tensor, thing_classes: list[int], *, object_probability: torch.Tensor,
+                    rays: torch.Tensor, prob_threshold: float = 0.5, nms_threshold: float = 0.4, min_area: int = 10,
+                    stuff_area: int = 64, mode: Mode = Mode.PANOPTIC) -> Prediction:
+    """One image's class probabilities (as `contour_prediction`'s), its (H, W) object probability and (R, H, W) ray
+    distances, px -> `Prediction`: StarDist's grouping (Schmidt et al., MICCAI 2018).
+
+    1. semantic map as `contour_prediction`'s;
+    2. candidates: the local maxima (3 x 3) of the object probability above `prob_threshold`, each the centre of
+       the polygon its R rays' ends outline;
+    3. non-maximum suppression, most probable first: a polygon is dropped when more than `nms_threshold` of its
+       area is claimed by polygons kept before it, and a kept one takes its pixels still free;
+    4. instances under `min_area` px are dropped; an instance takes its likeliest thing class (majority of its
+       pixels), and its score is its centre's object probability.
+    """
+    semantic, classes = contour_semantic(probabilities, thing_classes)
+    if mode == Mode.SEMANTIC:
+        return Prediction(semantic=semantic.to(torch.uint8).cpu().numpy())
+    if not thing_classes:
+        return prediction_from_ids(np.zeros(semantic.shape, np.int32), semantic, classes, [], mode, stuff_area)
+    ids, scores = star_polygons(object_probability.float(), rays.float(), prob_threshold, nms_threshold)
+    areas = np.bincount(ids.ravel(), minlength=len(scores))
+    keep = areas >= max(1, min_area)
+    keep[0] = False
+    renumber = np.zeros(len(areas), np.int32)
+    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
+    things = torch.tensor(list(thing_classes), device=classes.device)
+    likeliest_thing = things[class_argmax(classes[things], 0)]  # a polygon's class comes from thing classes only
+    return prediction_from_ids(renumber[ids], semantic, classes, thing_classes, mode, stuff_area,
+                               np.concatenate([[0.0], scores[keep]]), labels_from=likeliest_thing)
+
+
+def star_polygons(probability: torch.Tensor, rays: torch.Tensor, prob_threshold: float,
+                  nms_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) object probability and (R, H, W) ray lengths -> the (H, W) int32 id map of the polygons kept by
+    non-maximum suppression (see `star_prediction`) and their scores (index 0: none)."""
+    h, w = probability.shape
+    peaks = (probability >= F.max_pool2d(probability[None, None], 3, 1, 1)[0, 0]) & (probability > prob_threshold)
+    ys, xs = torch.nonzero(peaks, as_tuple=True)
+    order = probability[ys, xs].argsort(descending=True)[:MAX_STAR_CANDIDATES]
+    ys, xs = ys[order], xs[order]
+    centre_scores = probability[ys, xs].cpu().numpy()
+    lengths = rays[:, ys, xs].clamp(min=0).T.cpu().numpy()  # (K, R)
+    angles = ray_angles(rays.shape[0])
+    vx = xs.cpu().numpy()[:, None] + lengths * np.cos(angles)
+    vy = ys.cpu().numpy()[:, None] + lengths * np.sin(angles)
+    owner = np.zeros((h, w), np.int32)
+    scores = [0.0]
+    for i in range(len(centre_scores)):
+        x0, y0 = max(0, int(np.floor(vx[i].min()))), max(0, int(np.floor(vy[i].min())))
+        x1, y1 = min(w, int(np.ceil(vx[i].max())) + 1), min(h, int(np.ceil(vy[i].max())) + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        corners = np.round(np.stack([vx[i] - x0, vy[i] - y0], 1) * 16).astype(np.int32)  # 4 bits of sub-pixel
+        cv2.fillPoly(patch, [corners], 1, lineType=cv2.LINE_8, shift=4)
+        inside = patch.view(bool)
+        claimed = owner[y0:y1, x0:x1]
+        area = int(inside.sum())
+        if area == 0 or np.count_nonzero(claimed[inside]) > nms_threshold * area:
+            continue
+        claimed[inside & (claimed == 0)] = len(scores)
+        scores.append(float(centre_scores[i]))
+    return owner, np.asarray(scores, np.float64)
