@@ -13,7 +13,7 @@ from segcli.checkpoint import load_checkpoint, read_card
 from segcli.data.synth import generate
 from segcli.inference import postprocess_defaults
 from segcli.models.contour import distance_map
-from segcli.models.postprocess import MAX_STAR_CANDIDATES, contour_prediction, star_prediction
+from segcli.models.postprocess import MAX_STAR_CANDIDATES, contour_prediction, star_polygons, star_prediction
 from segcli.models.registry import build_model
 from segcli.models.star import ray_lengths
 from segcli.services.train import TrainConfig, train
@@ -83,13 +83,15 @@ def test_suppression_keeps_one_polygon_per_object_and_its_thresholds_act():
 
 
 def test_an_untrained_models_candidates_are_capped():
-    size = 160
-    probabilities = torch.full((3, size, size), 1 / 3)
+    size = 256
     objects = torch.rand(size, size, generator=torch.Generator().manual_seed(0))  # a maximum every few pixels
-    rays = torch.full((32, size, size), 2.0)
-    prediction = star_prediction(probabilities, [1], object_probability=objects, rays=rays, nms_threshold=1.0,
-                                 min_area=1, mode=Mode.INSTANCE)
-    assert 0 < len(prediction.instances) <= MAX_STAR_CANDIDATES
+    peaks = int((objects >= torch.nn.functional.max_pool2d(objects[None, None], 3, 1, 1)[0, 0]).logical_and(
+        objects > 0.5).sum())
+    assert peaks > MAX_STAR_CANDIDATES  # so the cap is what limits the count below
+    rays = torch.zeros(32, size, size)  # one-pixel polygons: none overlaps another, every candidate is kept
+    ids, scores = star_polygons(objects, rays, prob_threshold=0.5, nms_threshold=1.0)
+    assert len(scores) - 1 == MAX_STAR_CANDIDATES == ids.max()
+    assert scores[1:].min() >= np.sort(objects.flatten().numpy())[-peaks]  # the most probable ones were kept
 
 
 def test_mirrored_and_resized_rays_describe_the_same_objects():

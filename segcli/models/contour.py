@@ -32,13 +32,18 @@ from segcli.models.semantic import build_body
 from segcli.structures import IGNORE_INDEX, Mode, Prediction
 
 
+def instance_ids(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) instance masks -> (H, W) float32 ids 1..N (0: none; where masks overlap, the later one)."""
+    numbers = torch.arange(1, masks.shape[0] + 1, device=masks.device, dtype=torch.float32).view(-1, 1, 1)
+    return (masks.float() * numbers).amax(0)
+
+
 def boundary_map(masks: torch.Tensor, width: int = 1) -> torch.Tensor:
     """(N, H, W) instance masks -> (H, W) bool: instance pixels within `width` px of another id (background or a
     neighbour), later instances on top. The image border is not a boundary: an object cut by a crop goes on."""
     if masks.shape[0] == 0:
         return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
-    numbers = torch.arange(1, masks.shape[0] + 1, device=masks.device, dtype=torch.float32).view(-1, 1, 1)
-    ids = (masks.float() * numbers).amax(0)[None, None]  # (1, 1, H, W)
+    ids = instance_ids(masks)[None, None]  # (1, 1, H, W)
     k = 2 * width + 1
     high = F.max_pool2d(ids, k, stride=1, padding=width)
     low = -F.max_pool2d(-ids, k, stride=1, padding=width)
@@ -50,8 +55,7 @@ def contact_map(masks: torch.Tensor, radius: int = 2) -> torch.Tensor:
     within `radius` px (a square window), i.e. the seams and narrow gaps between touching objects."""
     if masks.shape[0] < 2:
         return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
-    numbers = torch.arange(1, masks.shape[0] + 1, device=masks.device, dtype=torch.float32).view(-1, 1, 1)
-    ids = (masks.float() * numbers).amax(0)[None, None]
+    ids = instance_ids(masks)[None, None]
     empty = float(masks.shape[0] + 1)  # background counts as no instance for the smallest id
     k = 2 * radius + 1
     high = F.max_pool2d(ids, k, stride=1, padding=radius)
@@ -146,8 +150,7 @@ def distance_map(masks: torch.Tensor) -> torch.Tensor:
     if masks.shape[0] == 0:
         return torch.zeros(masks.shape[-2:], dtype=torch.float32)
     masks = masks.bool().cpu()
-    numbers = torch.arange(1, masks.shape[0] + 1, dtype=torch.float32).view(-1, 1, 1)
-    ids = (masks.float() * numbers).amax(0).long().numpy()
+    ids = instance_ids(masks).long().numpy()
     inside = (ids > 0) & ~boundary_map(masks, 1).numpy()
     depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) + 1.0
     deepest = np.zeros(masks.shape[0] + 1, np.float32)

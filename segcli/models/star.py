@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segcli.models.contour import ContourModel, DistanceModel, _on_unet
+from segcli.models.contour import ContourModel, DistanceModel, _on_unet, instance_ids
 from segcli.models.postprocess import ray_angles, star_prediction
 from segcli.models.registry import register_model
 from segcli.structures import Mode
@@ -93,8 +93,7 @@ class StarModel(DistanceModel):
         for i, target in enumerate(targets):
             masks = self._thing_masks(target)
             if masks is not None and masks.shape[0]:
-                numbers = torch.arange(1, masks.shape[0] + 1, dtype=torch.float32).view(-1, 1, 1)
-                ids[i] = (masks.cpu().float() * numbers).amax(0).to(torch.int32).numpy()
+                ids[i] = instance_ids(masks.cpu()).to(torch.int32).numpy()
         return ids
 
     def flip_outputs(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
