@@ -445,6 +445,8 @@ EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet enco
                                                 "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
+EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights with "
+                                      "this decay per step, e.g. 0.999 (default: off).")]
 
 
 @app.command("train")
@@ -476,7 +478,7 @@ def train_command(
     class_weights: ClassWeightsOpt = None,
     center_sigma: CenterSigmaOpt = None,
     boundary_width: BoundaryWidthOpt = None,
-    contact_weight: ContactWeightOpt = None,
+    contact_weight: ContactWeightOpt = None, ema: EmaOpt = None,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
@@ -504,7 +506,7 @@ def train_command(
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
-        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, val_every=val_every, patience=patience,
+        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)

@@ -92,3 +92,18 @@ def test_a_distributed_run_resumes_on_every_rank(ddp_run, tmp_path):
     assert card["step"] == 5 * 2 and card["epoch"] == 5
     digests = card["distributed"]["rank_weight_sha256"]
     assert digests[0] == digests[1] != before["distributed"]["rank_weight_sha256"][0]
+
+
+def test_a_moving_average_is_the_same_on_every_rank(tmp_path):
+    """--ema: the average (parameters and BatchNorm statistics) is what is validated and saved, equal on both ranks."""
+    data = generate("shapes", tmp_path / "shapes", n=12, size=48, seed=0)
+    done = _torchrun(_train_args(data, tmp_path / "run", epochs=2) + ["--ema", "0.9", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((tmp_path / "run" / "last.json").read_text())
+    digests = card["distributed"]["rank_weight_sha256"]
+    assert card["training"]["ema"] == 0.9 and digests[0] == digests[1]
+    model, _ = load_checkpoint(tmp_path / "run" / "last")
+    state = load_training_state(tmp_path / "run" / "last")
+    assert weights_digest(model) == digests[0]
+    assert any(not value.equal(state["model"][key]) for key, value in model.state_dict().items()
+               if value.is_floating_point())

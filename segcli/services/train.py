@@ -189,6 +189,8 @@ def _check_numbers(config: TrainConfig) -> None:
                    ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
                    ("--lr", config.lr, 0), ("--zoom", config.zoom, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
     check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0), above=True)
+    if config.ema is not None and not 0 < config.ema < 1:
+        raise UsageError(f"--ema {config.ema}: the decay per step lies between 0 and 1, e.g. 0.999 (leave it out: no average)")
 
 
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:

@@ -41,6 +41,7 @@ class TrainConfig:
     schedule: str = "poly"  # poly | cosine, after a linear warm-up
     warmup: int | None = None  # warm-up steps (default 5% of the run)
     clip: float = 1.0  # gradient norm clipping (0: off)
+    ema: float | None = None  # decay of an exponential moving average of the weights, which is validated and saved
     val_every: int | None = None  # validate every N steps (None: auto, validation <= 10% of the time; 0: only at the end)
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)

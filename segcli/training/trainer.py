@@ -40,6 +40,7 @@ from segcli.metrics import PRIMARY_METRIC, score_predictions
 from segcli.preprocess import on_dark_ground
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
+from segcli.training.ema import ema_model
 from segcli.training.seeding import epoch_seed, restore_rng, rng_state
 
 Callback = Callable[..., None]
@@ -134,6 +135,13 @@ class Trainer:
         self.dense = getattr(model, "dense", True)  # the service converted a dense model to TRAINING_LAYOUT
         self._build_loader(train_set)
         self._build_optimizer()
+        # --ema: the average is what validation scores and checkpoints hold; the optimiser trains `model`.
+        self.ema = ema_model(model, config.ema) if config.ema else None
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated and saved: the moving average with --ema, else the model trained."""
+        return self.model if self.ema is None else self.ema.module
 
     def add_callback(self, callback: Callback) -> None:
         self.callbacks.append(callback)
@@ -198,6 +206,8 @@ class Trainer:
         else:  # a state written before the weights were part of it
             self.model.load_state_dict(load_checkpoint(self.out / "last", device=self.device)[0].state_dict())
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.ema is not None and "ema" in saved:  # else (--ema added on resume) the average starts here
+            self.ema.load_state_dict(saved["ema"])
         self.scheduler.load_state_dict(saved["scheduler"])
         # One RNG state per rank (a plain dict from a single-process run).
         rng = saved["rng"]
@@ -309,6 +319,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         state.step += 1
         self._trained[0] += time.perf_counter() - tick
         self._trained[1] += images.shape[0] * images.shape[-2] * images.shape[-1]
@@ -324,9 +336,11 @@ class Trainer:
         """Validate the model as it is now, keep the best score, save best, last and the resume state."""
         state = self.state
         began = time.perf_counter()
-        self.model.eval()
-        distributed.broadcast_buffers(self.model)  # validate (and save) the same model on every rank
-        sync = _rank_sync(self.model)
+        # Validate (and save, and resume) the same weights on every rank; the same order on every rank too.
+        for model in (self.model,) if self.ema is None else (self.model, self.ema.module):
+            model.eval()
+            distributed.broadcast_buffers(model)
+        sync = _rank_sync(self.evaluated)
         state.metrics = self._validate()
         self.validation_seconds += time.perf_counter() - began
         rng_states = distributed.gather_objects(rng_state())
@@ -380,7 +394,7 @@ class Trainer:
         # Whole images at the card's scale, tiled where large, as predict runs them (a prepared copy); in the
         # training's precision.
         options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32)
-        predictions = predict_arrays(self.model, self.card, [s.image for s in samples], device=self.device, options=options)
+        predictions = predict_arrays(self.evaluated, self.card, [s.image for s in samples], device=self.device, options=options)
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
                          instances=s.instances, panoptic=s.panoptic, segments=s.segments), p)
@@ -403,13 +417,14 @@ class Trainer:
         summary = {k: v for k, v in state.metrics.items() if not isinstance(v, list)}
         card = {**self.card, "metrics": summary, "epoch": epoch_done, "step": state.step}
         if improved:
-            save_checkpoint(out / "best", self.model, card)
-        save_checkpoint(out / "last", self.model, card)
+            save_checkpoint(out / "best", self.evaluated, card)
+        save_checkpoint(out / "last", self.evaluated, card)
         # The weights go into the state too: resuming from the state alone is exact even when a kill came between
         # writing last.safetensors and the state (last's weights would then be a validation ahead of the state).
         weights = {k: v.detach().clone() for k, v in getattr(self.model, "module", self.model).state_dict().items()}
+        ema = {} if self.ema is None else {"ema": {k: v.detach().clone() for k, v in self.ema.state_dict().items()}}
         save_training_state(out / "last", {
-            "model": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
+            **ema, "model": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
             "step": state.step, "seconds": self.elapsed(), "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
             "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
