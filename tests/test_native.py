@@ -431,6 +431,14 @@ def test_the_plan_follows_the_data(tmp_path):
                                              center_sigma=5.0))
     assert resolved.batch_size == 3 and resolved.center_sigma == 5.0 and resolved.crop == 160
     assert ("batch_size", "3", "--batch-size") in plan.rows() and ("center_sigma", "5", "--center-sigma") in plan.rows()
+    # A window size given: the batch follows it (about the plan's pixels per step) unless it is given too.
+    resolved, plan, _ = plan_run(TrainConfig(data=small_objects, model="unet_panoptic", mode="panoptic", crop=256))
+    assert resolved.crop == 256 and resolved.batch_size == 3 and ("batch_size", "3", "--crop") in plan.rows()
+    resolved, _, _ = plan_run(TrainConfig(data=small_objects, model="unet_panoptic", mode="panoptic", crop=96))
+    assert resolved.batch_size == 16  # 22 windows of 96 px would be the plan's pixels; 16 at most
+    resolved, _, _ = plan_run(TrainConfig(data=small_objects, model="unet_panoptic", mode="panoptic", crop=256,
+                                          batch_size=5))
+    assert resolved.batch_size == 5
 
 
 def test_the_plan_turns_grey_images_and_keeps_photos_upright(tmp_path):

@@ -35,7 +35,7 @@ from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.services.resolve import bundled_checkpoint, fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
-from segcli.training.plan import Fingerprint, Plan, fingerprint, make_plan, plan_record
+from segcli.training.plan import Fingerprint, Plan, batch_for_crop, fingerprint, make_plan, plan_record
 from segcli.training.seeding import seed_everything
 from segcli.training.trainer import TRAINING_LAYOUT, Trainer
 
@@ -250,6 +250,8 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
     if given:  # a size option: the plan chooses no size
         plan.scale, plan.crop = config.scale or 1.0, config.crop or plan.crop
         plan.source.update({"scale": ", ".join(given), "crop": ", ".join(given)})
+        if config.crop is not None:  # the pixels a step stay the plan's: --crop 256 takes 3 windows, not 8
+            plan.batch_size, plan.source["batch_size"] = batch_for_crop(config.crop), "--crop"
         if config.img_size is not None:  # resize training: its historic batch, its own scale augmentation
             plan.crop, plan.batch_size, plan.source["batch_size"] = config.img_size, 8, "--img-size"
             plan.zoom, plan.rotate, plan.invert = 0.0, False, False

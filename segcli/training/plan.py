@@ -23,7 +23,8 @@ The rules are few and stated beside each choice:
   photos spread over the middle: no): fluorescence and brightfield, as DSB 2018. There (28 minutes, both cores,
   seed 0, two runs) test mask AP50 0.728 -> 0.747 / 0.745, validation 0.650 -> 0.677 / 0.658, the bright-ground
   images ahead on both splits, nucleus PQ level (docs/training.md);
-- batch: about 8 x 160^2 pixels per step (what trained the nuclei recipe at 3 steps/s on this CPU);
+- batch: about 8 x 160^2 pixels per step (what trained the nuclei recipe at 3 steps/s on this CPU), for a
+  `--crop` given too;
 - centre Gaussian (Panoptic-DeepLab heads): a quarter of the median object diameter, 1.5 to 8 px;
   object boundary width (contour models): 1 px below 32 px objects, else 2; and a loss weight of 10 where
   objects touch (contour models; the U-Net paper's w0: merged touching objects are their main error);
@@ -165,7 +166,7 @@ def make_plan(print_: Fingerprint, builder=None, mode: str = "semantic") -> Plan
     crop = int(min(256, max(160, context)))
     crop = max(32, min(crop, int(side) // 32 * 32 if side >= 32 else 32))
     crop = crop // 32 * 32
-    batch = int(min(16, max(2, round(PIXELS_PER_STEP / crop**2))))
+    batch = batch_for_crop(crop)
     rare = [name for name, share in print_.class_frequency.items() if share < RARE_CLASS]
     microscopy = print_.grey_share >= GREY_SHARE or print_.bit_depth > 8  # images without an up or a colour scheme
     # Two polarities, each image clearly one of them (EM or photos have every grey level between: no).
@@ -181,6 +182,11 @@ def make_plan(print_: Fingerprint, builder=None, mode: str = "semantic") -> Plan
     if "contact_weight" in accepted and diameter is not None:
         plan.model_args["contact_weight"] = CONTACT_WEIGHT
     return plan
+
+
+def batch_for_crop(crop: int) -> int:
+    """About PIXELS_PER_STEP pixels a step in windows of this side: 8 of 160 px, 3 of 256 px (2 to 16)."""
+    return int(min(16, max(2, round(PIXELS_PER_STEP / crop**2))))
 
 
 def plan_record(plan: Plan, print_: Fingerprint) -> dict:
