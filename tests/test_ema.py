@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import Interrupted, assert_same_weights, interrupt_at_checkpoint
 from typer.testing import CliRunner
 
 from segcli.checkpoint import load_checkpoint, load_training_state
@@ -54,18 +55,10 @@ def test_checkpoints_hold_the_average_and_resume_is_exact(shapes, tmp_path):
         assert torch.equal(value, state["ema"][f"module.{key}"]), key
     assert any(not torch.equal(value, state["model"][key]) for key, value in saved.items() if value.is_floating_point())
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_first_checkpoint(event, **info):
-        if event == "checkpoint":
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(_config(shapes, tmp_path / "resumed"), callback=stop_at_first_checkpoint)
+    with pytest.raises(Interrupted):
+        train(_config(shapes, tmp_path / "resumed"), callback=interrupt_at_checkpoint(1))
     resumed = train(_config(shapes, tmp_path / "resumed", resume=True))
-    for key, value in load_file(str(resumed.last)).items():
-        assert torch.equal(value, saved[key]), key
+    assert_same_weights(straight.last, resumed.last)
 
 
 @pytest.mark.parametrize("decay", ["0", "1", "1.5"])

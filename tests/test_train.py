@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from train_helpers import Interrupted, assert_same_weights, interrupt_at_checkpoint
 from typer.testing import CliRunner
 
 from segcli.checkpoint import load_checkpoint
@@ -42,37 +43,10 @@ def test_training_writes_loadable_checkpoints_with_cards(shapes, tmp_path):
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(shapes, tmp_path):
     straight = train(_config(shapes, tmp_path / "straight"))
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_first_checkpoint(event, **info):
-        if event == "checkpoint":
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(_config(shapes, tmp_path / "resumed"), callback=stop_after_first_checkpoint)
+    with pytest.raises(Interrupted):
+        train(_config(shapes, tmp_path / "resumed"), callback=interrupt_at_checkpoint(1))
     resumed = train(_config(shapes, tmp_path / "resumed", resume=True))
-    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _interrupt_at_checkpoint(number: int):
-    seen = []
-
-    def callback(event, **info):
-        if event == "checkpoint":
-            seen.append(info["step"])
-            if len(seen) == number:
-                raise _Interrupt
-
-    return callback
+    assert_same_weights(straight.last, resumed.last)
 
 
 def test_resume_is_exact_whatever_file_a_kill_left_half_updated(shapes, tmp_path):
@@ -80,18 +54,16 @@ def test_resume_is_exact_whatever_file_a_kill_left_half_updated(shapes, tmp_path
     last.safetensors), or the state's JSON a save behind its tensors (killed between the two state files)."""
     straight = train(_config(shapes, tmp_path / "straight", val_every=2))
     run = tmp_path / "resumed"
-    with pytest.raises(_Interrupt):
-        train(_config(shapes, run, val_every=2), callback=_interrupt_at_checkpoint(1))
+    with pytest.raises(Interrupted):
+        train(_config(shapes, run, val_every=2), callback=interrupt_at_checkpoint(1))
     stale_json = (run / "last.state.json").read_text()
-    with pytest.raises(_Interrupt):
-        train(_config(shapes, run, val_every=2, resume=True), callback=_interrupt_at_checkpoint(1))
+    with pytest.raises(Interrupted):
+        train(_config(shapes, run, val_every=2, resume=True), callback=interrupt_at_checkpoint(1))
     (run / "last.state.json").write_text(stale_json)  # the readable copy is one save behind the tensors
     weights = load_file(str(run / "last.safetensors"))
     save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, str(run / "last.safetensors"))
     resumed = train(_config(shapes, run, val_every=2, resume=True))  # last's weights are not the state's
-    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(straight.last, resumed.last)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -99,15 +71,13 @@ def test_resume_from_a_mid_epoch_save_replays_the_rest_of_that_epoch(shapes, tmp
     # 9 images in batches of 3: 3 steps per epoch; --val-every 2 saves after step 2, in the middle of epoch 1.
     options = dict(val_every=2, workers=workers)
     straight = train(_config(shapes, tmp_path / "straight", **options))
-    with pytest.raises(_Interrupt):
-        train(_config(shapes, tmp_path / "resumed", **options), callback=_interrupt_at_checkpoint(1))
+    with pytest.raises(Interrupted):
+        train(_config(shapes, tmp_path / "resumed", **options), callback=interrupt_at_checkpoint(1))
     card = json.loads((tmp_path / "resumed" / "last.json").read_text())
     assert card["step"] == 2 and card["epoch"] == pytest.approx(2 / 3, abs=1e-3)
     resumed = train(_config(shapes, tmp_path / "resumed", resume=True, **options))
     assert resumed.steps == straight.steps == 6
-    a, b = load_file(str(straight.last)), load_file(str(resumed.last))
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(straight.last, resumed.last)
 
 
 def test_same_seed_same_run_other_seed_differs(shapes, tmp_path):
