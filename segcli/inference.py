@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from segcli import io
 from segcli.checkpoint import card_scaling, card_turned
+from segcli.device import reuse_freed_memory
 from segcli.errors import ModelError, UsageError
 from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, on_dark_ground
@@ -90,6 +91,7 @@ def prepare_model(model, options: InferenceOptions):
     """
     if getattr(model, PREPARED, False):
         return model
+    reuse_freed_memory()  # a model run through the Python API, without resolve_device
     model = copy.deepcopy(model.eval())
     for rewrite in (fold_batchnorm, fuse_conv_relu, fuse_concat_conv, fast_max_pool):
         model = rewrite(model, inplace=True)

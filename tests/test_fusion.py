@@ -88,8 +88,8 @@ def test_folding_refuses_a_training_model():
 def _trained(name: str) -> tuple[nn.Module, list[np.ndarray]]:
     """A model trained for a few dozen steps on synthetic shapes: confident enough that rounding matters only
     near real class boundaries (an untrained model's near-constant logits would make agreement trivial)."""
-    # One thread, as conftest sets: a test that ran before may have left torch with two (a CLI command's
-    # configure_threads), and the model trained then differs in its last bits, enough to move the agreement.
+    # One thread, as conftest sets: a test that ran before may have left torch with two, and the model trained
+    # then differs in its last bits, enough to move the agreement.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
