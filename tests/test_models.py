@@ -113,3 +113,28 @@ def test_bodies_report_their_shape():
         body = build_body(approach, width=8)
         out = body(torch.randn(1, 3, 64, 64))
         assert out.shape == (1, body.out_channels, 64 // stride, 64 // stride) and body.out_stride == stride
+
+
+def test_unet_upsampling_gets_its_gradient_in_channels_last_and_the_gradients_stay_the_same(monkeypatch):
+    import segcli.models.blocks as blocks
+
+    torch.manual_seed(0)
+    up = blocks.Up(16, 8, 8).train().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    skip = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    seen = []
+    up.up.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_out[0]))
+
+    def gradients() -> list[torch.Tensor]:
+        x.grad = None
+        up.zero_grad()
+        up(x, skip).square().sum().backward()
+        return [x.grad.clone(), *(p.grad.clone() for p in up.parameters())]
+
+    dense = gradients()
+    # The concatenation hands the upsampling a channel slice of its gradient; it arrives copied to channels-last.
+    assert seen[-1].is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(blocks._DenseGrad, "apply", staticmethod(lambda t: t))
+    sliced = gradients()
+    assert not seen[-1].is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(a, b) for a, b in zip(dense, sliced))

@@ -44,7 +44,29 @@ class Up(nn.Module):
         x = self.up(x)
         if x.shape[-2:] != skip.shape[-2:]:  # odd input sizes: align to the skip's grid
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        if x.requires_grad:
+            x = _DenseGrad.apply(x)
         return self.conv(torch.cat([skip, x], dim=1))
+
+
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose gradient is copied into the layout of its input before it flows on.
+
+    The gradient of a concatenation's part is a channel slice of the whole: in channels-last, a tensor with gaps
+    between its pixels, which the upsampling's backward handles on its slow path (copied to NCHW). Copied back to
+    channels-last first, the backward of the default U-Net's four upsampling steps took 2.4 ms a training step
+    instead of 21-23 ms (torch.profiler, 2 cores, batch 8 of 128 px, float32 and bfloat16), and the whole step
+    about 3% less (`make bench`'s training step, two A/B runs). The gradients are the same, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.layout = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=ctx.layout)
 
 
 def bilinear_kernel(channels: int, kernel: int) -> torch.Tensor:
