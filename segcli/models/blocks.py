@@ -44,9 +44,13 @@ class Up(nn.Module):
         x = self.up(x)
         if x.shape[-2:] != skip.shape[-2:]:  # odd input sizes: align to the skip's grid
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        if x.requires_grad:
-            x = _DenseGrad.apply(x)
-        return self.conv(torch.cat([skip, x], dim=1))
+        return self.conv(torch.cat([skip, dense_gradient(x)], dim=1))
+
+
+def dense_gradient(x: torch.Tensor) -> torch.Tensor:
+    """x, whose gradient will arrive in x's own memory layout: for an upsampled tensor about to be concatenated,
+    so that the upsampling's backward gets a dense gradient rather than the concatenation's channel slice."""
+    return _DenseGrad.apply(x) if x.requires_grad else x
 
 
 class _DenseGrad(torch.autograd.Function):
@@ -56,7 +60,8 @@ class _DenseGrad(torch.autograd.Function):
     between its pixels, which the upsampling's backward handles on its slow path (copied to NCHW). Copied back to
     channels-last first, the backward of the default U-Net's four upsampling steps took 2.4 ms a training step
     instead of 21-23 ms (torch.profiler, 2 cores, batch 8 of 128 px, float32 and bfloat16), and the whole step
-    about 3% less (`make bench`'s training step, two A/B runs). The gradients are the same, bit for bit."""
+    about 3% less (`make bench`'s training step, two A/B runs); in DeepLabV3+'s decoder (batch 8 of 256 px) the
+    upsampling backward went from 16.3 to 8.7 ms a step. The gradients are the same, bit for bit."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.models.base import SemanticModel
-from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel
+from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel, dense_gradient
 from segcli.models.encoders import build_encoder
 from segcli.models.registry import register_model
 from segcli.structures import IGNORE_INDEX, Mode
@@ -262,7 +262,7 @@ class DeepLabBody(nn.Module):
         features = self.encoder(x)
         context = self.aspp(list(features.values())[-1])
         low = self.low_project(features[self.low_name])
-        context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        context = dense_gradient(F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False))
         return self.fuse(torch.cat([low, context], dim=1))  # (B, 2*width, H/4, W/4)
 
 
