@@ -25,6 +25,7 @@ from segcli import io
 from segcli.checkpoint import card_scaling, card_turned
 from segcli.device import reuse_freed_memory
 from segcli.errors import ModelError, UsageError
+from segcli.models.blocks import upsample_maps
 from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, on_dark_ground
 from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
@@ -114,9 +115,8 @@ def _weights_dtype(model) -> torch.dtype:
 def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
     x, (h, w) = _pad_to(batch, _size_multiple(model))
-    x = x.to(_weights_dtype(model))  # a model prepared in bfloat16 takes bfloat16 images
-    if options.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    # A model prepared in bfloat16 takes bfloat16 images; the cast and the layout in one copy.
+    x = x.to(_weights_dtype(model), memory_format=torch.channels_last if options.channels_last else torch.preserve_format)
     views = _tta_views(options)
     with torch.inference_mode(), _autocast(x.device, options.dtype):
         outputs: dict[str, torch.Tensor] = {}
@@ -211,7 +211,7 @@ def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int
     own = getattr(model, "resize_outputs", None)
     if own is not None:
         return own(outputs, size)
-    return {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+    return {k: upsample_maps(v, size) for k, v in outputs.items()}
 
 
 def postprocess_defaults(model) -> dict:
@@ -263,7 +263,7 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if next((p.device for p in model.parameters()), device) != device:  # Module.to visits every module: 1.4 ms
         model = model.to(device)
-    model = prepare_model(model.eval(), options)  # eval, validation and compare: folded and fused too
+    model = prepare_model(model, options)  # eval, validation and compare: folded and fused too (eval mode)
     thresholds = postprocess_options(model, card, thresholds, options.mode) | _mode_argument(model.postprocess, options.mode)
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
@@ -276,7 +276,8 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
 
     def flush() -> None:
         if batch:
-            outputs = resize_outputs(model, dense_forward(model, torch.cat(batch), options), batch_size)
+            stacked = torch.cat(batch) if len(batch) > 1 else batch[0]  # one image: no copy
+            outputs = resize_outputs(model, dense_forward(model, stacked, options), batch_size)
             predictions.extend(model.postprocess(outputs, **thresholds))
             batch.clear()
 

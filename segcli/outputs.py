@@ -85,7 +85,7 @@ def _semantic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job
     labels = prediction.semantic
     io.write_class_png(path, labels, space.colors)
     segments = []
-    areas = np.bincount(labels.ravel(), minlength=256)  # one pass for every class's area (np.unique sorts)
+    areas = draw.byte_counts(labels)  # one pass for every class's area (np.unique sorts)
     for label in np.flatnonzero(areas).tolist():
         if label != IGNORE_INDEX:
             segments.append(_segment(label, label, int(areas[label]), mask_to_xywh(labels == label), space))

@@ -145,3 +145,28 @@ def test_text_shrinks_to_fit_its_width():
 def test_thumbnail_limits_the_longer_side_and_never_enlarges():
     assert draw.thumbnail(grey_image(100, 50), 40).shape == (40, 20, 3)
     assert draw.thumbnail(grey_image(10, 20), 40).shape == (10, 20, 3)
+
+
+def test_byte_counts_are_exact_beyond_float32_precision_and_match_bincount():
+    from segcli.draw import byte_counts
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, (64, 48)).astype(np.uint8)
+    labels[:3] = 255
+    assert np.array_equal(byte_counts(labels), np.bincount(labels.ravel(), minlength=256))
+    # OpenCV's histogram counts in float32, where 19,999,999 does not exist: counted in blocks, it stays exact.
+    large = np.full((5000, 4000), 3, np.uint8)
+    large[0, 0] = 9
+    counts = byte_counts(large)
+    assert counts[3] == 19_999_999 and counts[9] == 1 and counts.sum() == large.size
+
+
+def test_colorize_maps_every_index_to_its_colour_and_ignore_to_white():
+    from segcli.draw import VOID_COLOR, colorize
+
+    labels = np.array([[0, 1, 2], [255, 7, 1]], np.uint8)
+    colors = [(10, 20, 30), (200, 100, 50), (0, 255, 0)]
+    rgb = colorize(labels, colors)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert [tuple(v) for v in rgb[0]] == colors
+    assert tuple(rgb[1, 0]) == VOID_COLOR and tuple(rgb[1, 1]) == (0, 0, 0) and tuple(rgb[1, 2]) == colors[1]

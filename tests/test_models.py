@@ -138,3 +138,34 @@ def test_unet_upsampling_gets_its_gradient_in_channels_last_and_the_gradients_st
     sliced = gradients()
     assert not seen[-1].is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(a, b) for a, b in zip(dense, sliced))
+
+
+def test_few_channel_maps_are_upsampled_as_float32_nchw_and_many_channel_maps_keep_their_dtype():
+    import torch.nn.functional as F
+
+    from segcli.models.blocks import FEW_CHANNELS, upsample_maps
+
+    torch.manual_seed(0)
+    scores = torch.randn(1, 3, 16, 16).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    up = upsample_maps(scores, (128, 128))
+    assert up.dtype == torch.float32 and up.is_contiguous() and up.shape == (1, 3, 128, 128)
+    expected = F.interpolate(scores.float(), size=(128, 128), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up, expected)  # the same maps, computed from the bfloat16 values without rounding again
+    many = torch.randn(1, FEW_CHANNELS * 2, 16, 16).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert upsample_maps(many, (32, 32)).dtype == torch.bfloat16  # channels-last is the fast path there
+
+
+@pytest.mark.parametrize("name", ["fcn", "deeplab"])
+def test_strided_models_prepared_in_bfloat16_give_float32_scores_at_full_size(name):
+    from segcli.inference import InferenceOptions, dense_forward, prepare_model
+
+    model = build_model(name, num_classes=3, width=8).eval()
+    options = InferenceOptions(dtype=torch.bfloat16, channels_last=True)
+    x = torch.randn(1, 3, 64, 64)
+    prepared = prepare_model(model, options)
+    with torch.inference_mode():
+        raw = prepared(x.to(torch.bfloat16, memory_format=torch.channels_last))["semantic"]
+        exact = model(x)["semantic"]
+    assert raw.dtype == torch.float32 and raw.shape == exact.shape == (1, 3, 64, 64)  # upsampled from float32 maps
+    scores = dense_forward(prepared, x, options)["semantic"]
+    assert (scores.argmax(1) == exact.argmax(1)).float().mean() > 0.95

@@ -47,6 +47,20 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, dense_gradient(x)], dim=1))
 
 
+# Below this many channels, score maps are upsampled as float32 NCHW. 2 cores, 64 -> 512 px, 3 channels: channels-last
+# bfloat16 4.7 ms, channels-last float32 3.1 ms, float32 NCHW 0.74 ms (PyTorch's channels-last bilinear kernel
+# vectorises over channels, so few channels leave it idle). From 16 channels on, channels-last is the faster one.
+FEW_CHANNELS = 8
+
+
+def upsample_maps(maps: torch.Tensor, size) -> torch.Tensor:
+    """(B, C, h, w) output maps (class scores, centres, offsets) -> (B, C, *size), bilinear; maps of few channels come
+    back in float32 (what post-processing and the losses take), whatever dtype and layout the network computed in."""
+    if maps.shape[1] < FEW_CHANNELS:
+        maps = maps.float().contiguous()
+    return nn.functional.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def dense_gradient(x: torch.Tensor) -> torch.Tensor:
     """x, whose gradient will arrive in x's own memory layout: for an upsampled tensor about to be concatenated,
     so that the upsampling's backward gets a dense gradient rather than the concatenation's channel slice."""

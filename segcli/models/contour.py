@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.models.base import SegModel
+from segcli.models.blocks import upsample_maps
 from segcli.models.losses import dense_losses
 from segcli.models.panoptic_deeplab import resolve_thing_classes
 from segcli.models.postprocess import contour_prediction
@@ -86,7 +87,7 @@ class ContourModel(SegModel):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = self.classifier(self.body(images))
         if scores.shape[-2:] != images.shape[-2:]:
-            scores = F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            scores = upsample_maps(scores, images.shape[-2:])
         return {"semantic": scores[:, : self.num_classes], "contour": scores[:, self.num_classes :]}
 
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:

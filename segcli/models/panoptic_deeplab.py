@@ -17,12 +17,11 @@ offsets over thing pixels (weight 0.01).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segcli.errors import ModelError
 from segcli.models.base import SegModel
-from segcli.models.blocks import ConvBNReLU
+from segcli.models.blocks import ConvBNReLU, upsample_maps
 from segcli.models.losses import dense_losses
 from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import bottom_up_prediction
@@ -81,7 +80,7 @@ class PanopticDeepLab(SegModel):
         outputs = {"semantic": self.semantic_head(features), "center": center, "offset": self.offset_head(features)}
         if features.shape[-2:] != images.shape[-2:]:
             size = images.shape[-2:]
-            outputs = {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+            outputs = {k: upsample_maps(v, size) for k, v in outputs.items()}
         return outputs
 
     @staticmethod
@@ -96,7 +95,7 @@ class PanopticDeepLab(SegModel):
     def resize_outputs(outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Maps predicted at another scale -> `size`; offsets are distances in pixels, so they scale with the image."""
         h, w = outputs["offset"].shape[-2:]
-        resized = {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+        resized = {k: upsample_maps(v, size) for k, v in outputs.items()}
         resized["offset"] = resized["offset"] * resized["offset"].new_tensor([size[0] / h, size[1] / w]).view(1, 2, 1, 1)
         return resized
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.models.base import SemanticModel
-from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel, dense_gradient
+from segcli.models.blocks import ConvBNReLU, Up, bilinear_kernel, dense_gradient, upsample_maps
 from segcli.models.encoders import build_encoder
 from segcli.models.registry import register_model
 from segcli.structures import IGNORE_INDEX, Mode
@@ -298,7 +298,7 @@ class BodyClassifier(SemanticModel):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.classifier(self.body(images))
         if scores.shape[-2:] != images.shape[-2:]:
-            scores = F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            scores = upsample_maps(scores, images.shape[-2:])
         return scores
 
 

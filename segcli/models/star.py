@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segcli.models.blocks import upsample_maps
 from segcli.models.contour import ContourModel, DistanceModel, _on_unet, instance_ids
 from segcli.models.postprocess import ray_angles, star_prediction
 from segcli.models.registry import register_model
@@ -108,7 +109,7 @@ class StarModel(DistanceModel):
     def resize_outputs(outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Maps predicted at another scale -> `size`; rays are lengths in pixels, so they scale with the image."""
         h, w = outputs["rays"].shape[-2:]
-        resized = {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in outputs.items()}
+        resized = {k: upsample_maps(v, size) for k, v in outputs.items()}
         resized["rays"] = resized["rays"] * ((size[0] / h + size[1] / w) / 2)
         return resized
 
