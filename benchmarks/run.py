@@ -34,6 +34,7 @@ def environment() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),  # segcli's default unless the environment set one
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "bfloat16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "machine": platform.machine(),
