@@ -33,7 +33,7 @@ from segcli.data.synth import render_sample
 from segcli.models.facts import gflops
 from segcli.models.registry import build_model
 from segcli.services.train import TrainConfig, train
-from segcli.training.trainer import TRAINING_LAYOUT
+from segcli.training.trainer import TRAINING_LAYOUT, adamw
 
 SIZE, BATCH, WIDTH, CLASSES = 128, 8, 16, 6
 IMAGES = 40
@@ -119,7 +119,7 @@ def _step(dtype: torch.dtype):
     model = build_model("unet", num_classes=CLASSES, width=WIDTH)
     flops = 3 * gflops(model.eval(), SIZE) * BATCH  # backward: about twice the forward
     model = model.to(memory_format=TRAINING_LAYOUT).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = adamw(model, TrainConfig.lr, TrainConfig.weight_decay)  # the trainer's (fused where torch has it)
     images = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=TRAINING_LAYOUT)
     targets = [{"semantic": torch.randint(0, CLASSES, (SIZE, SIZE))} for _ in range(BATCH)]
 

