@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test test-long demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-membrane models-readme
+.PHONY: install test test-long demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-nuclei_he weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -86,7 +86,7 @@ readme-demo: install
 # is trained and scored but never shipped (ISBI 2012 is licensed for non-commercial use only).
 weights: weights-shapes weights-nuclei
 
-weights-shapes weights-nuclei weights-membrane: weights-%: install
+weights-shapes weights-nuclei weights-nuclei_he weights-membrane: weights-%: install
 	PY=$(PY) DATA=$(DATA) bash scripts/weights.sh $*
 
 # models/README.md from the cards, with sizes and CPU latencies measured here.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make weights-NAME: train a bundled model from scratch, score it on held-out test data, write
 # models/NAME.safetensors + models/NAME.json (the card, with the test metrics) and regenerate models/README.md.
-# Usage: scripts/weights.sh shapes|nuclei|membrane   (environment: WORK=runs/weights, DATA=../shared/data)
+# Usage: scripts/weights.sh shapes|nuclei|nuclei_he|membrane   (environment: WORK=runs/weights, DATA=../shared/data)
 # membrane is trained and scored, never shipped (its data is licensed for non-commercial use only).
 set -euo pipefail
-NAME=${1:?usage: scripts/weights.sh shapes|nuclei|membrane}
+NAME=${1:?usage: scripts/weights.sh shapes|nuclei|nuclei_he|membrane}
 PY=${PY:-.venv/bin/python}
 SEGCLI="$PY -m segcli"
 WORK=${WORK:-runs/weights}
@@ -16,6 +16,19 @@ evaluate() {  # evaluate DATA SPLIT RUN MODE...: test metrics of RUN's best chec
   for mode in "$@"; do
     $SEGCLI eval --data "$data" --split "$split" --weights "$run/best.safetensors" --mode "$mode" \
       --json "$run/test_$mode.json"
+  done
+}
+
+merge_idmap() {  # merge_idmap OUT DATASET...: one idmap dataset of links, each stem prefixed by its dataset's folder
+  local out=$1 src tag split file; shift
+  rm -rf "$out" && mkdir -p "$out/images" "$out/instances" "$out/splits"
+  printf 'background stuff\nnucleus thing\n' > "$out/classes.txt"
+  for src in "$@"; do
+    tag=$(basename "$src")
+    for file in "$src"/images/* "$src"/instances/*; do
+      ln -s "$(realpath "$file")" "$out/$(basename "$(dirname "$file")")/${tag}__$(basename "$file")"
+    done
+    for split in train val test; do sed "s/^/${tag}__/" "$src/splits/$split.txt" >> "$out/splits/$split.txt"; done
   done
 }
 
@@ -48,6 +61,13 @@ nuclei)
     --json "$WORK/nuclei/errors_test.json" > /dev/null
   $PY scripts/bundle_model.py nuclei "$WORK/nuclei" "$WORK"/nuclei/test_{panoptic,instance,semantic}.json \
     --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json"
+  ;;
+nuclei_he)
+  # H&E nuclei: MoNuSeg 2018 (7 organs) and TNBC (breast) training splits in one idmap dataset, both at 40x. The
+  # plan sees stained histology: H&E stain jitter and quarter turns on, crops at the images' own scale.
+  merge_idmap "$WORK/he-data" "$DATA/monuseg2018_nuclei" "$DATA/tnbc_nuclei"
+  $SEGCLI train --data "$WORK/he-data" --model unet_contour --mode panoptic --bf16 --steps 5000 --seed 0 \
+    --out "$WORK/nuclei_he"
   ;;
 membrane)
   # Native resolution (the plan: 160 px crops at the images' own scale), 14 minutes; docs/training.md. ISBI 2012 is

@@ -430,6 +430,8 @@ RotateOpt = Annotated[bool | None, typer.Option("--rotate/--no-rotate", help="Cr
                                                 "turns too (default: the plan's, on for grey or deep images).")]
 InvertOpt = Annotated[bool | None, typer.Option("--invert/--no-invert", help="Crop training: invert the intensities "
                                                 "of half the windows (default: off; docs/training.md).")]
+StainOpt = Annotated[bool | None, typer.Option("--stain/--no-stain", help="Crop training: H&E stain jitter "
+                                              "(default: the plan's, on for stained histology).")]
 DarkGroundOpt = Annotated[bool | None, typer.Option("--dark-ground/--no-dark-ground", help="Invert the images on bright "
                                                     "ground, in training and at inference (default: the plan's, on for "
                                                     "microscopy mixing fluorescence and brightfield).")]
@@ -464,7 +466,8 @@ def train_command(
     crop: CropOpt = None,
     scale: ScaleOpt = None,
     zoom: ZoomOpt = None,
-    rotate: RotateOpt = None, invert: InvertOpt = None, dark_ground: DarkGroundOpt = None,  # turns and intensities
+    rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None,  # turns, intensities, stains
+    dark_ground: DarkGroundOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
@@ -505,7 +508,7 @@ def train_command(
 
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
+        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])

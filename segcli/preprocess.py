@@ -6,6 +6,7 @@ step of models trained with `--dark-ground`.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -35,6 +36,27 @@ def median_grey(image: np.ndarray) -> float:
     """The median grey level (mean of the channels) of an (H, W, 3) uint8 image, from at most _MEDIAN_SAMPLE pixels."""
     step = max(1, image.shape[0] * image.shape[1] // _MEDIAN_SAMPLE)
     return float(np.median(image.reshape(-1, image.shape[-1])[::step].mean(axis=1)))
+
+
+STAIN_HUES = (240.0, 15.0)  # degrees: haematoxylin's purple to eosin's pink, across red (hue 0)
+STAIN_SATURATION = 0.08  # pixels less saturated than this are glass or grey, not stain
+STAINED_PIXELS = 0.6  # share of the coloured pixels in STAIN_HUES above which an image looks stained
+
+
+def is_stained(image: np.ndarray) -> bool:
+    """Whether an (H, W, 3) uint8 RGB image looks like stained histology (H&E): most of its coloured pixels are
+    purple to pink. Measured on every image of the H&E sets in the shared data (MoNuSeg 0.97-1.0 of the coloured
+    pixels, TNBC 0.70-1.0); fluorescence is grey, and the coco128 photos read 0.01-0.67."""
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    step = max(1, image.shape[0] * image.shape[1] // _MEDIAN_SAMPLE)
+    pixels = image.reshape(-1, image.shape[-1])[::step, :3]
+    hsv = cv2.cvtColor(pixels[None], cv2.COLOR_RGB2HSV_FULL)[0].astype(np.float32)  # hue 0-255 over the circle
+    coloured = hsv[:, 1] >= STAIN_SATURATION * 255
+    if coloured.mean() < 0.01:
+        return False
+    hue = hsv[coloured, 0] * (360 / 256)
+    return float(((hue >= STAIN_HUES[0]) | (hue <= STAIN_HUES[1])).mean()) >= STAINED_PIXELS
 
 
 def on_dark_ground(image: np.ndarray) -> np.ndarray:

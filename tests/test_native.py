@@ -547,3 +547,55 @@ def test_plan_only_prints_the_plan_and_stops(tmp_path):
     assert card["plan"]["plan"]["crop"] == 96 and card["plan"]["fingerprint"]["object_diameter"]["object"] > 8
     assert card["model_args"]["contact_weight"] == card["plan"]["plan"]["model_args"]["contact_weight"] == 10.0
     assert json.loads((tmp_path / "run2" / "plan.json").read_text()) == card["plan"]
+
+
+# ---------------------------------------------------------------- stained histology: H&E jitter
+
+HAEMATOXYLIN, EOSIN = (90, 40, 140), (235, 170, 215)  # RGB: purple nuclei on pink stroma
+
+
+def _stained(root: Path, n: int = 4) -> Path:
+    """An idmap dataset of H&E-like images: purple round nuclei on pink ground, with some texture."""
+    data = _blobs(root, n=n, size=64, diameter=10, count=4)
+    rng = np.random.default_rng(1)
+    for path in sorted((data / "images").iterdir()):
+        ids = cv2.imread(str(data / "instances" / path.name), cv2.IMREAD_UNCHANGED)
+        rgb = np.where(ids[..., None] > 0, HAEMATOXYLIN, EOSIN) + rng.integers(-10, 10, (64, 64, 3))
+        cv2.imwrite(str(path), cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    return data
+
+
+def test_the_plan_jitters_stains_of_histology_only(tmp_path):
+    from segcli.services.train import plan_run
+
+    histology = _stained(tmp_path / "he")
+    fluorescence = _blobs(tmp_path / "fl", n=4, size=64, diameter=10, count=4)
+    photos = generate("shapes", tmp_path / "photos", n=4, size=48, seed=0)
+    for data, stain in ((histology, True), (fluorescence, False), (photos, False)):
+        resolved, plan, print_ = plan_run(TrainConfig(data=data, model="unet_contour", mode="instance"))
+        assert resolved.stain is plan.stain is stain, (data.name, print_)
+    resolved, plan, print_ = plan_run(TrainConfig(data=histology, model="unet_contour", mode="instance"))
+    assert print_.stained_share == 1.0 and resolved.rotate is True  # histology has no up either
+    resolved, plan, _ = plan_run(TrainConfig(data=histology, model="unet_contour", mode="instance", stain=False))
+    assert resolved.stain is False and ("stain", "no", "--stain") in plan.rows()
+    with pytest.raises(UsageError, match="augment crop training"):
+        train(TrainConfig(data=histology, model="unet_contour", mode="instance", img_size=64, stain=True,
+                          out=tmp_path / "s"))
+
+
+def test_stain_jitter_changes_stain_amounts_and_nothing_else(tmp_path):
+    import torch
+    from torchvision import tv_tensors
+
+    from segcli.data.transforms import StainJitter, jitter_stains
+
+    image = cv2.cvtColor(cv2.imread(str(sorted((_stained(tmp_path / "he", n=1) / "images").iterdir())[0])),
+                         cv2.COLOR_BGR2RGB)
+    assert np.array_equal(jitter_stains(image, np.ones(3), np.zeros(3)), image)  # no jitter: the image back
+    more_haematoxylin = jitter_stains(image, np.array([1.5, 1.0, 1.0]), np.zeros(3))
+    assert more_haematoxylin.mean() < image.mean()  # more stain absorbs more light
+    torch.manual_seed(0)
+    mask = tv_tensors.Mask(torch.ones(64, 64, dtype=torch.uint8))
+    out = StainJitter()({"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), "mask": mask})
+    assert out["mask"] is mask and out["image"].dtype == torch.uint8
+    assert not torch.equal(out["image"], torch.from_numpy(image).permute(2, 0, 1))

@@ -7,6 +7,9 @@ in three centred on an object so that sparse objects are seen; the window is cut
 `Packed` copy of the sample (an instance-id map, not one full-size mask per object).
 Crop training can also zoom (a random factor around the scale, nnU-Net's scaling augmentation) and
 turn (vertical flips and 90-degree rotations, for data without an up: microscopy, EM, aerial images).
+Crop training can also jitter the stains of histology images (`stain`: Tellez et al. 2018, each of the
+haematoxylin, eosin and DAB concentrations scaled and shifted at random, through scikit-image's colour
+deconvolution), so that one lab's H&E serves another's.
 Both: horizontal flip, colour jitter; the masks follow
 the image geometry (nearest-neighbour), colour changes touch the image only. Validation: resize to
 fit inside the size, keeping the aspect ratio, then pad right and bottom to exactly that size, so
@@ -41,17 +44,19 @@ def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     *, crop: int | None = None, scale: float = 1.0, zoom: float = 0.0,
-                    rotate: bool = False, invert: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
+                    rotate: bool = False, invert: bool = False,
+                    stain: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
     """Sample -> (normalised (3, H, W) float tensor, target dict of the model contract).
 
     With `crop` (training only): random windows at `scale` instead of resized crops (see the module docstring),
     zoomed by a random factor between 1 / (1 + zoom) and 1 + zoom, with `rotate` turned by a random
-    element of the square's symmetries, and with `invert` half of them in inverted intensities (255 - x).
+    element of the square's symmetries, with `invert` half of them in inverted intensities (255 - x), and with
+    `stain` their H&E stain concentrations jittered (`StainJitter`).
     """
     if mode not in SCALE:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(SCALE)}")
     if crop is not None:
-        return _crop_transform(mode, crop, scale, mean, std, zoom=zoom, rotate=rotate, invert=invert)
+        return _crop_transform(mode, crop, scale, mean, std, zoom=zoom, rotate=rotate, invert=invert, stain=stain)
     size = _size(img_size)
     if train:
         geometry = v2.Compose([
@@ -192,13 +197,14 @@ def _padded(array: np.ndarray, side: int, value: int) -> np.ndarray:
 
 
 def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float = 0.0, rotate: bool = False,
-                    invert: bool = False) -> Callable:
+                    invert: bool = False, stain: bool = False) -> Callable:
     if crop < 8 or scale <= 0 or zoom < 0:
         raise ValueError(f"crop {crop} px at scale {scale}, zoom {zoom}: need a crop of at least 8 px, a positive "
                          "scale and a zoom of at least 0")
     # Inverted windows show bright objects on dark ground as dark on bright, and the reverse: what the model learns
     # on one kind of image (fluorescence) then serves the other (brightfield) when a dataset mixes them.
     augment = v2.Compose([v2.RandomHorizontalFlip(), *([v2.RandomInvert(0.5)] if invert else []),
+                          *([StainJitter()] if stain else []),
                           v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
     finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     with_instances = mode != "semantic"
@@ -215,3 +221,45 @@ def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float =
         return finish(out["image"]), _target(out)
 
     return apply
+
+
+class StainJitter(v2.Transform):
+    """Haematoxylin-eosin-DAB jitter (Tellez et al. 2018, "HED" augmentation) of a uint8 RGB image tensor.
+
+    The image is unmixed into its three stain concentrations (scikit-image's `rgb2hed`, Ruifrok and Johnston's
+    colour deconvolution), each concentration c becomes c * a + b with a ~ U(1 - alpha, 1 + alpha) and
+    b ~ U(-beta, beta) drawn per image and stain, and the result is mixed back (`hed2rgb`). rgb2hed's unit is
+    ln(intensity) / ln(1e-6), so beta = 0.01 moves a stain's optical density by about e^0.14 (14% of intensity);
+    a nucleus's haematoxylin is about 0.05-0.2 in these units. Masks are untouched.
+    """
+
+    def __init__(self, alpha: float = 0.1, beta: float = 0.01) -> None:
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def make_params(self, flat_inputs: list) -> dict:
+        scale = 1 + torch.empty(3).uniform_(-self.alpha, self.alpha)
+        shift = torch.empty(3).uniform_(-self.beta, self.beta)
+        return {"scale": scale.numpy(), "shift": shift.numpy()}
+
+    def transform(self, inpt, params: dict):
+        if not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return tv_tensors.wrap(torch.from_numpy(jitter_stains(inpt.permute(1, 2, 0).numpy(), **params))
+                               .permute(2, 0, 1), like=inpt)
+
+
+def jitter_stains(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the same image with its H, E and DAB concentrations scaled by `scale`, then shifted.
+
+    scikit-image's stain vectors (`hed_from_rgb`, `rgb_from_hed`) in its units, without the clipping of negative
+    concentrations that `rgb2hed` does (which alone shifts colours by up to 95 levels): scale 1 and shift 0 give the
+    image back.
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed  # imported by training on stained data only
+
+    log_unit = np.log(1e-6)  # rgb2hed's unit: concentrations of ln(intensity) / ln(1e-6)
+    optical = np.log(np.maximum(image.astype(np.float32) / 255, 1e-6)) / log_unit
+    hed = optical @ hed_from_rgb.astype(np.float32) * scale.astype(np.float32) + shift.astype(np.float32)
+    rgb = np.exp(hed @ rgb_from_hed.astype(np.float32) * log_unit) * 255
+    return np.ascontiguousarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))

@@ -167,8 +167,8 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
         raise UsageError("give --epochs or --steps, not both")
     if config.img_size is not None and (config.crop is not None or config.scale is not None):
         raise UsageError("--img-size (resize training) or --crop/--scale (windows at a fixed scale): choose one")
-    if config.img_size is not None and (config.zoom or config.rotate or config.invert):
-        raise UsageError("--zoom, --rotate and --invert augment crop training; --img-size training has its own "
+    if config.img_size is not None and (config.zoom or config.rotate or config.invert or config.stain):
+        raise UsageError("--zoom, --rotate, --invert and --stain augment crop training; --img-size training has its own "
                          "augmentation (leave them out)")
     if config.scale is not None and not 0.05 <= config.scale <= 8:
         raise UsageError(f"--scale {config.scale}: a factor between 0.05 and 8 (1 = the images' own pixels)")
@@ -254,10 +254,11 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
             plan.batch_size, plan.source["batch_size"] = batch_for_crop(config.crop), "--crop"
         if config.img_size is not None:  # resize training: its historic batch, its own scale augmentation
             plan.crop, plan.batch_size, plan.source["batch_size"] = config.img_size, 8, "--img-size"
-            plan.zoom, plan.rotate, plan.invert = 0.0, False, False
-            plan.source.update({"zoom": "--img-size", "rotate": "--img-size", "invert": "--img-size"})
+            plan.zoom, plan.rotate, plan.invert, plan.stain = 0.0, False, False, False
+            plan.source.update({name: "--img-size" for name in ("zoom", "rotate", "invert", "stain")})
     for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights"), ("zoom", "--zoom"),
-                         ("rotate", "--rotate"), ("invert", "--invert"), ("dark_ground", "--dark-ground")):
+                         ("rotate", "--rotate"), ("invert", "--invert"), ("stain", "--stain"),
+                         ("dark_ground", "--dark-ground")):
         if getattr(config, name) is not None:
             setattr(plan, name, getattr(config, name))
             plan.source[name] = option
@@ -268,7 +269,7 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
             plan.model_args[name] = getattr(config, name)
             plan.source[name] = f"--{name.replace('_', '-')}"
     resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights, zoom=plan.zoom, rotate=plan.rotate,
-                       invert=plan.invert, dark_ground=plan.dark_ground,
+                       invert=plan.invert, stain=plan.stain, dark_ground=plan.dark_ground,
                        **{name: plan.model_args.get(name) for name in MODEL_OPTIONS})
     if config.img_size is None:
         resolved = replace(resolved, crop=plan.crop, scale=plan.scale)

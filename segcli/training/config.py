@@ -27,6 +27,7 @@ class TrainConfig:
     zoom: float | None = None  # crop training: windows zoomed by a random factor in [1/(1+zoom), 1+zoom] (None: the plan's)
     rotate: bool | None = None  # crop training: vertical flips and quarter turns too (None: the plan's, data without an up)
     invert: bool | None = None  # crop training: half the windows' intensities inverted (None: the plan's, off)
+    stain: bool | None = None  # crop training: H&E stain jitter (None: the plan's, on for stained histology)
     dark_ground: bool | None = None  # images on bright ground inverted, in training and at inference (None: the plan's)
     seed: int = 0
     split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)

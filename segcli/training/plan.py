@@ -23,6 +23,8 @@ The rules are few and stated beside each choice:
   photos spread over the middle: no): fluorescence and brightfield, as DSB 2018. There (28 minutes, both cores,
   seed 0, two runs) test mask AP50 0.728 -> 0.747 / 0.745, validation 0.650 -> 0.677 / 0.658, the bright-ground
   images ahead on both splits, nucleus PQ level (docs/training.md);
+- stain: H&E stain jitter (Tellez et al. 2018) when most images are stained histology: colour, and the coloured
+  pixels mostly pink to purple (`preprocess.is_stained`). Histology has no up either, so rotate is on for it too;
 - batch: about 8 x 160^2 pixels per step (what trained the nuclei recipe at 3 steps/s on this CPU), for a
   `--crop` given too;
 - centre Gaussian (Panoptic-DeepLab heads): a quarter of the median object diameter, 1.5 to 8 px;
@@ -41,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from segcli import io
-from segcli.preprocess import BRIGHT_GROUND, median_grey
+from segcli.preprocess import BRIGHT_GROUND, is_stained, median_grey
 from segcli.structures import IGNORE_INDEX
 
 SAMPLE_IMAGES = 64  # the fingerprint reads at most this many training images, evenly spread
@@ -52,6 +54,7 @@ RARE_CLASS = 0.05
 ZOOM = 0.0  # the plan's zoom: off (see the rule above); --zoom sets it
 GREY_SHARE = 0.5  # images whose three channels agree (within GREY_TOLERANCE levels), above which data has no up
 GREY_TOLERANCE = 2
+STAINED_SHARE = 0.5  # images that look stained (H&E), above which a dataset is histology
 MIXED_GROUND = (0.05, 0.95)  # shares of images on bright ground between which a dataset mixes polarities
 DARK_GROUND = 64.0  # median grey level below which an image shows its objects on dark ground
 CONTACT_WEIGHT = 10.0  # DSB nuclei, same seed and budget: test nucleus PQ 0.617 -> 0.639, merges 133 -> 123
@@ -72,6 +75,7 @@ class Fingerprint:
     grey_share: float = 0.0  # share of the images whose colour channels agree (grey images stored as RGB)
     bright_ground_share: float = 0.0  # share of the images whose median grey level is above mid-grey (128)
     mid_grey_share: float = 0.0  # share of the images whose median grey level is neither dark (< 64) nor bright
+    stained_share: float = 0.0  # share of the images that look like stained histology (preprocess.is_stained)
 
     def median_diameter(self) -> float | None:
         values = [v for v in self.object_diameter.values() if v]
@@ -87,6 +91,7 @@ class Plan:
     zoom: float = ZOOM
     rotate: bool = False
     invert: bool = False
+    stain: bool = False
     dark_ground: bool = False
     batch_size: int = 8
     class_weights: str = "none"
@@ -98,7 +103,8 @@ class Plan:
         """(setting, value, source) for the table printed before training."""
         values = {"scale": f"{self.scale:g}", "crop": f"{self.crop} px", "zoom": f"{self.zoom:g}",
                   "rotate": "yes" if self.rotate else "no",
-                  "invert": "yes" if self.invert else "no", "dark_ground": "yes" if self.dark_ground else "no",
+                  "invert": "yes" if self.invert else "no", "stain": "yes" if self.stain else "no",
+                  "dark_ground": "yes" if self.dark_ground else "no",
                   "batch_size": str(self.batch_size),
                   "class_weights": self.class_weights, "intensity": self.intensity,
                   **{k: f"{v:g}" for k, v in self.model_args.items()}}
@@ -112,10 +118,11 @@ def fingerprint(dataset) -> Fingerprint:
     space = dataset.label_space
     heights, widths, diameters, objects = [], [], {i: [] for i in space.thing_indices}, []
     counts = np.zeros(space.num_classes, np.int64)
-    depth, low, high, grey, grounds = 8, math.inf, -math.inf, 0, []
+    depth, low, high, grey, stained, grounds = 8, math.inf, -math.inf, 0, 0, []
     for i in picks:
         sample = dataset[i]
         grey += _is_grey(sample.image)
+        stained += is_stained(sample.image)
         grounds.append(median_grey(sample.image))
         heights.append(sample.image.shape[0])
         widths.append(sample.image.shape[1])
@@ -138,7 +145,8 @@ def fingerprint(dataset) -> Fingerprint:
         objects_per_image=float(np.median(objects)) if objects else 0.0,
         class_frequency={space.names[c]: round(float(counts[c]) / total, 4) for c in range(space.num_classes)},
         grey_share=round(grey / max(1, len(picks)), 3), bright_ground_share=_share(grounds, lambda g: g > BRIGHT_GROUND),
-        mid_grey_share=_share(grounds, lambda g: DARK_GROUND <= g <= BRIGHT_GROUND))
+        mid_grey_share=_share(grounds, lambda g: DARK_GROUND <= g <= BRIGHT_GROUND),
+        stained_share=round(stained / max(1, len(picks)), 3))
 
 
 def _share(values: list[float], test) -> float:
@@ -171,7 +179,8 @@ def make_plan(print_: Fingerprint, builder=None, mode: str = "semantic") -> Plan
     microscopy = print_.grey_share >= GREY_SHARE or print_.bit_depth > 8  # images without an up or a colour scheme
     # Two polarities, each image clearly one of them (EM or photos have every grey level between: no).
     mixed = MIXED_GROUND[0] <= print_.bright_ground_share <= MIXED_GROUND[1] and print_.mid_grey_share == 0
-    plan = Plan(scale=scale, crop=crop, zoom=ZOOM, rotate=microscopy, dark_ground=microscopy and mixed, batch_size=batch,
+    histology = print_.stained_share >= STAINED_SHARE
+    plan = Plan(scale=scale, crop=crop, zoom=ZOOM, rotate=microscopy or histology, stain=histology, dark_ground=microscopy and mixed, batch_size=batch,
                 class_weights="auto" if rare and mode == "semantic" else "none",
                 intensity="8-bit as is" if print_.bit_depth == 8 else "per-image 0.1/99.9 percentiles")
     accepted = inspect.signature(builder).parameters if builder is not None else {}

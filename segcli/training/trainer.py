@@ -179,7 +179,7 @@ class Trainer:
         transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()),
                                     crop=config.crop, scale=config.scale or 1.0,
                                     zoom=config.zoom or 0.0, rotate=bool(config.rotate),
-                                    invert=bool(config.invert))
+                                    invert=bool(config.invert), stain=bool(config.stain))
         self.workers = default_workers() if config.workers is None else config.workers
         # Decoded samples kept across epochs (within the memory budget): crops as compact Packed copies.
         keep = functools.partial(_kept_sample, packed=config.crop is not None,
