@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SEGCLI := .venv/bin/segcli
 DATA ?= ../shared/data
 
-.PHONY: install test test-long demo bench readme-bench lint readme-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-nuclei_he weights-membrane models-readme
+.PHONY: install test test-long demo bench docs-bench lint docs docs-compare compare-real compare-boundary readme-demo clean weights weights-shapes weights-nuclei weights-nuclei_he weights-membrane models-readme
 
 install: .venv/.installed
 
@@ -30,24 +30,28 @@ demo: install
 	bash scripts/demo.sh
 
 # Every speed target as PASS/FAIL against references timed in the same run (under 10 idle minutes on 2 cores);
-# writes benchmarks/results.json. readme-bench keeps a run: docs/bench/results.json and the README's table from it.
+# writes benchmarks/results.json. docs-bench keeps a run: docs/bench/results.json and docs/performance.md's table.
 bench: install
 	$(PY) -m benchmarks.run
 
-readme-bench: install
+docs-bench: install
 	mkdir -p docs/bench
 	cp benchmarks/results.json docs/bench/results.json
-	PYTHONPATH=. $(PY) scripts/readme_bench.py docs/bench/results.json README.md
+	PYTHONPATH=. $(PY) scripts/docs_bench.py docs/bench/results.json docs/performance.md
 
+# The documentation site (mkdocs.yml, pages in docs/) into site/; --strict: a broken link or a missing page fails.
+# tests/test_docs.py runs the same build in `make test`.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The default compare run (synthetic context data, 4 approaches x 3 seeds of 80 steps; 6.3 minutes on the idle 2 cores);
-# the README shows its tables, verdicts and plots.
-readme-compare: install
+# docs/comparing.md shows its tables, verdicts and plots.
+docs-compare: install
 	rm -rf runs/compare-default
 	$(SEGCLI) compare --out runs/compare-default
 	mkdir -p docs/compare
 	cd runs/compare-default && cp report.md results.json results.csv grid.png scaling.png tradeoff.png ../../docs/compare/
-	$(PY) scripts/readme_compare.py docs/compare/results.json README.md
+	$(PY) scripts/docs_compare.py docs/compare/results.json docs/comparing.md
 
 # compare on real data (docs/compare/isbi, docs/compare/dsb): ISBI 2012 membranes (0/255 masks) and the DSB 2018
 # nuclei in semantic mode (nucleus vs background), FCN-8s and U-Net with 3 seeds each, 128 px windows at the images'
@@ -77,11 +81,12 @@ compare-boundary: install
 	$(PY) scripts/boundary_study.py docs/compare/boundary.md docs/compare/boundary.png \
 	  docs/compare docs/compare/context-long docs/compare/isbi docs/compare/isbi-long docs/compare/dsb
 
-# The pictures of the README's predict section, drawn by the demo.
+# The pictures of the README and the docs (docs/images/), drawn by the demo.
 readme-demo: install
 	README_IMAGES=1 bash scripts/demo.sh
 
-# Bundled models (models/): retrain from scratch, score on held-out test data, write the card and models/README.md.
+# Bundled models (models/): retrain from scratch, score on held-out test data, write the card, models/README.md
+# and docs/models.md's table.
 # shapes: about 22 min on an idle 2-core CPU; nuclei: 28 min of training (needs $(DATA)/dsb2018_nuclei). membrane
 # is trained and scored but never shipped (ISBI 2012 is licensed for non-commercial use only).
 weights: weights-shapes weights-nuclei
@@ -89,9 +94,9 @@ weights: weights-shapes weights-nuclei
 weights-shapes weights-nuclei weights-nuclei_he weights-membrane: weights-%: install
 	PY=$(PY) DATA=$(DATA) bash scripts/weights.sh $*
 
-# models/README.md from the cards, with sizes and CPU latencies measured here.
+# models/README.md and docs/models.md's table from the cards, with sizes and CPU latencies measured here.
 models-readme: install
 	$(PY) scripts/models_readme.py
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache runs demo_out
+	rm -rf .venv build *.egg-info .pytest_cache runs demo_out site

@@ -2,7 +2,7 @@
 
 A benchmark returns a flat dict of what it measured plus either a list of `checks` (see
 `benchmarks.common.check`) or one `target` with a boolean `met`. Everything, with the environment
-it ran in, goes to benchmarks/results.json; `scripts/readme_bench.py` puts its table in the README.
+it ran in, goes to benchmarks/results.json; `scripts/docs_bench.py` puts its table in docs/performance.md.
 
     python -m benchmarks.run                 # all of them
     python -m benchmarks.run inference train # the modules whose names contain these words

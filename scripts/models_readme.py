@@ -1,4 +1,5 @@
-"""Write models/README.md from the bundled models' cards (never by hand): `make models-readme`.
+"""Write models/README.md from the bundled models' cards (never by hand), and the same tables into docs/models.md
+between its models markers: `make models-readme`.
 
 Every column comes from a card, except size (the weights file) and latency, which this script
 measures: median wall time of `predict_arrays` (image in, prediction of the card's mode out: the
@@ -24,19 +25,23 @@ from segcli.inference import InferenceOptions, predict_arrays, prepare_model
 from segcli.models.registry import get_model_entry
 from segcli.services.resolve import bundled_checkpoint, bundled_names
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+DOCS_PAGE = ROOT / "docs" / "models.md"
+BEGIN, END = "<!-- models:begin (make models-readme) -->", "<!-- models:end -->"
+INTRO_END = "They need no network."  # the last words of models/README.md's introduction; the tables follow
 HEADLINE = {"panoptic": ("pq", "sq", "rq", "things_pq"), "instance": ("ap", "ap50", "ap75"),
             "semantic": ("miou", "pixel_accuracy")}
 MODE_ORDER = ("panoptic", "instance", "semantic")
 
-# Trained by `make weights-NAME` but not shipped; their result as measured by that recipe (docs/training.md).
+# Trained by `make weights-NAME` but not shipped; their result as measured by that recipe (docs/notes/).
 RECIPES = {
     "membrane": {
         "mode": "semantic", "classes": "membrane, cell",
         "data": "ISBI 2012 EM membranes (isbi2012_membrane), train split: 20 images of 512 px",
         "licence": "non-commercial use only (cite Cardona et al. 2010): weights not shipped",
         "result": "test split (5 slices): mIoU 0.800 (membrane IoU 0.689, cell 0.911), boundary F1 0.984; "
-                  "U-Net at native resolution, 14 min on one core of this CPU (docs/training.md)",
+                  "U-Net at native resolution, 14 min on one core of this CPU (docs/notes/2026-12-training-runs.md)",
     },
 }
 
@@ -106,7 +111,7 @@ def _three_places(value: float) -> str:
     return str(Decimal(str(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
 
 
-def main(out: str = str(MODELS / "README.md")) -> None:
+def main(out: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> None:
     torch.manual_seed(0)
     lines = [
         "# Bundled models",
@@ -144,7 +149,22 @@ def main(out: str = str(MODELS / "README.md")) -> None:
     if any(text for _, text in notes):
         lines += ["", "## Notes", ""] + [f"- `{name}`: {text}" for name, text in notes if text]
     Path(out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    write_docs_section(out, page)
+    print(f"wrote {out} and its tables in {page}", file=sys.stderr)
+
+
+def docs_section(readme_text: str) -> str:
+    """models/README.md's tables and notes, as a part of the docs page (its headings one level down)."""
+    body = readme_text.split(INTRO_END, 1)[1].strip()
+    return "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines())
+
+
+def write_docs_section(readme: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> None:
+    """The docs page with models/README.md's tables between its markers (no model is run)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from docs_compare import replace_section  # a script beside this one
+
+    replace_section(page, BEGIN, END, docs_section(Path(readme).read_text()))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -269,14 +270,17 @@ def _script(name: str):
     return module
 
 
-def test_readme_and_boundary_study_are_rendered_from_results(quick_run, tmp_path):
+def test_docs_page_and_boundary_study_are_rendered_from_results(quick_run, tmp_path):
     out, results, _ = quick_run
-    readme = tmp_path / "README.md"
-    readme.write_text("before\n<!-- compare:begin (make readme-compare) -->\nSTALE-SECTION\n<!-- compare:end -->\nafter\n")
-    _script("readme_compare").main(str(out / "results.json"), str(readme))
-    text = readme.read_text()
+    page = tmp_path / "docs" / "comparing.md"
+    page.parent.mkdir()
+    page.write_text("before\n<!-- compare:begin (make docs-compare) -->\nSTALE-SECTION\n<!-- compare:end -->\nafter\n")
+    _script("docs_compare").main(str(out / "results.json"), str(page))
+    text = page.read_text()
     assert text.startswith("before") and text.endswith("after\n") and "STALE-SECTION" not in text
     assert "not judged" in text and f"{results['approaches']['unet']['miou']:.3f}" in text
+    plots = os.path.relpath(out, page.parent)  # linked from the page's folder, so the built site finds them
+    assert f"![grid]({plots}/grid.png)" in text and (page.parent / plots / "grid.png").is_file()
     study = tmp_path / "boundary.md"
     study.write_text("# study\n<!-- study:begin (make compare-boundary) -->\n<!-- study:end -->\n")
     _script("boundary_study").main(str(study), str(tmp_path / "boundary.png"), str(out))
@@ -285,7 +289,7 @@ def test_readme_and_boundary_study_are_rendered_from_results(quick_run, tmp_path
     assert "objects, 2% diagonal" in table  # cow and goat are things, grass is stuff
 
 
-def test_readme_bench_table_comes_from_the_results(tmp_path):
+def test_docs_bench_table_comes_from_the_results(tmp_path):
     results = {"_environment": {"date": "2026-12-05 15:00 UTC", "cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1",
                                 "cpu_capability": "AVX512", "bfloat16": True, "load_average_at_start": [0.4],
                                 "load_average_at_end": [1.9], "total_seconds": 512.0},
@@ -294,10 +298,10 @@ def test_readme_bench_table_comes_from_the_results(tmp_path):
                "bench_train": {"checks": [{"name": "train vs a plain loop", "measured": "0.97", "target": ">= 0.95",
                                            "met": True, "verdict": "PASS"}]}}
     (tmp_path / "results.json").write_text(json.dumps(results))
-    readme = tmp_path / "README.md"
-    readme.write_text("before\n<!-- bench:begin (make readme-bench) -->\nSTALE\n<!-- bench:end -->\nafter\n")
-    _script("readme_bench").main(str(tmp_path / "results.json"), str(readme))
-    text = readme.read_text()
+    page = tmp_path / "performance.md"
+    page.write_text("before\n<!-- bench:begin (make docs-bench) -->\nSTALE\n<!-- bench:end -->\nafter\n")
+    _script("docs_bench").main(str(tmp_path / "results.json"), str(page))
+    text = page.read_text()
     assert "STALE" not in text and text.startswith("before\n") and text.endswith("after\n")
     assert "| segcli --version and --help | 0.20 s and 0.21 s | < 0.5 s | PASS |" in text
     assert "| train vs a plain loop | 0.97 | >= 0.95 | PASS |" in text and "load average 0.4" in text
