@@ -265,7 +265,7 @@ def predict_command(
                                                 show_default=False)],
     mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     model: Annotated[str | None, typer.Option("--model", help="A bundled model or one with library weights (tv_*), "
-                                                             "downloaded on first use (default: the mode's, see README).")] = None,
+                                                             "downloaded on first use (default: the mode's, see docs/models.md).")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json), "
                                                                   "or with --model tv_* a torchvision state dict.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder: <mode>/<stem>.png, overlays/, instances.json, panoptic.json.")] = Path("runs/predict"),
@@ -453,7 +453,7 @@ EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and 
 
 @app.command("train")
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (see README: dataset formats).")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (formats: docs/training.md).")],
     model: Annotated[str, typer.Option("--model", help="Zoo model name, or a bundled model to fine-tune (segcli models).")],
     mode: Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
@@ -623,7 +623,7 @@ def eval_command(
     classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: one class name per line, in index order.")] = None,
     boundary_px: Annotated[float | None, typer.Option("--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (the README's keys) to this JSON file (- for stdout).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     tta: TtaOpt = False,
     offline: OfflineOpt = False,

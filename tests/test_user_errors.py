@@ -1,4 +1,4 @@
-"""User errors end in one line naming the file or option, and exit code 2 (README, "Exit codes"), never a traceback."""
+"""User errors end in one line naming the file or option, and exit code 2 (docs/robustness.md), never a traceback."""
 
 from __future__ import annotations
 

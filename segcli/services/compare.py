@@ -48,7 +48,7 @@ class ComparePreset:
 
 PRESETS = {
     # 3 seeds: the fewest that give a min-max spread worth the name. 80 steps and sizes up to 512 px: 3 seeds x 4
-    # approaches take about 6.5 idle minutes on 2 cores (per-step costs in the README), well under 15.
+    # approaches take about 6.5 idle minutes on 2 cores (training seconds per seed: docs/comparing.md), under 15.
     "default": ComparePreset(n_images=96, img_size=128, steps=80, sizes=(128, 256, 512), batch_size=8, seeds=3),
     "quick": ComparePreset(n_images=16, img_size=64, steps=20, sizes=(64, 128), batch_size=4, seeds=1),
 }

@@ -505,7 +505,7 @@ def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:
 
 
 def readme_section(results: dict, folder: str) -> str:
-    """The README's view of a run: the two narrow tables, each claim's verdict, the three plots in `folder`."""
+    """The docs' view of a run (docs/comparing.md): the two narrow tables, each claim's verdict, the three plots in `folder`."""
     lines = [_header(results), ""]
     for title, rows in terminal_tables(results):
         lines += [f"**{title}**", "", _markdown_table(rows), ""]

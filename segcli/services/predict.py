@@ -8,7 +8,7 @@ part exists. So `--skip-existing` resumes an interrupted run, and the aggregates
 panoptic.json) are written from the parts at the end, whatever run produced them.
 
 Like `train`, it never prints: `callback("start", ...)`, then `callback("image", record=...)` once
-per input, in input order. A record is the `--json` line (README, "predict").
+per input, in input order. A record is the `--json` line (docs/predicting.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which model answers a request (README, "Pretrained models"), in this order:
+"""Which model answers a request (docs/models.md), in this order:
 
 1. `--weights FILE`: a segcli checkpoint (FILE beside its card), or, with `--model tv_*`, a
    torchvision-format state dict with no card (.pth read with weights_only=True, or .safetensors);
