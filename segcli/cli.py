@@ -466,8 +466,7 @@ def train_command(
     crop: CropOpt = None,
     scale: ScaleOpt = None,
     zoom: ZoomOpt = None,
-    rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None,  # turns, intensities, stains
-    dark_ground: DarkGroundOpt = None,
+    rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None, dark_ground: DarkGroundOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,

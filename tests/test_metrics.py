@@ -536,3 +536,28 @@ def test_mask_ap_without_results_and_inputs_untouched(capsys):
     empty = coco_mask_ap(gt, [])
     assert empty["ap"] == 0.0 and empty["ar100"] == 0.0 and empty["ap_large"] is None  # no large ground truth
     assert [row["ap"] for row in empty["per_class"]] == [0.0, 0.0]
+
+
+def test_mask_ap_keeps_every_object_of_dense_images():
+    """COCOeval keeps 100 detections an image; an image of 150 perfectly found objects still scores AP 1."""
+    from segcli.metrics.instance import dense_max_dets
+
+    masks = [np.zeros((60, 100), np.uint8) for _ in range(150)]
+    for k, mask in enumerate(masks):
+        y, x = divmod(k, 15)
+        mask[y * 6 : y * 6 + 4, x * 6 : x * 6 + 4] = 1
+    gt = {"images": [{"id": 1, "height": 60, "width": 100}], "categories": [{"id": 1, "name": "nucleus"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 16,
+                           "bbox": [0, 0, 4, 4], "segmentation": _rle(m)} for k, m in enumerate(masks)]}
+    results = [{"image_id": 1, "category_id": 1, "score": 1 - k / 1000, "segmentation": _rle(m)}
+               for k, m in enumerate(masks)]
+    assert dense_max_dets(gt) == 150
+    dense = coco_mask_ap(gt, results)
+    assert dense["max_dets"] == 150 and dense["ap"] == pytest.approx(1.0) and dense["ap50"] == pytest.approx(1.0)
+    capped = coco_mask_ap(gt, results, max_dets=100)  # COCO's own setting: recall stops at 100 of 150
+    assert capped["ap50"] < 0.7 and capped["ar100"] == pytest.approx(100 / 150, abs=0.01)
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
