@@ -126,6 +126,15 @@ NmsThresholdOpt = Annotated[float | None, typer.Option("--nms-threshold", help="
 MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
 ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
+# Objects: measurements and the files other tools open (docs/measure.md).
+MeasureOpt = Annotated[bool, typer.Option("--measure", help="Write objects.csv (and objects.parquet with pyarrow): one row "
+                                          "per object with class, score, shape and per-channel intensities; --json "
+                                          "lines count the objects per class.")]
+ExportOpt = Annotated[list[str] | None, typer.Option("--export", help="Also write each image's objects as geojson "
+                                                     "(QuPath), imagej (Fiji ROI set) and/or yolo (polygons): "
+                                                     "comma-separated or repeated, under export/<format>/.")]
+PixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", metavar="UM", help="Side of a pixel in µm: the "
+                                                    "objects' lengths and areas also in µm and µm².")]
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -285,6 +294,7 @@ def predict_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
+    measure: MeasureOpt = False, export: ExportOpt = None, pixel_size: PixelSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -301,7 +311,8 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        backend=backend, max_pixels=max_pixels, thresholds=thresholds)
+        backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
+        pixel_size=pixel_size)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -849,6 +860,50 @@ def _visualize_progress(progress):
             progress.advance(tasks["images"])
 
     return update
+
+
+LabelKind = _choices("LabelKind", "auto", "instance", "semantic", "panoptic")
+
+
+@app.command("measure")
+def measure_command(
+    labels: Annotated[list[str], typer.Argument(help="Label images: files, folders, quoted globs, or - (paths on stdin).",
+                                                metavar="LABELS", show_default=False)],
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of the images (same stems) whose stored "
+                                                "values give the intensity columns.")] = None,
+    kind: Annotated[LabelKind, typer.Option("--kind", help="What the labels hold; auto: RGB = COCO panoptic, palette PNG "
+                                            "= class indices, other grey images = instance ids.")] = LabelKind.auto,
+    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: class names (and thing flags) in index "
+                                                 "order (default: predict's json beside the labels, else 'object').")] = None,
+    pixel_size: PixelSizeOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="The table: a .csv, a .parquet (needs pyarrow), or - for CSV on "
+                                      "stdout.")] = Path("objects.csv"),
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    device: CpuDeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure the objects of existing label images: one row per object (shape, per-channel intensities), no model."""
+    _setup(debug, quiet, device)
+    from segcli.services.measure_objects import MeasureConfig, measure_objects
+
+    to_stdout = str(out) == "-"
+    config = MeasureConfig(labels=labels, images=images, kind=kind.value, classes=classes, pixel_size=pixel_size,
+                           out=None if to_stdout else out, recursive=recursive)
+    summary = measure_objects(config, callback=_measure_progress)
+    if to_stdout:
+        from segcli.regions import write_csv_stream
+
+        write_csv_stream(sys.stdout, summary.rows)
+    _say(f"{len(summary.rows)} objects in {summary.measured} label images -> {out}"
+         + (f"; {len(summary.failed)} failed" if summary.failed else ""))
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _measure_progress(event: str, record: dict) -> None:
+    if not record["ok"]:  # shown even with --quiet: it decides the exit code
+        err_console.print(f"[bold red]failed:[/] {escape(record['error'])}", highlight=False, soft_wrap=True)
 
 
 ExportFormat = _choices("ExportFormat", "onnx")
