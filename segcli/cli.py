@@ -424,6 +424,45 @@ def _progress():
 Format = _choices("Format", "auto", "folder", "idmap", "voc", "coco", "coco-panoptic", "cityscapes", "yolo")
 
 
+ConvertTarget = _choices("ConvertTarget", "coco", "coco-panoptic", "yolo", "idmap", "folder")
+
+
+@data_app.command("convert")
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="A dataset in any format segcli reads (a folder or a COCO json).",
+                                           metavar="SRC", show_default=False)],
+    to: Annotated[ConvertTarget, typer.Option("--to", help="The format to write.")],
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the converted dataset.")],
+    data_format: Annotated[Format, typer.Option("--format", help="SRC's format; auto recognises the layout.")] = Format.auto,
+    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt for SRC: names (and thing/stuff flags) "
+                                                 "in index order.")] = None,
+    binary: Annotated[bool, typer.Option("--binary", help="SRC's masks are 0/255: read 255 as class 1.")] = False,
+    images: Annotated[Path | None, typer.Option("--images", help="COCO SRC: folder of the images.")] = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="COCO panoptic SRC: folder of the PNGs.")] = None,
+    device: CpuDeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a dataset to another format (images copied; splits kept); refused when the target cannot hold it."""
+    _setup(debug, quiet, device)
+    from segcli.services.convert import convert_dataset
+
+    with _progress() as progress:
+        tasks: list = []  # the bar starts with the first image: a refusal before it shows none
+
+        def update(event: str, done: int, total: int) -> None:
+            tasks[:] = tasks or [progress.add_task(f"convert to {to.value}", total=total)]
+            progress.update(tasks[0], completed=done)
+
+        summary = convert_dataset(source=source, to=to.value, out=out, data_format=data_format.value, images=images,
+                                  masks=masks, classes=classes, binary=binary, callback=update)
+    for warning in summary.warnings:  # shown even with --quiet: the converted dataset differs from SRC there
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    splits = f" (splits: {', '.join(summary.splits)})" if summary.splits else ""
+    _say(f"wrote {summary.images} images of {source} ({summary.source_format}) as {to.value} to {out}/{splits}")
+
+
+
 # Training options whose help does not fit on one line (train_command stays a screen long).
 TimeOpt = Annotated[str | None, typer.Option("--time", help="Train for this long (e.g. 90s, 20m, 1h30m), validation "
                                              "included; the learning-rate schedule ends with it.")]

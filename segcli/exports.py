@@ -164,17 +164,18 @@ def yolo_classes(space: LabelSpace) -> list[str]:
     return [space.names[i] for i in space.thing_indices]
 
 
-def yolo_lines(objects: Objects, polygons: dict[int, list[Polygon]], space: LabelSpace, shape: tuple[int, int]) -> str:
-    """`class x1 y1 ...` per thing object, coordinates divided by the image's width and height."""
-    number = {label: n for n, label in enumerate(space.thing_indices)}
+def yolo_line(number: int, polygons: list[Polygon], shape: tuple[int, int]) -> str:
+    """`class x1 y1 x2 y2 ...`: one object's rings joined into one, divided by the image's width and height."""
     height, width = shape
-    lines = []
-    for object_id, parts in polygons.items():
-        label = objects.labels[object_id]
-        if label not in number:
-            continue
-        ring = merged_ring(parts) / (width, height)
-        lines.append(" ".join([str(number[label]), *(f"{v:.6f}" for v in ring.ravel())]))
+    ring = merged_ring(polygons) / (width, height)
+    return " ".join([str(number), *(f"{v:.6f}" for v in ring.ravel())])
+
+
+def yolo_lines(objects: Objects, polygons: dict[int, list[Polygon]], space: LabelSpace, shape: tuple[int, int]) -> str:
+    """One line per thing object (stuff has no place in YOLO's format)."""
+    number = {label: n for n, label in enumerate(space.thing_indices)}
+    lines = [yolo_line(number[objects.labels[i]], parts, shape) for i, parts in polygons.items()
+             if objects.labels[i] in number]
     return "".join(line + "\n" for line in lines)
 
 
