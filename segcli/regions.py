@@ -23,7 +23,7 @@ from segcli.structures import IGNORE_INDEX, LabelSpace
 # Column -> its regionprops_table property, in table order; positions are converted to pixel-edge coordinates.
 SHAPE_COLUMNS = {
     "area": "area", "centroid_x": "centroid-1", "centroid_y": "centroid-0",
-    "bbox_x": "bbox-1", "bbox_y": "bbox-0", "bbox_w": None, "bbox_h": None,  # from bbox-3 and bbox-2
+    "bbox_x": "bbox-1", "bbox_y": "bbox-0", "bbox_w": "bbox-3", "bbox_h": "bbox-2",  # width, height: end - start
     "perimeter": "perimeter", "equivalent_diameter": "equivalent_diameter_area",
     "major_axis": "axis_major_length", "minor_axis": "axis_minor_length",
     "eccentricity": "eccentricity", "solidity": "solidity", "orientation": "orientation",
@@ -113,17 +113,13 @@ def _number(value) -> float | None:
 
 
 def _shape(table: dict, i: int) -> dict:
-    row = {}
-    for column, prop in SHAPE_COLUMNS.items():
-        if prop is not None:
-            row[column] = float(table[prop][i])
-    row["area"] = int(row["area"])
-    row["centroid_x"] += 0.5  # pixel centres lie half a pixel from their edges
-    row["centroid_y"] += 0.5
-    row["bbox_x"], row["bbox_y"] = int(row["bbox_x"]), int(row["bbox_y"])
-    row["bbox_w"] = int(table["bbox-3"][i]) - row["bbox_x"]
-    row["bbox_h"] = int(table["bbox-2"][i]) - row["bbox_y"]
-    return row
+    x0, y0 = int(table["bbox-1"][i]), int(table["bbox-0"][i])
+    computed = {"bbox_x": x0, "bbox_y": y0, "bbox_w": int(table["bbox-3"][i]) - x0, "bbox_h": int(table["bbox-2"][i]) - y0,
+                "area": int(table["area"][i]),
+                # pixel centres lie half a pixel from their edges
+                "centroid_x": float(table["centroid-1"][i]) + 0.5, "centroid_y": float(table["centroid-0"][i]) + 0.5}
+    return {column: computed[column] if column in computed else float(table[prop][i])
+            for column, prop in SHAPE_COLUMNS.items()}
 
 
 def _intensity(table: dict, i: int, channels: np.ndarray) -> dict:
@@ -134,7 +130,8 @@ def _intensity(table: dict, i: int, channels: np.ndarray) -> dict:
         for statistic in INTENSITY_STATISTICS:
             value = float(table[f"intensity_{statistic}{suffix}"][i])
             row[f"ch{channel}_{statistic}"] = int(value) if whole and statistic in ("min", "max") else value
-        row[f"ch{channel}_integrated"] = row[f"ch{channel}_mean"] * int(table["area"][i])
+        integrated = row[f"ch{channel}_mean"] * int(table["area"][i])  # the sum of the object's values
+        row[f"ch{channel}_integrated"] = round(integrated) if whole else integrated
     return row
 
 
