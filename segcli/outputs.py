@@ -51,7 +51,7 @@ class ObjectOutputs:
     pixel_size: float | None = None  # µm per pixel: lengths and areas in µm too
 
     @property
-    def wanted(self) -> bool:
+    def active(self) -> bool:
         return self.measure or bool(self.exports)
 
     @property
@@ -203,7 +203,7 @@ def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction:
         io.write_image(paths["overlay"], draw.draw_labels(image, labels, space, alpha, legend=LEGEND[Mode(mode)]),
                        quality=90)
     rows = []
-    if wanted.wanted:
+    if wanted.active:
         objects = prediction_objects(prediction, mode, image.shape[:2], space)
         rows = write_object_files(paths, objects, space, job, intensities, wanted)
     record = {"input": str(job.path), "ok": True, "mode": mode, "outputs": {k: str(p) for k, p in paths.items()},

@@ -185,6 +185,28 @@ def test_skip_existing_keeps_the_table_whole(shapes, tmp_path):
     assert {row["is_thing"] for row in rows} == {"True", "False"}  # panoptic: stuff segments too
 
 
+def test_predict_measures_16_bit_and_alpha_images_on_their_own_values(shapes, tmp_path):
+    """The model sees 8-bit RGB; the table sees the 16-bit grey counts and the RGBA image's three colours."""
+    source = io.read_image(sorted((shapes / "images").glob("*.png"))[0])
+    folder = tmp_path / "in"
+    grey = source.mean(axis=2).astype(np.uint16) * 16 + 7  # 12-bit counts
+    io.write_instance_png(folder / "deep.png", grey)
+    Image.fromarray(np.dstack([source, np.full(source.shape[:2], 128, np.uint8)]), "RGBA").save(folder / "alpha.png")
+    out = tmp_path / "out"
+    result = _invoke("predict", folder, "--model", "shapes", "--mode", "panoptic", "--out", out, "--measure",
+                     "--no-overlay", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "objects.csv")
+    deep = [row for row in rows if row["image"] == "deep"]
+    alpha = [row for row in rows if row["image"] == "alpha"]
+    assert deep and alpha
+    assert max(int(row["ch0_max"]) for row in deep) > 255 and all(row["ch1_mean"] == "" for row in deep)
+    ids = io.read_panoptic_png(out / "panoptic" / "deep.png")
+    first = deep[0]
+    assert int(first["ch0_integrated"]) == int(grey[ids == int(first["id"])].astype(np.int64).sum())
+    assert all(row["ch2_mean"] != "" for row in alpha) and "ch3_mean" not in rows[0]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--pixel-size", "0", "--measure"], "--pixel-size 0.0: the side of a pixel in µm, above 0"),
     (["--pixel-size", "-1", "--measure"], "--pixel-size -1.0: the side of a pixel in µm, above 0"),
