@@ -1,6 +1,6 @@
 """Per-object measurements: one row per object of a label image (predict --measure, segcli measure).
 
-The measurements are scikit-image's `regionprops_table`, named as a table's columns (TABLE_COLUMNS).
+The measurements are scikit-image's `regionprops_table`, named as the table's columns (`table_columns`).
 Positions share the polygons' and COCO boxes' coordinates: the image's top-left corner is (0, 0) and
 pixel (row r, column c) spans [c, c + 1) x [r, r + 1), so a centroid is scikit-image's plus 0.5.
 Intensities are measured on the image's stored values (a 16-bit image's counts), channel by channel.
@@ -72,7 +72,7 @@ def check_pixel_size(pixel_size: float | None) -> None:
 
 def measure(objects: Objects, space: LabelSpace, image_id: str, intensities: np.ndarray | None = None,
             pixel_size: float | None = None) -> list[dict]:
-    """One row per object (TABLE_COLUMNS' keys): class, score, shape from regionprops_table, and for each channel
+    """One row per object (`table_columns`' keys): class, score, shape from regionprops_table, and for each channel
     of `intensities` ((H, W) or (H, W, C), the image's stored values) mean, std, min, max and integrated."""
     from skimage.measure import regionprops_table
 
@@ -80,7 +80,7 @@ def measure(objects: Objects, space: LabelSpace, image_id: str, intensities: np.
     present = [i for i in objects.ordered_ids() if i > 0]
     if not present:
         return []
-    if ids.max() > 0 and not np.isin(np.unique(ids), [0, *present]).all():
+    if not np.isin(np.unique(ids), [0, *present]).all():
         ids = np.where(np.isin(ids, present), ids, 0)  # ids without a class (unlisted segments) are no objects
     channels = _channels(intensities, ids.shape)
     table = regionprops_table(ids, channels, properties=PROPERTIES
@@ -90,7 +90,7 @@ def measure(objects: Objects, space: LabelSpace, image_id: str, intensities: np.
         label = objects.labels[object_id]
         row = {"image": image_id, "id": int(object_id), "class": space.names[label],
                "class_id": int(space.category_ids[label]), "is_thing": bool(space.isthing[label]),
-               "score": _number(objects.scores.get(object_id))}
+               "score": float(objects.scores[object_id]) if object_id in objects.scores else None}
         row.update(_shape(table, i))
         if channels is not None:
             row.update(_intensity(table, i, channels))
@@ -106,10 +106,6 @@ def _channels(intensities: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
     if intensities.shape[:2] != shape:
         raise DataError(f"the image is {intensities.shape[1]}x{intensities.shape[0]} px, its labels {shape[1]}x{shape[0]}")
     return intensities
-
-
-def _number(value) -> float | None:
-    return None if value is None else float(value)
 
 
 def _shape(table: dict, i: int) -> dict:

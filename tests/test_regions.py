@@ -268,3 +268,5 @@ def test_measure_tiff_labels_and_bad_inputs(tmp_path):
     assert missing.exit_code == 2 and "--images" in missing.stderr
     zero = _invoke("measure", tmp_path / "cells.tif", "--pixel-size", "0")
     assert zero.exit_code == 2 and "--pixel-size 0.0" in zero.stderr
+    classes = _invoke("measure", tmp_path / "cells.tif", "--classes", tmp_path / "none.txt")
+    assert classes.exit_code == 2 and classes.stderr.startswith("error: --classes")

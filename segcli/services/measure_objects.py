@@ -69,6 +69,8 @@ def measure_objects(config: MeasureConfig, callback: Callback | None = None) -> 
     if config.images is not None and Path(config.images).is_file() and len(paths) > 1:
         raise UsageError(f"--images {config.images} is one image but {len(paths)} label images were given; "
                          "pass the folder of the images")
+    if config.classes is not None and not Path(config.classes).is_file():
+        raise UsageError(f"--classes {config.classes}: no such file (one class name per line, in index order)")
     classes = parse_classes_txt(config.classes) if config.classes is not None else None
     summary = MeasureSummary(out=config.out)
     for path, stem in zip(paths, io.unique_stems(paths)):
