@@ -126,6 +126,15 @@ NmsThresholdOpt = Annotated[float | None, typer.Option("--nms-threshold", help="
 MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
 ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
+# Objects: measurements and the files other tools open (docs/measure.md).
+MeasureOpt = Annotated[bool, typer.Option("--measure", help="Write objects.csv (and objects.parquet with pyarrow): one row "
+                                          "per object with class, score, shape and per-channel intensities; --json "
+                                          "lines count the objects per class.")]
+ExportOpt = Annotated[list[str] | None, typer.Option("--export", help="Also write each image's objects as geojson "
+                                                     "(QuPath), imagej (Fiji ROI set) and/or yolo (polygons): "
+                                                     "comma-separated or repeated, under export/<format>/.")]
+PixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", metavar="UM", help="Side of a pixel in µm: the "
+                                                    "objects' lengths and areas also in µm and µm².")]
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -285,6 +294,7 @@ def predict_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
+    measure: MeasureOpt = False, export: ExportOpt = None, pixel_size: PixelSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -301,7 +311,8 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        backend=backend, max_pixels=max_pixels, thresholds=thresholds)
+        backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
+        pixel_size=pixel_size)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -411,6 +422,45 @@ def _progress():
 
 # segcli.data.load.READERS' formats, typed again: importing the readers would slow every command's start-up.
 Format = _choices("Format", "auto", "folder", "idmap", "voc", "coco", "coco-panoptic", "cityscapes", "yolo")
+
+
+ConvertTarget = _choices("ConvertTarget", "coco", "coco-panoptic", "yolo", "idmap", "folder")
+
+
+@data_app.command("convert")
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="A dataset in any format segcli reads (a folder or a COCO json).",
+                                           metavar="SRC", show_default=False)],
+    to: Annotated[ConvertTarget, typer.Option("--to", help="The format to write.")],
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the converted dataset.")],
+    data_format: Annotated[Format, typer.Option("--format", help="SRC's format; auto recognises the layout.")] = Format.auto,
+    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt for SRC: names (and thing/stuff flags) "
+                                                 "in index order.")] = None,
+    binary: Annotated[bool, typer.Option("--binary", help="SRC's masks are 0/255: read 255 as class 1.")] = False,
+    images: Annotated[Path | None, typer.Option("--images", help="COCO SRC: folder of the images.")] = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="COCO panoptic SRC: folder of the PNGs.")] = None,
+    device: CpuDeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a dataset to another format (images copied; splits kept); refused when the target cannot hold it."""
+    _setup(debug, quiet, device)
+    from segcli.services.convert import convert_dataset
+
+    with _progress() as progress:
+        tasks: list = []  # the bar starts with the first image: a refusal before it shows none
+
+        def update(event: str, done: int, total: int) -> None:
+            tasks[:] = tasks or [progress.add_task(f"convert to {to.value}", total=total)]
+            progress.update(tasks[0], completed=done)
+
+        summary = convert_dataset(source=source, to=to.value, out=out, data_format=data_format.value, images=images,
+                                  masks=masks, classes=classes, binary=binary, callback=update)
+    for warning in summary.warnings:  # shown even with --quiet: the converted dataset differs from SRC there
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    splits = f" (splits: {', '.join(summary.splits)})" if summary.splits else ""
+    _say(f"wrote {summary.images} images of {source} ({summary.source_format}) as {to.value} to {out}/{splits}")
+
 
 
 # Training options whose help does not fit on one line (train_command stays a screen long).
@@ -848,6 +898,50 @@ def _visualize_progress(progress):
             progress.advance(tasks["images"])
 
     return update
+
+
+LabelKind = _choices("LabelKind", "auto", "instance", "semantic", "panoptic")
+
+
+@app.command("measure")
+def measure_command(
+    labels: Annotated[list[str], typer.Argument(help="Label images: files, folders, quoted globs, or - (paths on stdin).",
+                                                metavar="LABELS", show_default=False)],
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of the images (same stems) whose stored "
+                                                "values give the intensity columns.")] = None,
+    kind: Annotated[LabelKind, typer.Option("--kind", help="What the labels hold; auto: RGB = COCO panoptic, palette PNG "
+                                            "= class indices, other grey images = instance ids.")] = LabelKind.auto,
+    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: class names (and thing flags) in index "
+                                                 "order (default: predict's json beside the labels, else 'object').")] = None,
+    pixel_size: PixelSizeOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="The table: a .csv, a .parquet (needs pyarrow), or - for CSV on "
+                                      "stdout.")] = Path("objects.csv"),
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    device: CpuDeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure the objects of existing label images: one row per object (shape, per-channel intensities), no model."""
+    _setup(debug, quiet, device)
+    from segcli.services.measure_objects import MeasureConfig, measure_objects
+
+    to_stdout = str(out) == "-"
+    config = MeasureConfig(labels=labels, images=images, kind=kind.value, classes=classes, pixel_size=pixel_size,
+                           out=None if to_stdout else out, recursive=recursive)
+    summary = measure_objects(config, callback=_measure_progress)
+    if to_stdout:
+        from segcli.regions import write_csv_stream
+
+        write_csv_stream(sys.stdout, summary.rows)
+    _say(f"{len(summary.rows)} objects in {summary.measured} label images -> {out}"
+         + (f"; {len(summary.failed)} failed" if summary.failed else ""))
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _measure_progress(event: str, record: dict) -> None:
+    if not record["ok"]:  # shown even with --quiet: it decides the exit code
+        err_console.print(f"[bold red]failed:[/] {escape(record['error'])}", highlight=False, soft_wrap=True)
 
 
 ExportFormat = _choices("ExportFormat", "onnx")

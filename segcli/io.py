@@ -185,6 +185,16 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+def read_intensities(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """An image's stored values for measuring, turned as `read_image` turns it (EXIF orientation): (H, W) for
+    grey, (H, W, 3) RGB for colour; alpha dropped; 16-bit and float values kept as they are."""
+    # Not IMREAD_UNCHANGED: that flag alone skips the EXIF orientation, and the labels follow read_image's.
+    image = _imdecode(path, _checked_bytes(path, max_pixels), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image.ndim == 3 and image.shape[2] >= 3:
+        return np.ascontiguousarray(image[:, :, 2::-1])  # BGR -> RGB, alpha (a fourth channel) dropped
+    return image if image.ndim == 2 else np.ascontiguousarray(image[:, :, 0])  # grey (+ alpha)
+
+
 def read_raw_intensities(path: str | Path) -> np.ndarray:
     """An image's stored values, before any scaling (for a dataset's fingerprint: bit depth and range)."""
     return _decode(path, cv2.IMREAD_UNCHANGED)

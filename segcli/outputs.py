@@ -4,6 +4,9 @@
     DIR/overlays/<stem>.jpg           the image with the prediction drawn on it
     DIR/instances.json, panoptic.json the mode's COCO aggregate, written from the parts (write_aggregates)
     DIR/categories.json               the label space (COCO categories in class-index order), for every mode
+    DIR/objects.csv, objects.parquet  with --measure: one row per object (segcli.regions), from the parts' rows
+    DIR/export/<format>/...           with --export: geojson/<stem>.geojson, imagej/<stem>.zip, yolo/labels/<stem>.txt
+                                      and yolo/data.yaml (segcli.exports)
     DIR/.parts/<mode>/<stem>.json     written last for each image: an image is done exactly when its part exists
 
 `predict` writes it, `visualize` reads it back, and both know its names from here only.
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli import draw, io
+from segcli import draw, exports, io, regions
 from segcli.errors import DataError, SegcliError
 from segcli.structures import IGNORE_INDEX, Instance, LabelMap, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh
 
@@ -26,6 +29,8 @@ AGGREGATES = {Mode.INSTANCE: "instances.json", Mode.PANOPTIC: "panoptic.json"}
 PARTS = ".parts"
 OVERLAYS = "overlays"
 CATEGORIES = "categories.json"  # the label space (COCO categories, in class-index order) for every mode
+OBJECTS = "objects"  # objects.csv and objects.parquet
+EXPORT = "export"
 # Instance colours are per image and name nothing, so predict's instance overlays carry no legend
 # (visualize lists the instances when asked).
 LEGEND = {Mode.SEMANTIC: True, Mode.INSTANCE: False, Mode.PANOPTIC: True}
@@ -37,6 +42,27 @@ class Job:
     stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems)
 
 
+@dataclass(frozen=True)
+class ObjectOutputs:
+    """What predict writes about each image's objects beside the mode's PNG (predict --measure, --export)."""
+
+    measure: bool = False  # the rows go into the parts; objects.csv (and .parquet) are assembled from them
+    exports: tuple[str, ...] = ()  # formats of segcli.exports.EXPORT_FORMATS
+    pixel_size: float | None = None  # µm per pixel: lengths and areas in µm too
+
+    @property
+    def active(self) -> bool:
+        return self.measure or bool(self.exports)
+
+    @property
+    def needs_intensities(self) -> bool:
+        """The rows' intensity columns are in the table and in the GeoJSON's measurements."""
+        return self.measure or "geojson" in self.exports
+
+
+NO_OBJECTS = ObjectOutputs()
+
+
 # ---------------------------------------------------------------- names
 
 
@@ -44,12 +70,20 @@ def label_png(out: Path, mode: str, stem: str) -> Path:
     return Path(out) / mode / f"{stem}.png"
 
 
-def output_paths(out: Path, stem: str, mode: str, overlay: bool) -> dict[str, Path]:
-    """The per-image files of a mode, by kind."""
+def output_paths(out: Path, stem: str, mode: str, overlay: bool, formats: tuple[str, ...] = ()) -> dict[str, Path]:
+    """The per-image files of a mode, by kind (the mode, "overlay", each export format)."""
     paths = {mode: label_png(out, mode, stem)}
     if overlay:
         paths["overlay"] = Path(out) / OVERLAYS / f"{stem}.jpg"
+    for fmt in formats:
+        paths[fmt] = export_folder(out, fmt) / f"{stem}{exports.SUFFIXES[fmt]}"
     return paths
+
+
+def export_folder(out: Path, fmt: str) -> Path:
+    """Where an export format's per-image files go (YOLO's in labels/, beside its data.yaml)."""
+    folder = Path(out) / EXPORT / fmt
+    return folder / "labels" if fmt == "yolo" else folder
 
 
 def part_path(out: Path, mode: str, stem: str) -> Path:
@@ -129,28 +163,66 @@ def prediction_labels(prediction: Prediction, mode: str, shape: tuple[int, int])
     return LabelMap("panoptic", prediction.panoptic, classes={s.id: s.label for s in prediction.segments})
 
 
+def prediction_objects(prediction: Prediction, mode: str, shape: tuple[int, int], space: LabelSpace) -> regions.Objects:
+    """The objects of the mode's PNG: its instances, its panoptic segments, or (semantic) each connected region of
+    a thing class."""
+    if mode == Mode.INSTANCE:
+        instances = ranked_instances(prediction)
+        return regions.Objects(instance_id_map(instances, shape), {n: inst.label for n, inst in enumerate(instances, 1)},
+                               {n: float(inst.score) for n, inst in enumerate(instances, 1)})
+    if mode == Mode.PANOPTIC:
+        return regions.Objects(prediction.panoptic, {s.id: s.label for s in prediction.segments},
+                               {s.id: float(s.score) for s in prediction.segments if s.score is not None})
+    return regions.components(prediction.semantic, space)
+
+
+def write_object_files(paths: dict[str, Path], objects: regions.Objects, space: LabelSpace, job: Job,
+                       intensities: np.ndarray | None, wanted: ObjectOutputs) -> list[dict]:
+    """The image's export files; returns its measurement rows (for the table, and the GeoJSON's measurements)."""
+    rows = []
+    if wanted.needs_intensities:
+        rows = regions.measure(objects, space, job.stem, intensities, wanted.pixel_size)
+    if wanted.exports:
+        polygons = exports.object_polygons(objects)
+        for fmt in wanted.exports:
+            exports.write(fmt, paths[fmt], objects, polygons, space, rows, objects.ids.shape)
+    return rows
+
+
 def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction: Prediction, space: LabelSpace,
-                  alpha: float | None, seconds: float) -> dict:
-    """Write one image's files (an overlay unless alpha is None), then its part (last: the part says the image is
-    done); returns its record, the --json line of predict."""
+                  alpha: float | None, seconds: float, wanted: ObjectOutputs = NO_OBJECTS,
+                  intensities: np.ndarray | None = None) -> dict:
+    """Write one image's files (an overlay unless alpha is None; the objects' files `wanted`, measured on
+    `intensities`, the image's stored values), then its part (last: the part says the image is done);
+    returns its record, the --json line of predict."""
     began = time.perf_counter()
-    paths = output_paths(out, job.stem, mode, alpha is not None)
+    paths = output_paths(out, job.stem, mode, alpha is not None, wanted.exports)
     segments, coco = WRITERS[Mode(mode)](paths[mode], prediction, space, job, image.shape[:2])
     if alpha is not None:
         labels = prediction_labels(prediction, mode, image.shape[:2])
         io.write_image(paths["overlay"], draw.draw_labels(image, labels, space, alpha, legend=LEGEND[Mode(mode)]),
                        quality=90)
+    rows = []
+    if wanted.active:
+        objects = prediction_objects(prediction, mode, image.shape[:2], space)
+        rows = write_object_files(paths, objects, space, job, intensities, wanted)
     record = {"input": str(job.path), "ok": True, "mode": mode, "outputs": {k: str(p) for k, p in paths.items()},
               "segments": segments, "seconds": round(seconds + time.perf_counter() - began, 4)}
-    io.write_json(part_path(out, mode, job.stem), {"source": os.path.abspath(job.path), "record": record, "coco": coco})
+    part = {"source": os.path.abspath(job.path), "record": record, "coco": coco}
+    if wanted.measure:
+        record["objects"] = regions.class_counts(rows)  # objects per class name
+        part["rows"] = rows
+    io.write_json(part_path(out, mode, job.stem), part)
     return record
 
 
 # ---------------------------------------------------------------- reading it back
 
 
-def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> dict | None:
-    """The part of a finished image of this mode and input, or None (missing, another input, a file since removed)."""
+def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False, wanted: ObjectOutputs = NO_OBJECTS
+              ) -> dict | None:
+    """The part of a finished image of this mode and input with the files wanted, or None (missing, another
+    input, a file since removed, no measurements when they are wanted)."""
     path = part_path(out, mode, job.stem)
     if not path.is_file():
         return None
@@ -158,26 +230,44 @@ def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False) -> d
         part = io.read_json(path)
     except SegcliError:
         return None  # unreadable: predict the image again
-    if part.get("source") != os.path.abspath(job.path):
+    if part.get("source") != os.path.abspath(job.path) or (wanted.measure and "rows" not in part):
         return None
-    wanted = output_paths(out, job.stem, mode, overlay_wanted)
-    if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in wanted.items()):
+    paths = output_paths(out, job.stem, mode, overlay_wanted, wanted.exports)
+    if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in paths.items()):
         return None
     return part
 
 
-def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace) -> list[Path]:
-    """Rebuild the mode's aggregate json from the parts of every finished input (all shards); returns what it wrote."""
+def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace, wanted: ObjectOutputs = NO_OBJECTS
+                     ) -> list[Path]:
+    """Rebuild the mode's aggregate json (and objects.csv, the YOLO data.yaml when wanted) from the parts of every
+    finished input (all shards); returns what it wrote."""
     # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
     written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]
-    if mode not in AGGREGATES:
+    if "yolo" in wanted.exports:
+        with io.atomic_path(Path(out) / EXPORT / "yolo" / "data.yaml") as tmp:
+            tmp.write_text(exports.yolo_data_yaml(space), encoding="utf-8")
+        written.append(Path(out) / EXPORT / "yolo" / "data.yaml")
+    if mode not in AGGREGATES and not wanted.measure:
         return written
-    parts = [part for job in jobs if (part := read_part(out, mode, job)) is not None]
+    parts = [part for job in jobs if (part := read_part(out, mode, job, wanted=wanted)) is not None]
+    if wanted.measure:
+        written += write_object_table(out, [row for part in parts for row in part["rows"]])
     if mode == Mode.INSTANCE:
         data: object = [result for part in parts for result in part["coco"]]
-    else:
+    elif mode == Mode.PANOPTIC:
         data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
+    else:
+        return written
     return [*written, io.write_json(Path(out) / AGGREGATES[Mode(mode)], data)]
+
+
+def write_object_table(out: Path, rows: list[dict]) -> list[Path]:
+    """objects.csv, and objects.parquet when pyarrow is installed."""
+    written = [regions.write_csv(Path(out) / f"{OBJECTS}.csv", rows)]
+    if regions.parquet_available():
+        written.append(regions.write_parquet(Path(out) / f"{OBJECTS}.parquet", rows))
+    return written
 
 
 def modes_present(out: Path) -> list[Mode]:

@@ -103,9 +103,9 @@ def test_coco128_yolo_polygons(shared_data):
                     ratios.append(inst.area / shoelace)
     assert sum(per_class.values()) == 929 and len(per_class) == 71 and per_class[1] == 254
     ratios = np.array(ratios)
-    # Rasterised areas match the polygons' own areas (boundary pixels add a little; self-touching
-    # bridged polygons have a smaller signed area, hence the loose upper tail).
-    assert ratios.min() > 0.98 and 1.0 < np.median(ratios) < 1.15 and np.percentile(ratios, 90) < 1.5
+    # Filled by pixel centre, rasterised areas match the polygons' own areas (median 1.000; a small polygon
+    # may lose or gain 8%; self-touching bridged polygons have a smaller signed area, hence the loose upper tail).
+    assert ratios.min() > 0.9 and 0.99 < np.median(ratios) < 1.01 and np.percentile(ratios, 90) < 1.5
 
 
 @pytest.mark.parametrize("target", ["folder", "json"])

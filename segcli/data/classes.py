@@ -82,3 +82,9 @@ def from_coco_categories(categories: list[dict], panoptic: bool) -> LabelSpace:
         colors=[tuple(c["color"]) if c.get("color") else palette[i] for i, c in enumerate(categories)],
         category_ids=[c["id"] for c in categories],
     )
+
+
+def classes_txt(space: LabelSpace) -> str:
+    """A classes.txt that parse_classes_txt reads back to `space`: name, thing/stuff, colour and category id."""
+    return "".join(f"{name} {'thing' if thing else 'stuff'} color={','.join(map(str, color))} coco_id={cid}\n"
+                   for name, thing, color, cid in zip(space.names, space.isthing, space.colors, space.category_ids))

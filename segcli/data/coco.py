@@ -13,10 +13,28 @@ import numpy as np
 
 from segcli import io
 from segcli.data.classes import from_coco_categories
-from segcli.data.coco_json import check_keys, find_json, image_dir, safe_join
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, select_split, semantic_from_instances
+from segcli.data.coco_json import (
+    check_keys,
+    find_json,
+    image_dir,
+    image_entry,
+    safe_join,
+    written_categories,
+    written_json,
+)
+from segcli.data.dataset import (
+    DatasetOptions,
+    Entry,
+    Losses,
+    Record,
+    SegDataset,
+    copy_image,
+    count_void,
+    select_split,
+    semantic_from_instances,
+)
 from segcli.errors import DataError
-from segcli.structures import IGNORE_INDEX, Instance, Sample, rle_error
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, mask_to_rle, mask_to_xywh, rle_error
 
 
 def decode_segmentation(segmentation: object, h: int, w: int, what: str) -> np.ndarray:
@@ -86,3 +104,41 @@ def _semantic(stuff: list[Instance], things: list[Instance], shape: tuple[int, i
     semantic = semantic_from_instances(shape, stuff, 0)
     painted = semantic_from_instances(shape, things, IGNORE_INDEX)
     return np.where(painted != IGNORE_INDEX, painted, semantic)
+
+
+def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
+    """images/ and the COCO json of each split (written_json): every thing object as an RLE annotation, and each
+    stuff class's region of an image as one `isthing: 0` annotation (COCO-Stuff style), except a stuff class
+    named background: that is what no annotation covers."""
+    losses = Losses("coco")
+    kept = [i for i in range(space.num_classes) if space.isthing[i] or space.names[i].lower() != "background"]
+    categories = written_categories(space, kept)
+    category = {i: c["id"] for i, c in zip(kept, categories)}
+    splits = {entry.split for entry in entries}
+    files: dict[Path, dict] = {}
+    for entry in entries:
+        sample = entry.load()
+        split = entry.split if entry.split is not None or splits == {None} else "train"
+        losses.unsplit += entry.split is None and split is not None
+        data = files.setdefault(written_json(out, "instances", split),
+                                {"images": [], "annotations": [], "categories": categories})
+        image_id = len(data["images"]) + 1
+        data["images"].append(image_entry(image_id, copy_image(entry.image, out / "images", entry.name),
+                                          sample.image.shape))
+        count_void(sample, losses)
+        for mask, label, crowd in _regions(sample, space, kept):
+            data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id,
+                                        "category_id": category[label], "segmentation": mask_to_rle(mask),
+                                        "area": int(mask.sum()), "bbox": list(mask_to_xywh(mask)), "iscrowd": int(crowd)})
+    for path, data in files.items():
+        io.write_json(path, data)
+    return losses
+
+
+def _regions(sample: Sample, space: LabelSpace, kept: list[int]):
+    """(mask, class, crowd) of every thing object, then of each kept stuff class present."""
+    for inst in sample.instances:
+        yield inst.mask, inst.label, inst.iscrowd
+    for label in kept:
+        if not space.isthing[label] and (region := sample.semantic == label).any():
+            yield region, label, False

@@ -96,3 +96,26 @@ def check_keys(json_path: Path, items: object, section: str, kind: str | None = 
         missing = [k for k in REQUIRED_KEYS[kind or section] if not isinstance(item, dict) or k not in item]
         if missing:
             raise DataError(f"{json_path}: {section}[{number}] has no {', '.join(repr(k) for k in missing)}")
+
+
+# ---------------------------------------------------------------- writing (segcli data convert)
+
+
+def written_json(out: Path, kind: str, split: str | None) -> Path:
+    """Where a converted dataset's json goes: <out>/<kind>.json for a dataset without splits (found as the single
+    json of the folder), else <out>/annotations/<kind>_<split>.json (found by the split's name); images in <out>/images."""
+    return Path(out) / f"{kind}.json" if split is None else Path(out) / "annotations" / f"{kind}_{split}.json"
+
+
+def written_categories(space, indices: list[int]) -> list[dict]:
+    """COCO categories of the classes `indices`: their category ids when those are unique and above 0 (COCO keeps
+    0 for "no category"), else 1..K in order."""
+    ids = [space.category_ids[i] for i in indices]
+    if len(set(ids)) != len(ids) or min(ids, default=1) < 1:
+        ids = list(range(1, len(indices) + 1))
+    return [{"id": int(cid), "name": space.names[i], "isthing": int(space.isthing[i]), "color": list(space.colors[i]),
+             "supercategory": space.names[i]} for cid, i in zip(ids, indices)]
+
+
+def image_entry(image_id: int, file_name: str, shape: tuple[int, ...]) -> dict:
+    return {"id": image_id, "file_name": file_name, "height": int(shape[0]), "width": int(shape[1])}

@@ -10,10 +10,27 @@ import numpy as np
 
 from segcli import io
 from segcli.data.classes import from_coco_categories
-from segcli.data.coco_json import check_keys, find_json, image_dir, safe_join
-from segcli.data.dataset import DatasetOptions, Record, SegDataset, check_same_size, select_split
+from segcli.data.coco_json import (
+    check_keys,
+    find_json,
+    image_dir,
+    image_entry,
+    safe_join,
+    written_categories,
+    written_json,
+)
+from segcli.data.dataset import (
+    DatasetOptions,
+    Entry,
+    Losses,
+    Record,
+    SegDataset,
+    check_same_size,
+    copy_image,
+    select_split,
+)
 from segcli.errors import DataError
-from segcli.structures import IGNORE_INDEX, Instance, Sample, Segment, mask_to_xywh
+from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, Segment, mask_to_xywh
 
 
 def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
@@ -74,3 +91,29 @@ def _categories_beside(json_path: Path) -> list[dict]:
     for candidate in json_path.parent.glob("*categories*.json"):
         return io.read_json(candidate)
     raise DataError(f"{json_path}: no categories in the json and no *categories*.json beside it")
+
+
+def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
+    """images/, and per split the panoptic json with its PNG folder named like it (panopticapi's convention)."""
+    losses = Losses("coco-panoptic")
+    categories = written_categories(space, list(range(space.num_classes)))
+    splits = {entry.split for entry in entries}
+    files: dict[Path, dict] = {}
+    for entry in entries:
+        sample = entry.load()
+        split = entry.split if entry.split is not None or splits == {None} else "train"
+        losses.unsplit += entry.split is None and split is not None
+        json_path = written_json(out, "panoptic", split)
+        data = files.setdefault(json_path, {"images": [], "annotations": [], "categories": categories})
+        image_id = len(data["images"]) + 1
+        data["images"].append(image_entry(image_id, copy_image(entry.image, out / "images", entry.name),
+                                          sample.image.shape))
+        io.write_panoptic_png(json_path.with_suffix("") / f"{entry.name}.png", sample.panoptic)
+        infos = [{"id": int(s.id), "category_id": categories[s.label]["id"], "area": int(s.area),
+                  "bbox": [float(v) for v in s.bbox], "iscrowd": int(s.iscrowd)} for s in sample.segments]
+        data["annotations"].append({"image_id": image_id, "file_name": f"{entry.name}.png", "segments_info": infos})
+        things = sum(s.area for s in sample.segments if space.isthing[s.label])
+        losses.hidden_pixels += sum(inst.area for inst in sample.instances) - things
+    for path, data in files.items():
+        io.write_json(path, data)
+    return losses

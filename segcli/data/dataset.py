@@ -215,3 +215,90 @@ def class_list(root: Path, options: DatasetOptions) -> tuple[LabelSpace, Path] |
     path = Path(root) / "classes.txt"
     return (parse_classes_txt(path), path) if path.is_file() else None
 
+
+
+# ---------------------------------------------------------------- writing (segcli data convert): what every writer shares
+
+
+@dataclass
+class Entry:
+    """One image to write: its output name (unique), its image file, its split (None: in none of the source's),
+    and where its sample comes from (read when the writer asks, so a dataset never sits in memory whole)."""
+
+    name: str
+    image: Path
+    split: str | None
+    dataset: SegDataset
+    index: int
+    loaded: Callable[[], None] = lambda: None  # called after each read (progress)
+
+    def load(self) -> Sample:
+        sample = self.dataset[self.index]
+        self.loaded()
+        return sample
+
+
+@dataclass
+class Losses:
+    """What a target format cannot hold, counted while writing; each kind becomes one warning line."""
+
+    target: str
+    crowd: int = 0  # crowd regions written as ordinary objects
+    void_images: int = 0  # images whose void (255) pixels became background
+    hidden_pixels: int = 0  # instance pixels another instance covers (one id per pixel)
+    unsplit: int = 0  # images in no split of the source, put into the target's train split
+
+    def messages(self) -> list[str]:
+        said = []
+        if self.crowd:
+            said.append(f"{self.crowd} crowd regions became ordinary objects ({self.target} has no crowd flag)")
+        if self.void_images:
+            said.append(f"{self.void_images} images have void (255) pixels: {self.target} has no void, they became "
+                        "background")
+        if self.hidden_pixels:
+            said.append(f"{self.hidden_pixels} pixels of overlapping objects went to the smaller one ({self.target} "
+                        "holds one object per pixel)")
+        if self.unsplit:
+            said.append(f"{self.unsplit} images listed in no split went into {self.target}'s train split")
+        return said
+
+
+def copy_image(source: Path, folder: Path, name: str) -> str:
+    """Copy an image file byte for byte as `<name><its suffix>` into folder (atomically); returns the file name."""
+    import shutil
+
+    from segcli.io import atomic_path
+
+    file_name = f"{name}{Path(source).suffix}"
+    with atomic_path(Path(folder) / file_name) as tmp:
+        shutil.copyfile(source, tmp)
+    return file_name
+
+
+def write_split_lists(out: Path, entries: list[Entry]) -> None:
+    """splits/<split>.txt for the splits the entries name (the folder, idmap and yolo readers read them)."""
+    from segcli.io import atomic_path
+
+    splits: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.split is not None:
+            splits.setdefault(entry.split, []).append(entry.name)
+    for split, names in splits.items():
+        with atomic_path(Path(out) / "splits" / f"{split}.txt") as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+
+
+def instance_ids(instances: list[Instance], shape: tuple[int, int], losses: Losses) -> np.ndarray:
+    """uint16 ids 1..N in list order; where objects overlap the smaller one shows (as in the semantic map)."""
+    ids = np.zeros(shape, np.uint16)
+    order = np.argsort([inst.area for inst in instances], kind="stable")[::-1]  # largest first, smallest on top
+    for number in order.tolist():
+        ids[instances[number].mask] = number + 1
+    losses.crowd += sum(inst.iscrowd for inst in instances)
+    losses.hidden_pixels += sum(inst.area for inst in instances) - int((ids > 0).sum())
+    return ids
+
+
+def count_void(sample: Sample, losses: Losses) -> None:
+    if sample.semantic is not None and (sample.semantic == IGNORE_INDEX).any():
+        losses.void_images += 1

@@ -13,15 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
+from segcli.data.classes import classes_txt
 from segcli.data.dataset import (
     DatasetOptions,
+    Entry,
+    Losses,
     Record,
     SegDataset,
     check_same_size,
     class_list,
+    copy_image,
     image_mask_pairs,
+    instance_ids,
     instances_by_majority_class,
     select_split,
+    write_split_lists,
 )
 from segcli.errors import DataError
 from segcli.structures import IGNORE_INDEX, LabelSpace
@@ -114,3 +120,20 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         return Sample(image=image, name=record.name, semantic=semantic, instances=instances)
 
     return SegDataset(root, "folder", label_space, select_split(records, root, split, options.seed), load, split)
+
+
+def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
+    """images/, masks/ (class-index PNGs), instances/ (uint16 ids, when there are thing classes), classes.txt
+    (names, thing flags, colours, category ids) and splits/: what `read` reads back."""
+    losses = Losses("folder")
+    for entry in entries:
+        sample = entry.load()
+        copy_image(entry.image, out / "images", entry.name)
+        io.write_class_png(out / "masks" / f"{entry.name}.png", sample.semantic, space.colors)
+        if space.thing_indices:
+            ids = instance_ids(sample.instances, sample.semantic.shape, losses)
+            io.write_instance_png(out / "instances" / f"{entry.name}.png", ids)
+    with io.atomic_path(out / "classes.txt") as tmp:
+        tmp.write_text(classes_txt(space), encoding="utf-8")
+    write_split_lists(out, entries)
+    return losses

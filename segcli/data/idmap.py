@@ -12,16 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from segcli import io
+from segcli.data.classes import classes_txt
 from segcli.data.dataset import (
     DatasetOptions,
+    Entry,
+    Losses,
     Record,
     SegDataset,
     check_same_size,
     class_list,
+    copy_image,
+    count_void,
     image_mask_pairs,
+    instance_ids,
     select_split,
+    write_split_lists,
 )
-from segcli.errors import DataError
+from segcli.errors import DataError, UsageError
 from segcli.structures import Instance, LabelSpace, Sample
 
 
@@ -90,3 +97,32 @@ def _read_dsb(root: Path, folder: Path, split: str, options: DatasetOptions) -> 
         return Sample(image=image, name=record.name, instances=instances)
 
     return SegDataset(root, "idmap", label_space, select_split(records, root, split, options.seed), load, split)
+
+
+def check_can_hold(space: LabelSpace, source: str) -> None:
+    """idmap holds the objects of one thing class on one background."""
+    things, stuff = [space.names[i] for i in space.thing_indices], [space.names[i] for i in space.stuff_indices]
+    if len(things) != 1:
+        raise UsageError(f"--to idmap holds one thing class; {source} has {len(things)} ({', '.join(things[:4]) or 'none'})"
+                         "; convert to coco, yolo or folder")
+    if len(stuff) > 1:
+        raise UsageError(f"--to idmap holds objects on one background; {source} has {len(stuff)} stuff classes "
+                         f"({', '.join(stuff[:4])}); convert to folder or coco-panoptic")
+
+
+def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
+    """images/, instances/ (uint16 ids), classes.txt (the background and the thing class) and splits/."""
+    losses = Losses("idmap")
+    if not space.stuff_indices:  # objects on nothing: the reader's background, named
+        thing = space.thing_indices[0]
+        space = LabelSpace(["background", space.names[thing]], [False, True], category_ids=[0, space.category_ids[thing]])
+    for entry in entries:
+        sample = entry.load()
+        copy_image(entry.image, out / "images", entry.name)
+        count_void(sample, losses)
+        ids = instance_ids(sample.instances, sample.image.shape[:2], losses)
+        io.write_instance_png(out / "instances" / f"{entry.name}.png", ids)
+    with io.atomic_path(out / "classes.txt") as tmp:
+        tmp.write_text(classes_txt(space), encoding="utf-8")
+    write_split_lists(out, entries)
+    return losses

@@ -24,7 +24,7 @@ from pathlib import Path
 from segcli import io
 from segcli.data import cityscapes, coco, coco_panoptic, folder, idmap, voc, yolo
 from segcli.data.classes import parse_classes_txt
-from segcli.data.coco_json import json_kind, jsons_in_folder
+from segcli.data.coco_json import find_json, json_kind, jsons_in_folder
 from segcli.data.dataset import DatasetOptions, SegDataset
 from segcli.errors import DataError, UsageError
 from segcli.structures import LabelSpace
@@ -111,3 +111,20 @@ def detect_format(path: Path) -> str:
         f"--data {path}: no known dataset layout (folder: images/ + masks/; idmap: images/ + instances/; yolo: images/ + labels/; "
         "voc; cityscapes; or a COCO json); pass --format to say which"
     )
+
+
+def stored_splits(path: str | Path, format: str = "auto", *, val: Path | None = None) -> list[str]:
+    """The splits a dataset stores itself (split lists, split folders, a json per split), in order; [] when it stores
+    none (its val split would be a seeded hold-out)."""
+    path = Path(path)
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt in CLASSES_TXT_FORMATS:
+        return [s for s in ("train", "val", "test") if (path / "splits" / f"{s}.txt").is_file()]
+    if fmt == "voc":
+        return [s for s in ("train", "val") if (path / "ImageSets" / "Segmentation" / f"{s}.txt").is_file()]
+    if fmt == "cityscapes":
+        return [s for s in ("train", "val", "test") if any((path / "leftImg8bit" / s).glob("*/*_leftImg8bit.png"))]
+    if fmt in ("coco", "coco-panoptic"):
+        kind = "panoptic" if fmt == "coco-panoptic" else "instances"
+        return ["train", "val"] if find_json(path, kind, "val", DatasetOptions(val=val))[1] else []
+    return []

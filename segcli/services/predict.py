@@ -32,6 +32,7 @@ from segcli import io
 from segcli.checkpoint import card_label_space, card_scaling
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
+from segcli.exports import parse_exports
 from segcli.inference import (
     DEFAULT_TILE,
     InferenceOptions,
@@ -40,7 +41,8 @@ from segcli.inference import (
     predict_arrays,
     prepare_model,
 )
-from segcli.outputs import Job, output_paths, read_part, write_aggregates, write_outputs
+from segcli.outputs import Job, ObjectOutputs, output_paths, read_part, write_aggregates, write_outputs
+from segcli.regions import check_pixel_size
 from segcli.services.resolve import resolve_model
 from segcli.structures import Mode, Prediction, parse_mode
 
@@ -77,6 +79,9 @@ class PredictConfig:
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
     thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
+    measure: bool = False  # objects.csv (and objects.parquet with pyarrow): one row per object, --json counts per class
+    exports: list[str] = field(default_factory=list)  # any of geojson, imagej, yolo (segcli.exports), per image
+    pixel_size: float | None = None  # µm per pixel: the table's lengths and areas also in µm and µm²
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
 
 
@@ -114,7 +119,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile, note=card.get("note"))
     summary = run.run(jobs)
-    summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space)
+    summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space, run.wanted)
     summary.seconds = time.perf_counter() - began
     return summary
 
@@ -143,6 +148,17 @@ def _check_config(config: PredictConfig) -> None:
         raise UsageError(f"--max-pixels {config.max_pixels}: a number of pixels, 1 or more")
     if not 0.0 <= config.alpha <= 1.0:
         raise UsageError(f"--alpha {config.alpha}: an opacity in [0, 1]")
+    check_pixel_size(config.pixel_size)
+    object_outputs(config)
+
+
+def object_outputs(config: PredictConfig) -> ObjectOutputs:
+    """--measure, --export and --pixel-size, checked."""
+    wanted = ObjectOutputs(config.measure, parse_exports(config.exports), config.pixel_size)
+    if config.pixel_size is not None and not wanted.needs_intensities:
+        raise UsageError(f"--pixel-size {config.pixel_size}: gives the objects' sizes in µm; add --measure "
+                         "(or --export geojson)")
+    return wanted
 
 
 def _batch_size(batch_size: int | None, device: torch.device) -> int:
@@ -233,6 +249,7 @@ class _Run:
                  notify: Callback) -> None:
         self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
         self.label_space = card_label_space(card)
+        self.wanted = object_outputs(config)
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
@@ -241,13 +258,14 @@ class _Run:
 
     def run(self, jobs: list[Job]) -> PredictSummary:
         self.summary.inputs = len(jobs)
-        finished = {job: part for job in jobs if self.config.skip_existing
-                    and (part := read_part(self.config.out, self.config.mode, job, self.config.overlay)) is not None}
+        finished = {job: part for job in jobs if self.config.skip_existing and (
+            part := read_part(self.config.out, self.config.mode, job, self.config.overlay, self.wanted)) is not None}
         readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read",
                                      initializer=background_thread)
         try:
             for job, image in _read_ahead(jobs, set(finished), readers, ahead=2 * self.options.batch_size + 2,
-                                          max_pixels=self.config.max_pixels, scaling=card_scaling(self.card)):
+                                          max_pixels=self.config.max_pixels, scaling=card_scaling(self.card),
+                                          intensities=self.wanted.needs_intensities):
                 if job in finished:
                     self.pending.append(_done(finished[job]["record"] | {"skipped": True}))
                 elif isinstance(image, str):
@@ -276,23 +294,24 @@ class _Run:
         if not self.batch:
             return
         began = time.perf_counter()
-        predictions = predict_arrays(self.net, self.card, [image for _, image, _ in self.batch], self.device, self.options,
-                                     **self.config.thresholds)
+        predictions = predict_arrays(self.net, self.card, [_rgb(image) for _, image, _ in self.batch], self.device,
+                                     self.options, **self.config.thresholds)
         share = (time.perf_counter() - began) / len(self.batch)
         for (job, image, slot), prediction in zip(self.batch, predictions):
             self.writer.submit(_fill, slot, self._write, job, image, prediction, share)
         self.batch = []
 
-    def _write(self, job: Job, image: np.ndarray, prediction: Prediction, seconds: float) -> dict:
+    def _write(self, job: Job, image: np.ndarray | tuple, prediction: Prediction, seconds: float) -> dict:
         """write_outputs; a file that cannot be written (full disk) fails this input, and its other files go too."""
+        config = self.config
         try:
-            config = self.config
-            return write_outputs(config.out, config.mode, job, image, prediction, self.label_space,
-                                 config.alpha if config.overlay else None, seconds)
+            intensities = image[1] if isinstance(image, tuple) else None
+            return write_outputs(config.out, config.mode, job, _rgb(image), prediction, self.label_space,
+                                 config.alpha if config.overlay else None, seconds, self.wanted, intensities)
         except SegcliError as error:
-            for path in output_paths(self.config.out, job.stem, self.config.mode, self.config.overlay).values():
+            for path in output_paths(config.out, job.stem, config.mode, config.overlay, self.wanted.exports).values():
                 path.unlink(missing_ok=True)
-            return _failure(job, self.config.mode, str(error))
+            return _failure(job, config.mode, str(error))
 
     def _report(self, keep: int) -> None:
         """Send the records that are ready, in input order, waiting for them while more than `keep` are outstanding."""
@@ -324,16 +343,18 @@ def _fill(slot: Future, function: Callable, *args) -> None:
 
 
 def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor, ahead: int,
-                max_pixels: int | None = None, scaling: io.IntensityScaling = io.DEFAULT_SCALING
-                ) -> Iterator[tuple[Job, np.ndarray | str | None]]:
-    """Every job in order with its decoded image (the error message if it failed; None for jobs in `skip`,
-    which are not read); at most `ahead` images are decoded ahead of the consumer."""
+                max_pixels: int | None = None, scaling: io.IntensityScaling = io.DEFAULT_SCALING,
+                intensities: bool = False) -> Iterator[tuple[Job, np.ndarray | tuple | str | None]]:
+    """Every job in order with its decoded image (with `intensities`: the image and its stored values; the error
+    message if it failed; None for jobs in `skip`, which are not read); at most `ahead` images are decoded ahead
+    of the consumer."""
     queue = (job for job in jobs if job not in skip)
     loading: dict[Job, Future] = {}
+    read = _read_with_intensities if intensities else io.read_image
 
     def refill() -> None:
         while len(loading) < ahead and (job := next(queue, None)) is not None:
-            loading[job] = pool.submit(io.read_image, job.path, max_pixels, scaling)
+            loading[job] = pool.submit(read, job.path, max_pixels, scaling)
 
     for job in jobs:
         refill()
@@ -345,3 +366,13 @@ def _read_ahead(jobs: list[Job], skip: set[Job], pool: ThreadPoolExecutor, ahead
         except SegcliError as error:
             image = str(error)
         yield job, image
+
+
+def _read_with_intensities(path: Path, max_pixels: int | None, scaling: io.IntensityScaling
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's image and the stored values the objects are measured on (a second decode, in the reader)."""
+    return io.read_image(path, max_pixels, scaling), io.read_intensities(path, max_pixels)
+
+
+def _rgb(image: np.ndarray | tuple) -> np.ndarray:
+    return image[0] if isinstance(image, tuple) else image
