@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -164,6 +166,27 @@ def card_turned(card: dict | None) -> bool:
 
 def card_label_space(card: dict) -> LabelSpace:
     return LabelSpace.from_dict(card["label_space"])
+
+
+def card_pixel_size(card: dict | None) -> float | None:
+    """The training data's pixel size in µm (`train --pixel-size`), when the card records one."""
+    value = (card or {}).get("pixel_size_um")
+    return float(value) if value else None
+
+
+def circle_diameter(area: float) -> float:
+    """The diameter of the circle of this area, px: what a ruler across a round object reads (Cellpose's --diameter)."""
+    return 2.0 * math.sqrt(area / math.pi)
+
+
+def card_object_diameter(card: dict | None) -> float | None:
+    """The training objects' median diameter in the training data's pixels, when the card records one. Cards
+    written before `object_diameter` existed give it from their plan's fingerprint (median sqrt(area) per class)."""
+    value = (card or {}).get("object_diameter")
+    if value:
+        return float(value)
+    sides = [v for v in ((((card or {}).get("plan") or {}).get("fingerprint") or {}).get("object_diameter") or {}).values() if v]
+    return round(circle_diameter(statistics.median(sides) ** 2), 1) if sides else None
 
 
 # ---------------------------------------------------------------- training state for --resume

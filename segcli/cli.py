@@ -126,6 +126,11 @@ NmsThresholdOpt = Annotated[float | None, typer.Option("--nms-threshold", help="
 MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
 ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
 StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
+# The input's scale: resampled to the training data's (docs/histology.md).
+PixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The images' pixel size in µm (e.g. 0.5 for a "
+                                                    "20x scan): they are resampled to the model's training pixel size.")]
+ObjectSizeOpt = Annotated[float | None, typer.Option("--object-size", help="A typical object's diameter in the images, "
+                                                     "px: they are resampled so it matches the model's training objects.")]
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -285,6 +290,8 @@ def predict_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
+    pixel_size: PixelSizeOpt = None,
+    object_size: ObjectSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -301,7 +308,7 @@ def predict_command(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
-        backend=backend, max_pixels=max_pixels, thresholds=thresholds)
+        backend=backend, max_pixels=max_pixels, pixel_size=pixel_size, object_size=object_size, thresholds=thresholds)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -327,6 +334,9 @@ def _predict_progress(progress, json_out):
                 err_console.print(escape(info["note"]), highlight=False, soft_wrap=True)
             progress.start()
             tasks["images"] = progress.add_task(f"predict ({info['model']}, {info['device']})", total=info["inputs"])
+        elif event == "warning":
+            if not STATE.quiet:
+                progress.console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
         elif event == "image":
             record = info["record"]
             progress.advance(tasks["images"])
@@ -492,6 +502,8 @@ def train_command(
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
+    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, recorded "
+                                                     "in the card: predict --pixel-size resamples inputs to it.")] = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: PretrainedOpt = True,
     weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
@@ -510,7 +522,7 @@ def train_command(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
-        bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
+        bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
@@ -626,6 +638,8 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     tta: TtaOpt = False,
+    pixel_size: PixelSizeOpt = None,
+    object_size: ObjectSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -642,7 +656,8 @@ def eval_command(
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
                       ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
-                      thresholds=thresholds, tta=tta or None)
+                      thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
+                      callback=_warnings)
     _render_metrics(mode.value, result)
     if json_out and str(json_out) == "-":
         _print_json(result)
@@ -654,6 +669,12 @@ def eval_command(
         from segcli.services.compare_report import write_csv
 
         write_csv(csv_out, [{k: v for k, v in row.items() if not isinstance(v, dict)} for row in result["per_class"]])
+
+
+def _warnings(event: str, **info) -> None:
+    """A service's warnings, one yellow line each on stderr."""
+    if event == "warning" and not STATE.quiet:
+        err_console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
 
 
 _SUMMARY_KEYS = {

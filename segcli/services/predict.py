@@ -29,16 +29,18 @@ import numpy as np
 import torch
 
 from segcli import io
-from segcli.checkpoint import card_label_space, card_scaling
+from segcli.checkpoint import card_label_space, card_scaling, circle_diameter
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.inference import (
     DEFAULT_TILE,
     InferenceOptions,
     check_tta,
+    input_rescale,
     postprocess_options,
     predict_arrays,
     prepare_model,
+    scale_mismatch,
 )
 from segcli.outputs import Job, output_paths, read_part, write_aggregates, write_outputs
 from segcli.services.resolve import resolve_model
@@ -76,6 +78,8 @@ class PredictConfig:
     backend: str = "torch"  # torch | onnxruntime (a dense checkpoint's forward pass, CPU float32)
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
+    pixel_size: float | None = None  # the inputs' µm per pixel: resampled to the card's pixel_size_um
+    object_size: float | None = None  # a typical object's diameter in the inputs, px: resampled to the card's object_diameter
     thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
 
@@ -106,7 +110,7 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
         check_tta(net, card)
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True,
-                               mode=Mode(config.mode))
+                               mode=Mode(config.mode), rescale=input_rescale(card, config.pixel_size, config.object_size))
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
     runnable = _backend(config, net, device, options)
     io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
@@ -114,6 +118,10 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile, note=card.get("note"))
     summary = run.run(jobs)
+    if config.pixel_size is None and config.object_size is None:
+        note = scale_mismatch(card, run.diameters)
+        if note:
+            notify("warning", message=note)
     summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space)
     summary.seconds = time.perf_counter() - began
     return summary
@@ -233,6 +241,7 @@ class _Run:
                  notify: Callback) -> None:
         self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
         self.label_space = card_label_space(card)
+        self.diameters: list[float] = []  # of every object predicted, for the note on the objects' scale
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
@@ -298,6 +307,9 @@ class _Run:
         """Send the records that are ready, in input order, waiting for them while more than `keep` are outstanding."""
         while self.pending and (self.pending[0].done() or len(self.pending) > keep):
             record = self.pending.popleft().result()
+            if self.config.mode != Mode.SEMANTIC:  # (a semantic segment is a whole class, not an object)
+                # The objects' areas, counted by the writer already: no mask is summed again.
+                self.diameters.extend(circle_diameter(s["area"]) for s in record["segments"] if s.get("isthing"))
             if not record["ok"]:
                 self.summary.failed.append(record)
             elif record.get("skipped"):
