@@ -50,11 +50,11 @@ nuclei)
   $SEGCLI train --data "$DATA/dsb2018_nuclei" --model unet_contour --mode panoptic --bf16 --time 28m --seed 0 \
     --out "$WORK/nuclei"
   # Thresholds chosen on the validation split (recorded in the card; the test split is never looked at).
-  $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode panoptic \
+  $SEGCLI tune --data "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --mode panoptic \
     --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=5,20,40
   # Instance mode by its own metric, AP: the small nuclei a PQ-chosen min_area drops are recall lost to AP. A tie
   # (within 0.002) keeps the value tried first: 20 px before 5 px, fewer specks for the same AP.
-  $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode instance \
+  $SEGCLI tune --data "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --mode instance \
     --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=20,5,40
   evaluate "$DATA/dsb2018_nuclei" test "$WORK/nuclei" panoptic instance semantic
   $PY scripts/instance_errors.py "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --split test \

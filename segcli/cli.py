@@ -457,6 +457,8 @@ EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet enco
                                                 "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
+TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, "
+                                                          "recorded in the card: predict --pixel-size resamples to it.")]
 EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights with "
                                       "this decay per step, e.g. 0.999 (default: off).")]
 
@@ -491,7 +493,7 @@ def train_command(
     class_weights: ClassWeightsOpt = None,
     center_sigma: CenterSigmaOpt = None,
     boundary_width: BoundaryWidthOpt = None,
-    contact_weight: ContactWeightOpt = None, ema: EmaOpt = None,
+    contact_weight: ContactWeightOpt = None, ema: EmaOpt = None, pixel_size: TrainPixelSizeOpt = None,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
@@ -502,8 +504,6 @@ def train_command(
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
-    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, recorded "
-                                                     "in the card: predict --pixel-size resamples inputs to it.")] = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: PretrainedOpt = True,
     weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
@@ -675,6 +675,90 @@ def _warnings(event: str, **info) -> None:
     """A service's warnings, one yellow line each on stderr."""
     if event == "warning" and not STATE.quiet:
         err_console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command("tune")
+def tune_command(
+    data: Annotated[Path, typer.Option("--data", help="A dataset with the model's classes: its --split is scored.")],
+    weights: Annotated[Path | None, typer.Option("--weights", help="The checkpoint to tune: its card is rewritten "
+                                                                  "(or a copy at --out).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A bundled model to tune; its tuned copy goes to --out.")] = None,
+    mode: Annotated[Mode | None, typer.Option("--mode", help="The mode to tune for, by its metric (PQ, mask AP, mIoU); "
+                                                             "default: the card's.")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="NAME=V1,V2,...: values of one threshold, searched "
+                                                                 "in the order given; repeatable (default: per model).")] = None,
+    split: Annotated[str, typer.Option("--split", help="The split to choose on (keep test for the final score).")] = "val",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the tuned checkpoint here (weights copied, new card) "
+                                                          "instead of rewriting the card of --weights.")] = None,
+    data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
+    json_out: Annotated[bool, typer.Option("--json", help="The search as JSON on stdout instead of the table.")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Choose a checkpoint's post-processing thresholds on a validation split and write them into its card."""
+    _setup(debug, quiet, device)
+    from segcli.services.tune import tune
+
+    progress = _progress()
+    try:
+        result = tune(data=data, mode=mode.value if mode else None, weights=weights, model=model, out=out, split=split,
+                      grid=_parse_grid(grid or []) or None, data_format=data_format.value, device=device,
+                      callback=_tune_progress(progress))
+    finally:
+        progress.stop()
+    if json_out:
+        _print_json({"card": str(result.card), "mode": result.mode, "metric": result.metric, "split": result.split,
+                     "start": result.start, "chosen": result.chosen, "best": result.best, "tried": result.tried})
+    else:
+        _render_search(result)
+    changed = ", ".join(f"{k} {v:g}" for k, v in result.chosen.items() if result.start.get(k) != v) or "none changed"
+    _say(f"{result.mode} thresholds ({changed}; {result.split} {result.metric} {result.best:.4f}) -> {result.card}")
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[float]]:
+    """["min_area=5,10", ...] -> {"min_area": [5.0, 10.0], ...}."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            parsed = [float(v) for v in values.split(",")] if sep and name.strip() else None
+        except ValueError:
+            parsed = None
+        if not parsed:
+            raise UsageError(f"--grid {item!r}: write NAME=V1,V2,..., e.g. --grid min_area=5,10,20")
+        if name.strip() in grid:
+            raise UsageError(f"--grid {name.strip()}: given twice; list all its values in one --grid")
+        grid[name.strip()] = parsed
+    return grid
+
+
+def _tune_progress(progress):
+    tasks: dict[str, int] = {}
+
+    def update(event: str, **info) -> None:
+        if event == "start":
+            progress.start()
+            tasks["settings"] = progress.add_task(f"tune: {info['metric']} on {info['split']} ({info['images']} images)",
+                                                  total=info["settings"])
+        elif event == "setting":
+            progress.advance(tasks["settings"])
+
+    return update
+
+
+def _render_search(result) -> None:
+    """Every setting scored, in the order tried, the chosen one marked: the result, on stdout."""
+    searched = [k for k in result.chosen if any(t[k] != result.start[k] for t in result.tried)]
+    table = Table(title=f"tune ({result.mode})")
+    for column in (*searched, result.metric, "chosen"):
+        table.add_column(column, justify="right")
+    for tried in result.tried:
+        mark = "*" if all(tried[k] == v for k, v in result.chosen.items()) else ""
+        table.add_row(*(f"{tried[k]:g}" for k in searched), f"{tried[result.metric]:.4f}", mark)
+    fixed = [f"{k} {v:g}" for k, v in result.chosen.items() if k not in searched]
+    table.caption = f"{result.split} split" + ("; fixed: " + ", ".join(fixed) if fixed else "")
+    Console(soft_wrap=False).print(table)
 
 
 _SUMMARY_KEYS = {

@@ -247,6 +247,11 @@ def postprocess_options(model, card: dict | None, given: dict | None = None, mod
     return {**recorded, **given}
 
 
+def postprocess_call(model, card: dict | None, given: dict | None, mode: Mode | str) -> dict:
+    """The keyword arguments `model.postprocess` is called with in `mode`: `postprocess_options`, and the mode."""
+    return postprocess_options(model, card, given, mode) | _mode_argument(model.postprocess, Mode(mode))
+
+
 def input_scale(card: dict | None) -> float:
     """The scale the model was trained at (`--scale`, recorded in the card); images are predicted at that scale."""
     return float((card or {}).get("scale") or 1.0)
@@ -378,7 +383,7 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
     post-processed there, and its label maps sampled back to the image's size (`resample_prediction`).
     """
     model, device, options = _prepare_run(model, card, device, options)
-    thresholds = postprocess_options(model, card, thresholds, options.mode) | _mode_argument(model.postprocess, options.mode)
+    thresholds = postprocess_call(model, card, thresholds, options.mode)
     predictions: list[Prediction] = []
     for item in _forward(model, card, images, device, options, thresholds):
         if isinstance(item, Prediction):
