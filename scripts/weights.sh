@@ -41,7 +41,7 @@ shapes)
     --img-size 128 --val-every 500 --bf16 --out "$WORK/shapes"
   evaluate "$WORK/shapes-test" all "$WORK/shapes" panoptic instance semantic
   $PY scripts/bundle_model.py shapes "$WORK/shapes" "$WORK"/shapes/test_{panoptic,instance,semantic}.json \
-    --test-data "$WORK/shapes-test" --split all
+    --test-data "$WORK/shapes-test" --split all --score-on "$WORK/shapes-test:all:synthetic"
   ;;
 nuclei)
   # The native-resolution recipe of docs/training.md: unet_contour (background / nucleus / nucleus boundary) on
@@ -60,7 +60,8 @@ nuclei)
   $PY scripts/instance_errors.py "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --split test \
     --json "$WORK/nuclei/errors_test.json" > /dev/null
   $PY scripts/bundle_model.py nuclei "$WORK/nuclei" "$WORK"/nuclei/test_{panoptic,instance,semantic}.json \
-    --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json"
+    --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json" \
+    --score-on "$DATA/dsb2018_nuclei" --score-on "$DATA/monuseg2018_nuclei" --score-on "$DATA/tnbc_nuclei"
   ;;
 nuclei_he)
   # H&E nuclei: MoNuSeg 2018 (7 organs) and TNBC (breast) training splits in one idmap dataset, both at 40x. The

@@ -168,6 +168,23 @@ def card_label_space(card: dict) -> LabelSpace:
     return LabelSpace.from_dict(card["label_space"])
 
 
+def card_data_sources(card: dict | None) -> list[dict]:
+    """The training data's sources, each {name, licence, url}: the card's `data.sources` (a model trained on several
+    datasets), else its `data` itself. A source with no stated licence says "unknown"."""
+    data = (card or {}).get("data") or {}
+    sources = data.get("sources") or ([data] if data.get("name") or data.get("licence") else [])
+    return [{"name": s.get("name") or s.get("path") or "?", "licence": s.get("licence") or "unknown", "url": s.get("url")}
+            for s in sources]
+
+
+def card_licences(card: dict | None) -> str:
+    """The training data's licences in one line: "CC0", or "DSB 2018: CC0; MoNuSeg 2018: CC BY-NC-SA 4.0"."""
+    sources = card_data_sources(card)
+    if len({s["licence"] for s in sources}) <= 1:
+        return sources[0]["licence"] if sources else "unknown"
+    return "; ".join(f"{s['name']}: {s['licence']}" for s in sources)
+
+
 def card_pixel_size(card: dict | None) -> float | None:
     """The training data's pixel size in µm (`train --pixel-size`), when the card records one."""
     value = (card or {}).get("pixel_size_um")

@@ -219,17 +219,13 @@ def models_command(
     _needs_output(json_out, "--json")
     if info is not None:
         from segcli.errors import check_minimums
-        from segcli.models.facts import model_facts
 
         check_minimums(("--size", size, 32))  # the zoo's largest output stride: smaller inputs crash some models
-        facts = model_facts(info, size=size)
+        facts = catalog.model_info(info, size=size)
         if json_out:
             _print_json(facts)
-            return
-        table = Table(title=f"{info}", show_header=False)
-        for key, value in facts.items():
-            table.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
-        _show(table)
+        else:
+            _render_info(info, facts)
         return
     rows = catalog.list_catalog(mode.value if mode else None)
     if json_out:
@@ -243,6 +239,40 @@ def models_command(
         table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), escape(row["description"]))
     _show(table)
     _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
+
+
+def _render_info(name: str, facts: dict) -> None:
+    """One model's facts as rows of a table; a bundled model's training data and scores as tables of their own."""
+    from segcli.services.catalog import score_table
+
+    table = Table(title=name, show_header=False)
+    for key, value in facts.items():
+        if key == "pixel_size_um" and value is None:
+            value = "unknown: predict --object-size PX rescales inputs"  # (--pixel-size needs the card's)
+        if key in ("scores", "training_data", "thing_classes") or value is None:
+            continue
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: " + ", ".join(f"{a} {b:g}" for a, b in v.items()) if isinstance(v, dict)
+                              else f"{k} {v:g}" for k, v in value.items())
+        table.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    if facts.get("bundled") and not facts["scores"]:
+        table.add_row("scores", "none recorded in the card")
+    _show(table)
+    if facts.get("training_data"):
+        data = Table(title=f"{name}: training data")
+        for column in ("data", "licence", "url"):
+            data.add_column(column, overflow="fold")
+        for source in facts["training_data"]:
+            data.add_row(escape(source["name"]), escape(source["licence"]), escape(source.get("url") or "-"))
+        _show(data)
+    if facts.get("bundled") and facts["scores"]:
+        headings, rows = score_table(facts["scores"], facts["thing_classes"])
+        scores = Table(title=f"{name}: scores per test set and kind of image")
+        for heading in headings:
+            scores.add_column(heading, justify="left" if heading in ("test set", "kind") else "right")
+        for row in rows:
+            scores.add_row(*map(escape, row))
+        _show(scores)
 
 
 def _needs_output(machine: object, option: str) -> None:
