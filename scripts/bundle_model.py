@@ -29,7 +29,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from segcli import __version__, io
-from segcli.checkpoint import checkpoint_paths, load_checkpoint, read_card
+from segcli.checkpoint import card_object_diameter, checkpoint_paths, load_checkpoint, read_card
 from segcli.data.load import load_for_model
 from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
 from segcli.metrics import score_predictions
@@ -167,6 +167,10 @@ def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: 
         "metrics": metrics,
         "test": {"data": about["test_data"], "path": test_data, "split": split, "images": _images(test_jsons)},
         "native_size": about["native_size"],
+        # The training data's scale (predict --pixel-size / --object-size): ABOUT's pixel size for a run trained
+        # without train --pixel-size; the objects' diameter from the plan for runs made before cards recorded it.
+        "pixel_size_um": about.get("pixel_size_um", card.get("pixel_size_um")),
+        "object_diameter": card_object_diameter(card),
         "notes": _notes(about.get("notes"), errors),
         "scores": [row for test_set in score_on or [] for row in score_rows(weights, test_set, list(metrics))],
         "storage_dtype": "float16" if fp16 else "float32",

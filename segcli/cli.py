@@ -505,8 +505,7 @@ def train_command(
     batch_size: BatchSizeOpt = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
     img_size: ImgSizeOpt = None,
-    crop: CropOpt = None,
-    scale: ScaleOpt = None,
+    crop: CropOpt = None, scale: ScaleOpt = None, pixel_size: TrainPixelSizeOpt = None,  # the training images' scale
     zoom: ZoomOpt = None,
     rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None,  # turns, intensities, stains
     dark_ground: DarkGroundOpt = None,
@@ -523,7 +522,7 @@ def train_command(
     class_weights: ClassWeightsOpt = None,
     center_sigma: CenterSigmaOpt = None,
     boundary_width: BoundaryWidthOpt = None,
-    contact_weight: ContactWeightOpt = None, ema: EmaOpt = None, pixel_size: TrainPixelSizeOpt = None,
+    contact_weight: ContactWeightOpt = None, ema: EmaOpt = None,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
