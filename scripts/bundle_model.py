@@ -1,27 +1,39 @@
 """Turn a training run into a bundled model: models/NAME.safetensors + models/NAME.json.
 
-    python scripts/bundle_model.py NAME RUN_DIR TEST_JSON... [--test-data DIR --split SPLIT]
+    python scripts/bundle_model.py NAME RUN_DIR TEST_JSON... --test-data DIR [--split SPLIT] \
+        [--score-on DIR[:SPLIT[:KIND]]]...
 
 The weights are the run's best checkpoint (stored as float16 with --fp16; loading converts back). The
 card is the run's card plus what a user of a shipped model needs: a name and summary, the training
-data with its licence, the make target that retrains it, the training command line as a user types
-it, and the test metrics (from `segcli eval --data ... --json FILE`, one file per mode) with the data
-they were measured on. Used by scripts/weights.sh (`make weights-NAME`); models/README.md is then
-regenerated from the cards by scripts/models_readme.py.
+data with its licence (`data.sources`, one {name, licence, url} per dataset, when it trained on several: a short
+name each, as `segcli models` shows "MoNuSeg 2018: CC BY-NC-SA 4.0"), the make target that retrains it, the
+training command line as a user types it, and the test metrics (from `segcli eval --data ... --json FILE`, one file
+per mode) with the data they were measured on.
+
+`scores` scores the model on each `--score-on` test set (default split test) in the modes of the test metrics, as
+`segcli eval --data DIR --split SPLIT` does (same reading, same inference path), on the whole set and, where it mixes
+kinds of image, on each kind: one row {test_set, kind, n_images, n_objects, metrics...} each. An image's kind is the
+KIND given, else its group in the set's metadata.csv (DSB 2018: fluorescence, brightfield, he_stained), else the
+set's own (`SET_KINDS`). Used by scripts/weights.sh (`make weights-NAME`); models/README.md is then regenerated from
+the cards by scripts/models_readme.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from segcli import __version__, io
-from segcli.checkpoint import checkpoint_paths, read_card
+from segcli.checkpoint import card_object_diameter, checkpoint_paths, load_checkpoint, read_card
+from segcli.data.load import load_for_model
+from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
+from segcli.metrics import score_predictions
+from segcli.structures import Mode
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -47,6 +59,63 @@ ABOUT = {
                  "and {merged} of the {fn} missed nuclei lie in predictions that merge touching nuclei (docs/training.md)",
     },
 }
+
+
+# Kinds of image: a metadata.csv group's first word (DSB 2018's groups), and the sets that hold one kind only.
+GROUP_KINDS = {"fluorescence": "fluorescence", "brightfield": "brightfield", "he": "H&E"}
+SET_KINDS = {"monuseg2018_nuclei": "H&E", "tnbc_nuclei": "H&E"}
+# The metrics a score row keeps, per mode (things_pq: the objects' PQ, "nucleus PQ" for a nucleus model).
+SCORE_KEYS = {"instance": ("ap", "ap50", "ap75"), "panoptic": ("pq", "things_pq", "things_sq", "things_rq"),
+              "semantic": ("miou", "mean_dice")}
+
+
+def image_kinds(root: Path, names: list[str], kind: str | None = None) -> dict[str, str]:
+    """Each image's kind (fluorescence, brightfield, H&E, ...): `kind` for all, else the set's metadata.csv, else
+    the set's own kind."""
+    if kind:
+        return dict.fromkeys(names, kind)
+    table = Path(root) / "metadata.csv"
+    if table.is_file():
+        with table.open(newline="") as f:
+            groups = {row["image_id"]: row["group"] for row in csv.DictReader(f)}
+        missing = [n for n in names if n not in groups]
+        if missing:
+            raise SystemExit(f"{table}: no row for image {missing[0]!r}")
+        return {n: GROUP_KINDS.get(groups[n].split("_")[0], groups[n].split("_")[0]) for n in names}
+    if Path(root).name in SET_KINDS:
+        return dict.fromkeys(names, SET_KINDS[Path(root).name])
+    raise SystemExit(f"{root}: no metadata.csv and not a known set; say what it holds: --score-on {root}:SPLIT:KIND")
+
+
+def parse_test_set(text: str) -> tuple[Path, str, str | None]:
+    """"DIR[:SPLIT[:KIND]]" -> (DIR, SPLIT (default test), KIND or None)."""
+    path, _, rest = text.partition(":")
+    split, _, kind = rest.partition(":")
+    return Path(path), split or "test", kind or None
+
+
+def score_rows(weights: Path, test_set: str, modes: list[str]) -> list[dict]:
+    """The model's scores on one test set, whole and per kind of image (see the module docstring)."""
+    path, split, kind = parse_test_set(test_set)
+    net, card = load_checkpoint(weights)
+    dataset = load_for_model(path, card, split=split)
+    samples = [dataset[i] for i in range(len(dataset))]
+    kinds = image_kinds(path, [s.name for s in samples], kind)
+    groups = {k: [s for s in samples if kinds[s.name] == k] for k in sorted(set(kinds.values()))}
+    if len(groups) > 1:
+        groups = {"all": samples, **dict(sorted(groups.items(), key=lambda item: -len(item[1])))}
+    rows = {group: {"test_set": f"{path.name} {split}", "path": str(path), "split": split, "kind": group,
+                    "n_images": len(members), "n_objects": sum(len(s.instances) for s in members)}
+            for group, members in groups.items()}
+    for mode in modes:
+        options = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode))
+        predicted = dict(zip((s.name for s in samples), predict_arrays(net, card, [s.image for s in samples],
+                                                                        options=options)))
+        for group, members in groups.items():
+            result = score_predictions([(s, predicted[s.name]) for s in members], mode, dataset.label_space)
+            rows[group].update({k: v for k, v in scalar_metrics(result).items() if k in SCORE_KEYS[mode]})
+        del predicted  # before the next mode's: a 1000 px tile's instances hold a full-size mask each
+    return list(rows.values())
 
 
 def scalar_metrics(result: dict) -> dict:
@@ -76,7 +145,7 @@ def _notes(template: str | None, errors: Path | None) -> str | None:
 
 
 def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: str, fp16: bool,
-           errors: Path | None = None) -> Path:
+           errors: Path | None = None, score_on: list[str] | None = None) -> Path:
     weights, _ = checkpoint_paths(run / "best")
     card = read_card(weights)
     state = load_file(str(weights))
@@ -98,7 +167,12 @@ def bundle(name: str, run: Path, test_jsons: list[Path], test_data: str, split: 
         "metrics": metrics,
         "test": {"data": about["test_data"], "path": test_data, "split": split, "images": _images(test_jsons)},
         "native_size": about["native_size"],
+        # The training data's scale (predict --pixel-size / --object-size): ABOUT's pixel size for a run trained
+        # without train --pixel-size; the objects' diameter from the plan for runs made before cards recorded it.
+        "pixel_size_um": about.get("pixel_size_um", card.get("pixel_size_um")),
+        "object_diameter": card_object_diameter(card),
         "notes": _notes(about.get("notes"), errors),
+        "scores": [row for test_set in score_on or [] for row in score_rows(weights, test_set, list(metrics))],
         "storage_dtype": "float16" if fp16 else "float32",
         "segcli_version": __version__,
     })
@@ -124,9 +198,11 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="its split that was scored")
     parser.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
     parser.add_argument("--errors", type=Path, help="scripts/instance_errors.py --json output on the test data")
+    parser.add_argument("--score-on", action="append", default=[], metavar="DIR[:SPLIT[:KIND]]",
+                        help="a test set to score the model on for the card's scores (repeatable)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    path = bundle(args.name, args.run, args.test_json, args.test_data, args.split, args.fp16, args.errors)
+    path = bundle(args.name, args.run, args.test_json, args.test_data, args.split, args.fp16, args.errors,
+                  args.score_on)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB) and {path.with_suffix('.json')}")
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segcli.checkpoint import load_checkpoint, read_card
+from segcli.checkpoint import card_data_sources, card_label_space, card_licences, load_checkpoint, read_card
 from segcli.inference import InferenceOptions, predict_arrays, prepare_model
 from segcli.models.registry import get_model_entry
+from segcli.services.catalog import score_table
 from segcli.services.resolve import bundled_checkpoint, bundled_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,14 +96,33 @@ def row(name: str, card: dict, weights: Path) -> str:
     size = card.get("native_size") or card.get("img_size")
     image = sample_image(card)
     ms = latency_ms(net, {**card, "mode": card["mode"]}, image)
-    data = card.get("data", {})
-    cells = [f"`{name}`", ", ".join(get_model_entry(card["model"]).modes), _classes(card),
-             f"{data.get('name', '')}; licence: {data.get('licence', 'unknown')}",
+    data = "<br>".join(f"{s['name']}; licence: {s['licence']}" for s in card_data_sources(card))
+    cells = [f"`{name}`", ", ".join(get_model_entry(card["model"]).modes), _classes(card), data,
              f"`{card.get('recipe', '')}`: `{card.get('command', '')}`",
              f"{_metrics(card)}<br>({card.get('test', {}).get('data', 'test data unknown')})",
              f"{weights.stat().st_size / 1e6:.1f} MB ({card.get('storage_dtype', 'float32')})",
              f"{ms:.0f} ms at {size}x{size}"]
     return "| " + " | ".join(cells) + " |"
+
+
+def scores_section(names: list[str]) -> list[str]:
+    """Per bundled model, its scores per test set and kind of image (the card's `scores`, scripts/bundle_model.py)."""
+    lines = ["", "## Scores per test set and kind of image", "",
+             "Measured by `scripts/bundle_model.py --score-on` as `segcli eval --data DIR --split SPLIT` measures "
+             "(the same reading and inference), on each whole test set and on each kind of image in it "
+             "(fluorescence, brightfield, H&E). PQ counts the background too; the thing class's own PQ is "
+             "beside it."]
+    for name in names:
+        card = read_card(bundled_checkpoint(name))
+        space = card_label_space(card)
+        headings, rows = score_table(card.get("scores") or [], [space.names[i] for i in space.thing_indices])
+        lines += ["", f"### `{name}`", ""]
+        if not rows:
+            lines.append("No scores per kind of image recorded (the card's test metrics are in the table above).")
+            continue
+        lines += ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return lines
 
 
 def _three_places(value: float) -> str:
@@ -136,6 +156,11 @@ def main(out: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> No
         f"post-processing of the model's own mode, float32 channels-last, batch 1) on one test image at the native size, "
         f"{torch.get_num_threads()} torch threads, {platform.machine()} CPU, torch {torch.__version__}; measured while "
         "other jobs shared the machine, so treat it as an upper bound.",
+        "",
+        *[f"Trained on data for non-commercial use only: `{name}` ({card_licences(read_card(bundled_checkpoint(name)))}"
+          "); its weights carry that licence." for name in bundled_names()
+          if "-NC" in card_licences(read_card(bundled_checkpoint(name)))],
+        *scores_section(bundled_names())[1:],
         "",
         "## Recipes without shipped weights",
         "",

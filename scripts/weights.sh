@@ -41,7 +41,7 @@ shapes)
     --img-size 128 --val-every 500 --bf16 --out "$WORK/shapes"
   evaluate "$WORK/shapes-test" all "$WORK/shapes" panoptic instance semantic
   $PY scripts/bundle_model.py shapes "$WORK/shapes" "$WORK"/shapes/test_{panoptic,instance,semantic}.json \
-    --test-data "$WORK/shapes-test" --split all
+    --test-data "$WORK/shapes-test" --split all --score-on "$WORK/shapes-test:all:synthetic"
   ;;
 nuclei)
   # The native-resolution recipe of docs/training.md: unet_contour (background / nucleus / nucleus boundary) on
@@ -50,17 +50,18 @@ nuclei)
   $SEGCLI train --data "$DATA/dsb2018_nuclei" --model unet_contour --mode panoptic --bf16 --time 28m --seed 0 \
     --out "$WORK/nuclei"
   # Thresholds chosen on the validation split (recorded in the card; the test split is never looked at).
-  $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode panoptic \
+  $SEGCLI tune --data "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --mode panoptic \
     --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=5,20,40
   # Instance mode by its own metric, AP: the small nuclei a PQ-chosen min_area drops are recall lost to AP. A tie
   # (within 0.002) keeps the value tried first: 20 px before 5 px, fewer specks for the same AP.
-  $PY scripts/choose_thresholds.py "$WORK/nuclei" "$DATA/dsb2018_nuclei" --mode instance \
+  $SEGCLI tune --data "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --mode instance \
     --grid interior_threshold=0.3,0.4,0.6,0.7 --grid min_area=20,5,40
   evaluate "$DATA/dsb2018_nuclei" test "$WORK/nuclei" panoptic instance semantic
   $PY scripts/instance_errors.py "$DATA/dsb2018_nuclei" --weights "$WORK/nuclei/best.safetensors" --split test \
     --json "$WORK/nuclei/errors_test.json" > /dev/null
   $PY scripts/bundle_model.py nuclei "$WORK/nuclei" "$WORK"/nuclei/test_{panoptic,instance,semantic}.json \
-    --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json"
+    --test-data "$DATA/dsb2018_nuclei" --split test --errors "$WORK/nuclei/errors_test.json" \
+    --score-on "$DATA/dsb2018_nuclei" --score-on "$DATA/monuseg2018_nuclei" --score-on "$DATA/tnbc_nuclei"
   ;;
 nuclei_he)
   # H&E nuclei: MoNuSeg 2018 (7 organs) and TNBC (breast) training splits in one idmap dataset, both at 40x. The

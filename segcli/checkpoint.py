@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -164,6 +166,44 @@ def card_turned(card: dict | None) -> bool:
 
 def card_label_space(card: dict) -> LabelSpace:
     return LabelSpace.from_dict(card["label_space"])
+
+
+def card_data_sources(card: dict | None) -> list[dict]:
+    """The training data's sources, each {name, licence, url}: the card's `data.sources` (a model trained on several
+    datasets), else its `data` itself. A source with no stated licence says "unknown"."""
+    data = (card or {}).get("data") or {}
+    sources = data.get("sources") or ([data] if data.get("name") or data.get("licence") else [])
+    return [{"name": s.get("name") or s.get("path") or "?", "licence": s.get("licence") or "unknown", "url": s.get("url")}
+            for s in sources]
+
+
+def card_licences(card: dict | None) -> str:
+    """The training data's licences in one line: "CC0", or "DSB 2018: CC0; MoNuSeg 2018: CC BY-NC-SA 4.0"."""
+    sources = card_data_sources(card)
+    if len({s["licence"] for s in sources}) <= 1:
+        return sources[0]["licence"] if sources else "unknown"
+    return "; ".join(f"{s['name']}: {s['licence']}" for s in sources)
+
+
+def card_pixel_size(card: dict | None) -> float | None:
+    """The training data's pixel size in µm (`train --pixel-size`), when the card records one."""
+    value = (card or {}).get("pixel_size_um")
+    return float(value) if value else None
+
+
+def circle_diameter(area: float) -> float:
+    """The diameter of the circle of this area, px: what a ruler across a round object reads (Cellpose's --diameter)."""
+    return 2.0 * math.sqrt(area / math.pi)
+
+
+def card_object_diameter(card: dict | None) -> float | None:
+    """The training objects' median diameter in the training data's pixels, when the card records one. Cards
+    written before `object_diameter` existed give it from their plan's fingerprint (median sqrt(area) per class)."""
+    value = (card or {}).get("object_diameter")
+    if value:
+        return float(value)
+    sides = [v for v in ((((card or {}).get("plan") or {}).get("fingerprint") or {}).get("object_diameter") or {}).values() if v]
+    return round(circle_diameter(statistics.median(sides) ** 2), 1) if sides else None
 
 
 # ---------------------------------------------------------------- training state for --resume

@@ -133,8 +133,12 @@ MeasureOpt = Annotated[bool, typer.Option("--measure", help="Write objects.csv (
 ExportOpt = Annotated[list[str] | None, typer.Option("--export", help="Also write each image's objects as geojson "
                                                      "(QuPath), imagej (Fiji ROI set) and/or yolo (polygons): "
                                                      "comma-separated or repeated, under export/<format>/.")]
-PixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", metavar="UM", help="Side of a pixel in µm: the "
-                                                    "objects' lengths and areas also in µm and µm².")]
+PixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", metavar="UM", help="The images' pixel size in µm "
+                                                    "(e.g. 0.5 for a 20x scan): resampled to the model's training "
+                                                    "pixel size when its card records one; measurements also in µm.")]
+ObjectSizeOpt = Annotated[float | None, typer.Option("--object-size", metavar="PX", help="A typical object's diameter "
+                                                     "in the images, px: they are resampled so it matches the model's "
+                                                     "training objects.")]
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -223,17 +227,13 @@ def models_command(
     _needs_output(json_out, "--json")
     if info is not None:
         from segcli.errors import check_minimums
-        from segcli.models.facts import model_facts
 
         check_minimums(("--size", size, 32))  # the zoo's largest output stride: smaller inputs crash some models
-        facts = model_facts(info, size=size)
+        facts = catalog.model_info(info, size=size)
         if json_out:
             _print_json(facts)
-            return
-        table = Table(title=f"{info}", show_header=False)
-        for key, value in facts.items():
-            table.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
-        _show(table)
+        else:
+            _render_info(info, facts)
         return
     rows = catalog.list_catalog(mode.value if mode else None)
     if json_out:
@@ -247,6 +247,40 @@ def models_command(
         table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), escape(row["description"]))
     _show(table)
     _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
+
+
+def _render_info(name: str, facts: dict) -> None:
+    """One model's facts as rows of a table; a bundled model's training data and scores as tables of their own."""
+    from segcli.services.catalog import score_table
+
+    table = Table(title=name, show_header=False)
+    for key, value in facts.items():
+        if key == "pixel_size_um" and value is None:
+            value = "unknown: predict --object-size PX rescales inputs"  # (--pixel-size needs the card's)
+        if key in ("scores", "training_data", "thing_classes") or value is None:
+            continue
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: " + ", ".join(f"{a} {b:g}" for a, b in v.items()) if isinstance(v, dict)
+                              else f"{k} {v:g}" for k, v in value.items())
+        table.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    if facts.get("bundled") and not facts["scores"]:
+        table.add_row("scores", "none recorded in the card")
+    _show(table)
+    if facts.get("training_data"):
+        data = Table(title=f"{name}: training data")
+        for column in ("data", "licence", "url"):
+            data.add_column(column, overflow="fold")
+        for source in facts["training_data"]:
+            data.add_row(escape(source["name"]), escape(source["licence"]), escape(source.get("url") or "-"))
+        _show(data)
+    if facts.get("bundled") and facts["scores"]:
+        headings, rows = score_table(facts["scores"], facts["thing_classes"])
+        scores = Table(title=f"{name}: scores per test set and kind of image")
+        for heading in headings:
+            scores.add_column(heading, justify="left" if heading in ("test set", "kind") else "right")
+        for row in rows:
+            scores.add_row(*map(escape, row))
+        _show(scores)
 
 
 def _needs_output(machine: object, option: str) -> None:
@@ -295,6 +329,7 @@ def predict_command(
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
     measure: MeasureOpt = False, export: ExportOpt = None, pixel_size: PixelSizeOpt = None,
+    object_size: ObjectSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -312,7 +347,7 @@ def predict_command(
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
         backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
-        pixel_size=pixel_size)
+        pixel_size=pixel_size, object_size=object_size)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -338,6 +373,9 @@ def _predict_progress(progress, json_out):
                 err_console.print(escape(info["note"]), highlight=False, soft_wrap=True)
             progress.start()
             tasks["images"] = progress.add_task(f"predict ({info['model']}, {info['device']})", total=info["inputs"])
+        elif event == "warning":
+            if not STATE.quiet:
+                progress.console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
         elif event == "image":
             record = info["record"]
             progress.advance(tasks["images"])
@@ -497,6 +535,8 @@ EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet enco
                                                 "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
+TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, "
+                                                          "recorded in the card: predict --pixel-size resamples to it.")]
 EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights with "
                                       "this decay per step, e.g. 0.999 (default: off).")]
 
@@ -513,8 +553,7 @@ def train_command(
     batch_size: BatchSizeOpt = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
     img_size: ImgSizeOpt = None,
-    crop: CropOpt = None,
-    scale: ScaleOpt = None,
+    crop: CropOpt = None, scale: ScaleOpt = None, pixel_size: TrainPixelSizeOpt = None,  # the training images' scale
     zoom: ZoomOpt = None,
     rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None, dark_ground: DarkGroundOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
@@ -559,7 +598,7 @@ def train_command(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
-        bf16=bf16, amp=amp, workers=workers, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
+        bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
         masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
@@ -675,6 +714,8 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
     tta: TtaOpt = False,
+    pixel_size: PixelSizeOpt = None,
+    object_size: ObjectSizeOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -691,7 +732,8 @@ def eval_command(
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
                       ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
-                      thresholds=thresholds, tta=tta or None)
+                      thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
+                      callback=_warnings)
     _render_metrics(mode.value, result)
     if json_out and str(json_out) == "-":
         _print_json(result)
@@ -703,6 +745,96 @@ def eval_command(
         from segcli.services.compare_report import write_csv
 
         write_csv(csv_out, [{k: v for k, v in row.items() if not isinstance(v, dict)} for row in result["per_class"]])
+
+
+def _warnings(event: str, **info) -> None:
+    """A service's warnings, one yellow line each on stderr."""
+    if event == "warning" and not STATE.quiet:
+        err_console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command("tune")
+def tune_command(
+    data: Annotated[Path, typer.Option("--data", help="A dataset with the model's classes: its --split is scored.")],
+    weights: Annotated[Path | None, typer.Option("--weights", help="The checkpoint to tune: its card is rewritten "
+                                                                  "(or a copy at --out).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A bundled model to tune; its tuned copy goes to --out.")] = None,
+    mode: Annotated[Mode | None, typer.Option("--mode", help="The mode to tune for, by its metric (PQ, mask AP, mIoU); "
+                                                             "default: the card's.")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="NAME=V1,V2,...: values of one threshold, searched "
+                                                                 "in the order given; repeatable (default: per model).")] = None,
+    split: Annotated[str, typer.Option("--split", help="The split to choose on (keep test for the final score).")] = "val",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the tuned checkpoint here (weights copied, new card) "
+                                                          "instead of rewriting the card of --weights.")] = None,
+    data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
+    json_out: Annotated[bool, typer.Option("--json", help="The search as JSON on stdout instead of the table.")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Choose a checkpoint's post-processing thresholds on a validation split and write them into its card."""
+    _setup(debug, quiet, device)
+    from segcli.services.tune import tune
+
+    progress = _progress()
+    try:
+        result = tune(data=data, mode=mode.value if mode else None, weights=weights, model=model, out=out, split=split,
+                      grid=_parse_grid(grid or []) or None, data_format=data_format.value, device=device,
+                      callback=_tune_progress(progress))
+    finally:
+        progress.stop()
+    if json_out:
+        _print_json({"card": str(result.card), "mode": result.mode, "metric": result.metric, "split": result.split,
+                     "start": result.start, "chosen": result.chosen, "best": result.best, "tried": result.tried})
+    else:
+        _render_search(result)
+    changed = ", ".join(f"{k} {v:g}" for k, v in result.chosen.items() if result.start.get(k) != v) or "none changed"
+    _say(f"{result.mode} thresholds ({changed}; {result.split} {result.metric} {result.best:.4f}) -> {result.card}")
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[float]]:
+    """["min_area=5,10", ...] -> {"min_area": [5.0, 10.0], ...}."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            parsed = [float(v) for v in values.split(",")] if sep and name.strip() else None
+        except ValueError:
+            parsed = None
+        if not parsed:
+            raise UsageError(f"--grid {item!r}: write NAME=V1,V2,..., e.g. --grid min_area=5,10,20")
+        if name.strip() in grid:
+            raise UsageError(f"--grid {name.strip()}: given twice; list all its values in one --grid")
+        grid[name.strip()] = parsed
+    return grid
+
+
+def _tune_progress(progress):
+    tasks: dict[str, int] = {}
+
+    def update(event: str, **info) -> None:
+        if event == "start":
+            progress.start()
+            tasks["settings"] = progress.add_task(f"tune: {info['metric']} on {info['split']} ({info['images']} images)",
+                                                  total=info["settings"])
+        elif event == "setting":
+            progress.advance(tasks["settings"])
+
+    return update
+
+
+def _render_search(result) -> None:
+    """Every setting scored, in the order tried, the chosen one marked: the result, on stdout."""
+    searched = [k for k in result.chosen if any(t[k] != result.start[k] for t in result.tried)]
+    table = Table(title=f"tune ({result.mode})")
+    for column in (*searched, result.metric, "chosen"):
+        table.add_column(column, justify="right")
+    for tried in result.tried:
+        mark = "*" if all(tried[k] == v for k, v in result.chosen.items()) else ""
+        table.add_row(*(f"{tried[k]:g}" for k in searched), f"{tried[result.metric]:.4f}", mark)
+    fixed = [f"{k} {v:g}" for k, v in result.chosen.items() if k not in searched]
+    table.caption = f"{result.split} split" + ("; fixed: " + ", ".join(fixed) if fixed else "")
+    Console(soft_wrap=False).print(table)
 
 
 _SUMMARY_KEYS = {

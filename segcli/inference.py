@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from segcli import io
-from segcli.checkpoint import card_scaling, card_turned
+from segcli.checkpoint import card_object_diameter, card_pixel_size, card_scaling, card_turned, circle_diameter
 from segcli.device import reuse_freed_memory
-from segcli.errors import ModelError, UsageError
+from segcli.errors import ModelError, UsageError, check_minimums
 from segcli.models.blocks import upsample_maps
 from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, on_dark_ground
-from segcli.structures import Instance, Mode, Prediction, mask_to_xywh
+from segcli.structures import Instance, Mode, Prediction, Segment, id_map_boxes, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
 PREPARED = "segcli_prepared"  # the attribute `prepare_model` marks its copies with
@@ -47,6 +48,8 @@ class InferenceOptions:
     channels_last: bool = True
     # The outputs post-processing builds: the mode's own and those it is made from (panoptic, the default: all).
     mode: Mode = Mode.PANOPTIC
+    # Input pixels -> the training data's pixels (`input_rescale`: --pixel-size / --object-size); 1: the input's own.
+    rescale: float = 1.0
 
 
 def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -244,9 +247,134 @@ def postprocess_options(model, card: dict | None, given: dict | None = None, mod
     return {**recorded, **given}
 
 
+def postprocess_call(model, card: dict | None, given: dict | None, mode: Mode | str) -> dict:
+    """The keyword arguments `model.postprocess` is called with in `mode`: `postprocess_options`, and the mode."""
+    return postprocess_options(model, card, given, mode) | _mode_argument(model.postprocess, Mode(mode))
+
+
 def input_scale(card: dict | None) -> float:
     """The scale the model was trained at (`--scale`, recorded in the card); images are predicted at that scale."""
     return float((card or {}).get("scale") or 1.0)
+
+
+# ---------------------------------------------------------------- the user's scale
+
+RESCALE_RANGE = (1 / 8, 8.0)  # beyond it an input is mostly blur or mostly padding at the model's scale
+MISMATCH = (0.6, 1.6)  # objects found this much smaller or larger than the training objects: said once per run
+MISMATCH_MIN_OBJECTS = 10  # fewer objects give no steady median
+
+
+def input_rescale(card: dict | None, pixel_size: float | None = None, object_size: float | None = None,
+                  measured: bool = False) -> float:
+    """The factor that brings an input to the training data's pixel size: the input's pixel size over the card's
+    (--pixel-size UM), or the card's object diameter over the input's (--object-size PX); 1 with neither.
+    `measured`: the pixel size also gives the measurements' µm, so a card without one resamples nothing."""
+    check_minimums(("--pixel-size", pixel_size, 0), ("--object-size", object_size, 0), above=True)
+    if pixel_size is not None and object_size is not None:
+        raise UsageError("--pixel-size and --object-size: give one (the input's µm per pixel, or a typical object's "
+                         "diameter in its pixels)")
+    if pixel_size is None and object_size is None:
+        return 1.0
+    name = (card or {}).get("name") or (card or {}).get("model", "this model")
+    trained, diameter = card_pixel_size(card), card_object_diameter(card)
+    if pixel_size is not None:
+        if trained is None and measured:
+            return 1.0
+        if trained is None:
+            hint = f" (its training objects are {diameter:.0f} px across)" if diameter else ""
+            raise UsageError(f"--pixel-size: {name}'s card records no pixel size for its training data; give "
+                             f"--object-size PX instead, a typical object's diameter in your images{hint} (with --measure it "
+                             "gives the measurements' µm)")
+        factor, option = pixel_size / trained, f"--pixel-size {pixel_size:g}"
+    else:
+        if diameter is None:
+            other = "give --pixel-size UM" if trained else "it cannot be rescaled"
+            raise UsageError(f"--object-size: {name}'s card records no object size (no thing classes); {other}")
+        factor, option = diameter / object_size, f"--object-size {object_size:g}"
+    low, high = RESCALE_RANGE
+    if not low <= factor <= high:
+        raise UsageError(f"{option}: the images would be resampled {factor:.3g}x to {name}'s scale (the limit is "
+                         f"{low:g}x to {high:g}x); check the value and its unit")
+    return factor
+
+
+def object_diameters(prediction: Prediction, isthing: list[bool]) -> list[float]:
+    """The circle diameters (px) of a prediction's objects: its instances, else its thing segments."""
+    if prediction.instances:
+        return [circle_diameter(inst.area) for inst in prediction.instances]
+    return [circle_diameter(s.area) for s in prediction.segments if s.label < len(isthing) and isthing[s.label]]
+
+
+def scale_mismatch(card: dict | None, diameters: list[float]) -> str | None:
+    """A note when the objects found are much smaller or larger than the training objects (run without
+    --pixel-size / --object-size): the model probably sees them at the wrong scale."""
+    trained = card_object_diameter(card)
+    if trained is None or len(diameters) < MISMATCH_MIN_OBJECTS:
+        return None
+    found = float(np.median(diameters))
+    ratio = found / trained
+    if MISMATCH[0] <= ratio <= MISMATCH[1]:
+        return None
+    name = (card or {}).get("name") or (card or {}).get("model", "the model")
+    return (f"the objects found are {found:.0f} px across (median of {len(diameters)}), {ratio:.2f}x the {trained:.0f} px "
+            f"of {name}'s training objects: if the images are at another scale, rerun with --object-size {found:.0f} "
+            "(or --pixel-size UM) to resample them to the model's")
+
+
+def scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    return (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+
+
+def _nearest_rows(source: int, target: int) -> np.ndarray:
+    """The source pixel under each target pixel's centre (OpenCV's INTER_NEAREST_EXACT)."""
+    return np.minimum(((np.arange(target) + 0.5) * (source / target)).astype(np.int64), source - 1)
+
+
+def resample_prediction(prediction: Prediction, size: tuple[int, int]) -> Prediction:
+    """A prediction made on another pixel grid, at `size`: every label map sampled at the nearest pixel, so class
+    indices and instance and segment ids are kept as post-processing made them (never blended into new values);
+    objects too small to cover a pixel centre of the new grid are dropped."""
+    source = next((a.shape for a in (prediction.semantic, prediction.panoptic) if a is not None), None)
+    if source is None and prediction.instances:
+        source = prediction.instances[0].mask.shape
+    if source is None or tuple(source) == tuple(size):
+        return prediction
+    rows, cols = _nearest_rows(source[0], size[0]), _nearest_rows(source[1], size[1])
+    semantic = prediction.semantic[np.ix_(rows, cols)] if prediction.semantic is not None else None
+    instances = []
+    for inst in prediction.instances:
+        x, y, w, h = (int(v) for v in inst.bbox)
+        r0, r1 = np.searchsorted(rows, y), np.searchsorted(rows, y + h)  # the target rows and columns over its box
+        c0, c1 = np.searchsorted(cols, x), np.searchsorted(cols, x + w)
+        mask = np.zeros(size, bool)
+        mask[r0:r1, c0:c1] = inst.mask[np.ix_(rows[r0:r1], cols[c0:c1])]
+        if mask.any():
+            instances.append(Instance(mask, inst.label, inst.score, iscrowd=inst.iscrowd))
+    panoptic, segments = None, []
+    if prediction.panoptic is not None:
+        panoptic = prediction.panoptic[np.ix_(rows, cols)]
+        count = max((s.id for s in prediction.segments), default=0)
+        areas = np.bincount(panoptic.ravel(), minlength=count + 1)
+        boxes = id_map_boxes(panoptic, count) if count else np.zeros((0, 4), int)
+        for s in prediction.segments:
+            if areas[s.id]:
+                x0, y0, x1, y1 = (float(v) for v in boxes[s.id - 1])
+                segments.append(Segment(s.id, s.label, int(areas[s.id]), (x0, y0, x1 - x0, y1 - y0), s.iscrowd, s.score))
+    return Prediction(semantic=semantic, instances=instances, panoptic=panoptic, segments=segments)
+
+
+# ---------------------------------------------------------------- the one inference path
+
+
+def _prepare_run(model, card: dict | None, device, options: InferenceOptions | None):
+    """The model prepared on its device, and the options this card's model runs with."""
+    options = options or InferenceOptions()
+    if options.tta and card_turned(card) and getattr(model, "flip_outputs", None) is None:
+        options = replace(options, tta_turns=True)  # turned views too: the model learnt them (maps of scalars only)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if next((p.device for p in model.parameters()), device) != device:  # Module.to visits every module: 1.4 ms
+        model = model.to(device)
+    return prepare_model(model, options), device, options
 
 
 @torch.inference_mode()  # the blending, resizing and post-processing too: no autograd bookkeeping anywhere
@@ -256,55 +384,88 @@ def predict_arrays(model, card: dict | None, images: list[np.ndarray], device: t
 
     A model trained at `--scale F` sees every image resized by F; its dense outputs are resized back
     before post-processing, so predictions (and the metrics computed from them) have the image's own size.
+    With `options.rescale` (the user's scale), the image is first resampled to the training data's pixel size,
+    post-processed there, and its label maps sampled back to the image's size (`resample_prediction`).
     """
-    options = options or InferenceOptions()
-    if options.tta and card_turned(card) and getattr(model, "flip_outputs", None) is None:
-        options = replace(options, tta_turns=True)  # turned views too: the model learnt them (maps of scalars only)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if next((p.device for p in model.parameters()), device) != device:  # Module.to visits every module: 1.4 ms
-        model = model.to(device)
-    model = prepare_model(model, options)  # eval, validation and compare: folded and fused too (eval mode)
-    thresholds = postprocess_options(model, card, thresholds, options.mode) | _mode_argument(model.postprocess, options.mode)
+    model, device, options = _prepare_run(model, card, device, options)
+    thresholds = postprocess_call(model, card, thresholds, options.mode)
+    predictions: list[Prediction] = []
+    for item in _forward(model, card, images, device, options, thresholds):
+        if isinstance(item, Prediction):
+            predictions.append(item)
+        else:
+            predictions.extend(finish_outputs(model, *item, thresholds))
+    return predictions
+
+
+@torch.inference_mode()
+def dense_outputs(model, card: dict | None, images: list[np.ndarray], device: torch.device | str | None = None,
+                  options: InferenceOptions | None = None) -> tuple[object, list[tuple[dict, list[tuple[int, int]]]]]:
+    """The prepared model and, batch by batch, its raw dense outputs on the post-processing grid with the images'
+    own sizes: what `finish_outputs` turns into predictions, for searching post-processing thresholds without
+    running the network again (`segcli tune`). Dense models only."""
+    model, device, options = _prepare_run(model, card, device, options)
+    if not getattr(model, "dense", True):
+        raise ModelError(f"{(card or {}).get('model', 'this model')}: its outputs are detections, not dense maps")
+    return model, list(_forward(model, card, images, device, options, {}))
+
+
+@torch.inference_mode()
+def finish_outputs(model, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], thresholds: dict) -> list[Prediction]:
+    """Post-process a batch's dense outputs and bring each prediction to its image's size."""
+    return [resample_prediction(p, size) for p, size in zip(model.postprocess(outputs, **thresholds), sizes)]
+
+
+def _forward(model, card: dict | None, images: list[np.ndarray], device: torch.device, options: InferenceOptions,
+             thresholds: dict) -> Iterator[Prediction | tuple[dict, list[tuple[int, int]]]]:
+    """Each image normalised and resized to the model's scale, run in batches of consecutive same-size images
+    (or tiled): yields (dense outputs on the post-processing grid, the images' sizes) per batch, or a sparse
+    model's finished prediction per image."""
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
-    if scale != 1.0 and not getattr(model, "dense", True):
+    dense = getattr(model, "dense", True)
+    if scale != 1.0 and not dense:
         raise ModelError(f"{(card or {}).get('model', 'this model')}: a model trained at --scale {scale} must be dense "
                          "(its outputs are resized back to the image); train detectors at --scale 1")
-    predictions: list[Prediction] = []
     batch: list[torch.Tensor] = []  # consecutive same-size whole images, run as one forward pass
-    batch_size: tuple[int, int] = (0, 0)  # their own size
-
-    def flush() -> None:
-        if batch:
-            stacked = torch.cat(batch) if len(batch) > 1 else batch[0]  # one image: no copy
-            outputs = resize_outputs(model, dense_forward(model, stacked, options), batch_size)
-            predictions.extend(model.postprocess(outputs, **thresholds))
-            batch.clear()
-
+    sizes: list[tuple[int, int]] = []  # their own sizes (all the same)
     for image in images:
-        size = image.shape[:2]
+        size = tuple(image.shape[:2])
+        grid = scaled_size(size, options.rescale)  # the training data's pixels: where post-processing runs
         # In-memory 16-bit or float arrays get the scaling io.read_image gives files (the card's).
         image = io.to_uint8(image, scaling)
         if scaling.dark_ground:
             image = on_dark_ground(image)
-        if scale != 1.0:
-            image = io.resize_image(image, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
+        shape = scaled_size(size, options.rescale * scale)
+        if shape != size:
+            image = io.resize_image(image, shape)
         x = image_to_tensor(image, mean, std)[None].to(device)
-        if not getattr(model, "dense", True):
-            predictions.append(_sparse_predict(model, x, options, thresholds))
+        if not dense:
+            yield resample_prediction(_sparse_predict(model, x, options, thresholds), size)
         elif options.tile is not None and max(x.shape[-2:]) > options.tile:
-            flush()
-            outputs = resize_outputs(model, tiled_dense_forward(model, x, options), size)
-            predictions.append(model.postprocess(outputs, **thresholds)[0])
+            if batch:
+                yield _batch_outputs(model, batch, sizes, options)
+            yield resize_outputs(model, tiled_dense_forward(model, x, options), grid), [size]
         else:
-            if batch and (batch[0].shape != x.shape or batch_size != size):
-                flush()
+            if batch and (batch[0].shape != x.shape or sizes[0] != size):
+                yield _batch_outputs(model, batch, sizes, options)
             batch.append(x)
-            batch_size = size
+            sizes.append(size)
             if len(batch) >= options.batch_size:
-                flush()
-    flush()
-    return predictions
+                yield _batch_outputs(model, batch, sizes, options)
+    if batch:
+        yield _batch_outputs(model, batch, sizes, options)
+
+
+def _batch_outputs(model, batch: list[torch.Tensor], sizes: list[tuple[int, int]], options: InferenceOptions
+                   ) -> tuple[dict, list[tuple[int, int]]]:
+    """One forward pass of the batch, outputs on its post-processing grid; empties `batch` and `sizes`."""
+    stacked = torch.cat(batch) if len(batch) > 1 else batch[0]  # one image: no copy
+    outputs = resize_outputs(model, dense_forward(model, stacked, options), scaled_size(sizes[0], options.rescale))
+    done = list(sizes)
+    batch.clear()
+    sizes.clear()
+    return outputs, done
 
 
 # ---------------------------------------------------------------- sparse (Mask R-CNN-style) models

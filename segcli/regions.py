@@ -67,7 +67,7 @@ def components(classmap: np.ndarray, space: LabelSpace) -> Objects:
 
 def check_pixel_size(pixel_size: float | None) -> None:
     if pixel_size is not None and not pixel_size > 0:
-        raise UsageError(f"--pixel-size {pixel_size}: the side of a pixel in µm, above 0 (e.g. 0.25)")
+        raise UsageError(f"--pixel-size {pixel_size}: must be above 0 (the side of a pixel in µm, e.g. 0.25)")
 
 
 def measure(objects: Objects, space: LabelSpace, image_id: str, intensities: np.ndarray | None = None,

@@ -341,9 +341,7 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
     assert flagged.exit_code == 2 and "--tta" in flagged.output
 
 
-def test_a_mode_post_processes_with_its_own_thresholds_when_the_card_has_them(tmp_path, monkeypatch):
-    import importlib.util
-
+def test_a_mode_post_processes_with_its_own_thresholds_when_the_card_has_them(monkeypatch):
     import segcli.models.contour as contour
     from segcli.inference import InferenceOptions, postprocess_options, predict_arrays
     from segcli.structures import Mode
@@ -364,28 +362,6 @@ def test_a_mode_post_processes_with_its_own_thresholds_when_the_card_has_them(tm
     for mode in (Mode.INSTANCE, Mode.PANOPTIC, Mode.SEMANTIC):
         predict_arrays(model, card, [image], options=InferenceOptions(mode=mode))
     assert used == [20, 40, 40]
-
-    # scripts/choose_thresholds.py: the card's own mode writes `postprocess`, another mode `postprocess_by_mode`.
-    spec = importlib.util.spec_from_file_location("choose_thresholds", Path(__file__).parents[1] / "scripts/choose_thresholds.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    best_area = {"instance": 5, "panoptic": 40}  # a fake metric peaking at these values
-
-    def fake_eval(data, mode, weights, split, thresholds):
-        return {"ap" if mode == "instance" else "pq": 1 - abs(thresholds["min_area"] - best_area[mode]) / 100}
-
-    monkeypatch.setattr(script, "evaluate_model", fake_eval)
-    card.pop("postprocess_by_mode")
-    card["postprocess"]["min_area"] = 10
-    save_checkpoint(tmp_path / "run" / "best", model, card)
-    script.choose(tmp_path / "run", tmp_path, "instance", {"min_area": [5, 20, 40]})
-    chosen = read_card(tmp_path / "run" / "best.safetensors")
-    assert chosen["postprocess"]["min_area"] == 10 and chosen["postprocess_by_mode"]["instance"]["min_area"] == 5
-    script.choose(tmp_path / "run", tmp_path, "panoptic", {"min_area": [5, 20, 40]})
-    chosen = read_card(tmp_path / "run" / "best.safetensors")
-    assert chosen["postprocess"]["min_area"] == 40 and chosen["postprocess_by_mode"]["instance"]["min_area"] == 5
-    assert set(chosen["postprocess_search"]) == {"instance", "panoptic"}
-    assert chosen["postprocess_search"]["instance"]["metric"] == "ap"
 
 
 # ---------------------------------------------------------------- a plan from the data

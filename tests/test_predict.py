@@ -335,8 +335,9 @@ def test_service_streams_records_in_input_order(shapes, checkpoint, tmp_path):
     summary = predict(config, callback=lambda event, **info: events.append((event, info)))
     assert summary.predicted == summary.inputs == 15 and not summary.failed
     assert summary.aggregates == [tmp_path / "out" / "categories.json", tmp_path / "out" / "panoptic.json"]
-    assert events[0][0] == "start" and [e for e, _ in events[1:]] == ["image"] * 15
-    assert [Path(info["record"]["input"]).name for _, info in events[1:]] == sorted(p.name for p in folder.iterdir())
+    images = [info for event, info in events[1:] if event != "warning"]  # (a note on the objects' size may end the run)
+    assert events[0][0] == "start" and [e for e, _ in events[1:] if e != "warning"] == ["image"] * 15
+    assert [Path(info["record"]["input"]).name for info in images] == sorted(p.name for p in folder.iterdir())
     assert [j.stem for j in plan_jobs([str(folder)])] == [f"img{number:02d}" for number in range(15)]
 
 

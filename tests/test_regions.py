@@ -208,9 +208,9 @@ def test_predict_measures_16_bit_and_alpha_images_on_their_own_values(shapes, tm
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pixel-size", "0", "--measure"], "--pixel-size 0.0: the side of a pixel in µm, above 0"),
-    (["--pixel-size", "-1", "--measure"], "--pixel-size -1.0: the side of a pixel in µm, above 0"),
-    (["--pixel-size", "0.5"], "--pixel-size 0.5: gives the objects' sizes in µm; add --measure"),
+    (["--pixel-size", "0", "--measure"], "--pixel-size 0.0: must be above 0 (the side of a pixel"),
+    (["--pixel-size", "-1", "--measure"], "--pixel-size -1.0: must be above 0 (the side of a pixel"),
+    (["--pixel-size", "0.5"], "card records no pixel size for its training data; give --object-size PX"),
 ])
 def test_bad_pixel_sizes_are_refused_in_one_line(args, message, shapes, tmp_path):
     result = _invoke("predict", shapes / "images", "--model", "shapes", "--out", tmp_path / "out", *args)

@@ -63,6 +63,23 @@ def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *
     return dataset
 
 
+def load_for_model(path: str | Path, card: dict, format: str = "auto", split: str = "val",
+                   classes: Path | None = None) -> SegDataset:
+    """A split to score a checkpoint on (`eval --data`, `tune`), read as its training read its data: the same 0/255
+    reading and the same seed, so a random train/val split puts the same images in `val` (scoring training images
+    would flatter the model); its classes must be the model's."""
+    training = card.get("training") or {}
+    options = {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
+    if training.get("split_seed") is not None:  # compare's repeated seeds share one hold-out
+        options["seed"] = training["split_seed"]
+    dataset = load_dataset(path, format=format, split=split, **options, **({"classes": classes} if classes else {}))
+    predicted = LabelSpace.from_dict(card["label_space"]).num_classes
+    if predicted != dataset.label_space.num_classes:
+        raise DataError(f"the model predicts {predicted} classes, the dataset {dataset.root} has "
+                        f"{dataset.label_space.num_classes}: score a dataset with the model's classes")
+    return dataset
+
+
 def _read_classes(classes: Path | None) -> LabelSpace | None:
     if classes is None:
         return None

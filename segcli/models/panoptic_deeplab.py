@@ -76,7 +76,8 @@ class PanopticDeepLab(SegModel):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.body(images)  # (B, F, H/s, W/s), computed once for the three heads
         with torch.autocast(features.device.type, enabled=False):
-            center = self.center_head(features.float())
+            # float32 at least (float64 when the whole model is: `models --info` measures its receptive field so)
+            center = self.center_head(features.to(torch.promote_types(features.dtype, torch.float32)))
         outputs = {"semantic": self.semantic_head(features), "center": center, "offset": self.offset_head(features)}
         if features.shape[-2:] != images.shape[-2:]:
             size = images.shape[-2:]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from segcli import hub
-from segcli.checkpoint import card_label_space, read_card
+from segcli.checkpoint import (
+    card_data_sources,
+    card_label_space,
+    card_licences,
+    card_object_diameter,
+    card_pixel_size,
+    load_checkpoint,
+    read_card,
+)
 from segcli.errors import ModelError
 from segcli.models import hf_zoo
 from segcli.models.encoders import ENCODERS
@@ -56,7 +64,8 @@ HEADLINE_METRICS = {"panoptic": ("pq",), "instance": ("ap50", "ap"), "semantic":
 
 
 def _bundled_row(name: str) -> dict:
-    """A bundled model: modes of its architecture, its classes and the test metrics its card records."""
+    """A bundled model: modes of its architecture, its classes, the test metrics its card records and the licences
+    of its training data (a model trained on non-commercial data must say so wherever it is listed)."""
     path = bundled_checkpoint(name)
     card = read_card(path)
     metrics = card.get("metrics") or {}
@@ -66,10 +75,50 @@ def _bundled_row(name: str) -> dict:
     description = f"bundled: {card.get('summary', card['model'])}; classes {', '.join(classes)}"
     if shown:
         description += f"; test {', '.join(shown)}"
+    description += f"; training data licence: {card_licences(card)}"
     return {"name": name, "modes": list(get_model_entry(card["model"]).modes), "description": description,
             "default_for": [], "architecture": card["model"], "classes": classes, "metrics": metrics,
+            "training_data": card_data_sources(card), "scores": card.get("scores") or [],
             "weights": [{"file": path.name, "path": str(path), "cached": True,
                          "size_mb": round(path.stat().st_size / 1e6, 1)}]}
+
+
+def model_info(name: str, size: int = 512) -> dict:
+    """What `segcli models --info NAME` shows. A zoo model: its architecture's facts (parameters, GFLOPs at `size`,
+    receptive field). A bundled model: what its card says a user needs (summary, classes, training data and their
+    licences, the scale it was trained at, its post-processing, its scores per test set and kind of image, how to
+    retrain it), then its architecture's facts."""
+    from segcli.models.facts import model_facts
+
+    path = bundled_checkpoint(name)
+    if path is None:
+        return model_facts(name, size=size)
+    net, card = load_checkpoint(path)
+    facts = model_facts(card["model"], size=size, model=net)
+    return {"name": name, "bundled": True, "summary": card.get("summary"), "architecture": card["model"],
+            "modes": facts["modes"], "classes": card_label_space(card).names,
+            "thing_classes": [card_label_space(card).names[i] for i in card_label_space(card).thing_indices],
+            "training_data": card_data_sources(card), "licence": card_licences(card),
+            "pixel_size_um": card_pixel_size(card), "object_diameter": card_object_diameter(card),
+            "postprocess": card.get("postprocess"), "postprocess_by_mode": card.get("postprocess_by_mode"),
+            "scores": card.get("scores") or [], "recipe": card.get("recipe"), "command": card.get("command"),
+            **{k: facts[k] for k in ("parameters", "gflops", "gflops_at", "receptive_field", "size_multiple")}}
+
+
+# The columns of a scores table: (row key, heading); a one-thing-class model's things_pq is "<thing> PQ".
+SCORE_COLUMNS = (("ap50", "mask AP50"), ("ap", "mask AP"), ("things_pq", "object PQ"), ("pq", "PQ"), ("miou", "mIoU"))
+
+
+def score_table(scores: list[dict], things: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The headings and rows of a model's scores per test set and kind of image (the metrics its rows hold);
+    `things` names its thing classes."""
+    names = {"things_pq": f"{things[0]} PQ" if len(things) == 1 else "object PQ"}
+    columns = [(key, names.get(key, heading)) for key, heading in SCORE_COLUMNS if any(key in row for row in scores)]
+    headings = ["test set", "kind", "images", "objects", *(heading for _, heading in columns)]
+    rows = [[row["test_set"], row["kind"], str(row["n_images"]), str(row.get("n_objects", "-")),
+             *(f"{row[key]:.3f}" if isinstance(row.get(key), (int, float)) else "-" for key, _ in columns)]
+            for row in scores]
+    return headings, rows
 
 
 def weights_summary(row: dict) -> str:

@@ -7,6 +7,7 @@ sizes, unknown ids) raise a DataError that names the file and the id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +156,15 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
 # Which options each way of scoring reads; any other option given is refused, never silently dropped.
 _OPTIONS = {
     ("data", Mode.SEMANTIC): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
-                              "boundary_px", "tta"},
-    ("data", Mode.INSTANCE): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta"},
-    ("data", Mode.PANOPTIC): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta"},
+                              "boundary_px", "tta", "pixel_size", "object_size"},
+    ("data", Mode.INSTANCE): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta", "pixel_size", "object_size"},
+    ("data", Mode.PANOPTIC): {"model", "weights", "data_format", "split", "num_classes", "classes", "tta", "pixel_size", "object_size"},
     ("files", Mode.SEMANTIC): {"gt", "pred", "num_classes", "ignore_index", "classes", "boundary_px", "workers"},
     ("files", Mode.INSTANCE): {"gt", "pred"},
     ("files", Mode.PANOPTIC): {"gt", "pred", "gt_dir", "pred_dir", "workers"},
 }
-_FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px"}
+_FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px", "pixel_size": "--pixel-size",
+          "object_size": "--object-size"}
 
 
 def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_dir: Path | None = None,
@@ -170,10 +172,12 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
              data_format: str | None = None, split: str | None = None, num_classes: int | None = None,
              ignore_index: int | None = None, classes: Path | None = None, boundary_px: float | None = None,
              workers: int | None = None, device: str | None = None, thresholds: dict | None = None,
-             tta: bool | None = None) -> dict:
+             tta: bool | None = None, pixel_size: float | None = None, object_size: float | None = None,
+             callback: Callable[..., None] | None = None) -> dict:
     """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given.
     `thresholds`: post-processing options of the model, `tta`: test-time augmentation as predict's (--data only)."""
-    given = {k: v for k, v in locals().items() if v is not None and k not in ("mode", "data", "device", "thresholds")}
+    given = {k: v for k, v in locals().items()
+             if v is not None and k not in ("mode", "data", "device", "thresholds", "callback")}
     route = "data" if data is not None else "files"
     unused = sorted(set(given) - _OPTIONS[(route, mode)])
     if unused:
@@ -186,7 +190,7 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
         return evaluate_model(data, mode, model=model, weights=weights, data_format=data_format or "auto",
                               split=split or "val", device=device or "auto", boundary_px=boundary_px,
                               num_classes=num_classes, ignore_index=ignore_index, classes=classes, thresholds=thresholds,
-                              tta=bool(tta))
+                              tta=bool(tta), pixel_size=pixel_size, object_size=object_size, callback=callback)
     if gt is None or pred is None:
         raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
     if mode == "semantic":
@@ -200,15 +204,26 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
 def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",
                    split: str = "val", device: str = "auto", boundary_px: float | None = None, num_classes: int | None = None,
                    ignore_index: int | None = None, classes: Path | None = None, thresholds: dict | None = None,
-                   tta: bool = False) -> dict:
+                   tta: bool = False, pixel_size: float | None = None, object_size: float | None = None,
+                   callback: Callable[..., None] | None = None) -> dict:
     """Predict a dataset split with a model and score it (ultralytics' `val`).
 
     `classes` is the dataset's classes.txt (as in training), `num_classes` a check of the model's class count,
-    `ignore_index` a ground-truth label to leave out of the semantic scores (255 always is)."""
+    `ignore_index` a ground-truth label to leave out of the semantic scores (255 always is); `pixel_size` /
+    `object_size` resample the images to the model's scale (predict's options); `callback("warning", message=...)`
+    hears when the objects found look much smaller or larger than the model's."""
     from segcli.checkpoint import card_label_space
-    from segcli.data import load_dataset
+    from segcli.data.load import load_for_model
     from segcli.device import resolve_device
-    from segcli.inference import DEFAULT_TILE, InferenceOptions, check_tta, predict_arrays
+    from segcli.inference import (
+        DEFAULT_TILE,
+        InferenceOptions,
+        check_tta,
+        input_rescale,
+        object_diameters,
+        predict_arrays,
+        scale_mismatch,
+    )
     from segcli.services.resolve import resolve_model
 
     if classes is not None and not Path(classes).is_file():
@@ -218,36 +233,21 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     if num_classes is not None and num_classes != predicted:
         raise UsageError(f"--num-classes {num_classes}: the model predicts {predicted} classes; leave it out or use "
                          "a model trained for that many")
-    options = _training_data_options(card) | ({"classes": classes} if classes is not None else {})
-    dataset = load_dataset(data, format=data_format, split=split, **options)
-    label_space = _checked_label_space(card, dataset)
+    rescale = input_rescale(card, pixel_size, object_size)
+    dataset = load_for_model(data, card, format=data_format, split=split, classes=classes)
     samples = [dataset[i] for i in range(len(dataset))]
     if ignore_index is not None and ignore_index != IGNORE_INDEX:
         for sample in samples:
             sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
     if tta:
         check_tta(net, card)
-    inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode), tta=tta)  # only what the mode's metrics read is built
-    predictions = predict_arrays(net, card, [s.image for s in samples], options=inference,
-                                 **(thresholds or {}))
-    return score_predictions(list(zip(samples, predictions)), mode, label_space, boundary_px) | {"images": len(samples)}
-
-
-def _training_data_options(card: dict) -> dict:
-    """How the checkpoint's training read its data: the same 0/255 reading, and the same seed, so that a
-    random train/val split puts the same images in `val` (scoring training images would flatter the model)."""
-    training = card.get("training") or {}
-    options = {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
-    if training.get("split_seed") is not None:  # compare's repeated seeds share one hold-out
-        options["seed"] = training["split_seed"]
-    return options
-
-
-def _checked_label_space(card: dict, dataset):
-    from segcli.checkpoint import card_label_space
-
-    model_space = card_label_space(card)
-    if model_space.num_classes != dataset.label_space.num_classes:
-        raise DataError(f"the model predicts {model_space.num_classes} classes, the dataset {dataset.root} has "
-                        f"{dataset.label_space.num_classes}: score a dataset with the model's classes")
-    return dataset.label_space
+    # Only what the mode's metrics read is built.
+    inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode), tta=tta, rescale=rescale)
+    predictions = predict_arrays(net, card, [s.image for s in samples], options=inference, **(thresholds or {}))
+    note = None
+    if mode != Mode.SEMANTIC and pixel_size is None and object_size is None:
+        isthing = dataset.label_space.isthing
+        note = scale_mismatch(card, [d for p in predictions for d in object_diameters(p, isthing)])
+    if note and callback is not None:
+        callback("warning", message=note)
+    return score_predictions(list(zip(samples, predictions)), mode, dataset.label_space, boundary_px) | {"images": len(samples)}

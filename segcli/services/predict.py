@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from segcli import io
-from segcli.checkpoint import card_label_space, card_scaling
+from segcli.checkpoint import card_label_space, card_scaling, circle_diameter
 from segcli.device import resolve_device
 from segcli.errors import SegcliError, UsageError
 from segcli.exports import parse_exports
@@ -37,9 +37,11 @@ from segcli.inference import (
     DEFAULT_TILE,
     InferenceOptions,
     check_tta,
+    input_rescale,
     postprocess_options,
     predict_arrays,
     prepare_model,
+    scale_mismatch,
 )
 from segcli.outputs import Job, ObjectOutputs, output_paths, read_part, write_aggregates, write_outputs
 from segcli.regions import check_pixel_size
@@ -78,10 +80,11 @@ class PredictConfig:
     backend: str = "torch"  # torch | onnxruntime (a dense checkpoint's forward pass, CPU float32)
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
+    pixel_size: float | None = None  # the inputs' µm per pixel: resampled to the card's pixel_size_um; measurements in µm
+    object_size: float | None = None  # a typical object's diameter in the inputs, px: resampled to the card's object_diameter
     thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
     measure: bool = False  # objects.csv (and objects.parquet with pyarrow): one row per object, --json counts per class
     exports: list[str] = field(default_factory=list)  # any of geojson, imagej, yolo (segcli.exports), per image
-    pixel_size: float | None = None  # µm per pixel: the table's lengths and areas also in µm and µm²
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
 
 
@@ -111,7 +114,8 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
         check_tta(net, card)
     options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                batch_size=_batch_size(config.batch_size, device), channels_last=True,
-                               mode=Mode(config.mode))
+                               mode=Mode(config.mode), rescale=input_rescale(card, config.pixel_size, config.object_size,
+                                                                             object_outputs(config).needs_intensities))
     postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
     runnable = _backend(config, net, device, options)
     io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
@@ -119,6 +123,10 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
     notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
            out=str(config.out), tile=options.tile, note=card.get("note"))
     summary = run.run(jobs)
+    if config.pixel_size is None and config.object_size is None:
+        note = scale_mismatch(card, run.diameters)
+        if note:
+            notify("warning", message=note)
     summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space, run.wanted)
     summary.seconds = time.perf_counter() - began
     return summary
@@ -153,12 +161,8 @@ def _check_config(config: PredictConfig) -> None:
 
 
 def object_outputs(config: PredictConfig) -> ObjectOutputs:
-    """--measure, --export and --pixel-size, checked."""
-    wanted = ObjectOutputs(config.measure, parse_exports(config.exports), config.pixel_size)
-    if config.pixel_size is not None and not wanted.needs_intensities:
-        raise UsageError(f"--pixel-size {config.pixel_size}: gives the objects' sizes in µm; add --measure "
-                         "(or --export geojson)")
-    return wanted
+    """--measure, --export and --pixel-size (which also resamples: `inference.input_rescale`), checked."""
+    return ObjectOutputs(config.measure, parse_exports(config.exports), config.pixel_size)
 
 
 def _batch_size(batch_size: int | None, device: torch.device) -> int:
@@ -250,6 +254,7 @@ class _Run:
         self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
         self.label_space = card_label_space(card)
         self.wanted = object_outputs(config)
+        self.diameters: list[float] = []  # of every object predicted, for the note on the objects' scale
         self.batch: list[tuple[Job, np.ndarray, Future]] = []
         self.pending: deque[Future] = deque()  # one future record per input, in input order
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="segcli-write",  # one thread: files in input order
@@ -317,6 +322,9 @@ class _Run:
         """Send the records that are ready, in input order, waiting for them while more than `keep` are outstanding."""
         while self.pending and (self.pending[0].done() or len(self.pending) > keep):
             record = self.pending.popleft().result()
+            if self.config.mode != Mode.SEMANTIC:  # (a semantic segment is a whole class, not an object)
+                # The objects' areas, counted by the writer already: no mask is summed again.
+                self.diameters.extend(circle_diameter(s["area"]) for s in record["segments"] if s.get("isthing"))
             if not record["ok"]:
                 self.summary.failed.append(record)
             elif record.get("skipped"):

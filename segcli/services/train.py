@@ -20,6 +20,7 @@ from segcli import distributed, io
 from segcli.checkpoint import (
     card_scaling,
     checkpoint_paths,
+    circle_diameter,
     make_card,
     read_card,
     read_safetensors,
@@ -188,7 +189,8 @@ def _check_numbers(config: TrainConfig) -> None:
                    ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
                    ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
                    ("--lr", config.lr, 0), ("--zoom", config.zoom, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
-    check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0), above=True)
+    check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0),
+                   ("--pixel-size", config.pixel_size, 0), above=True)
     if config.ema is not None and not 0 < config.ema < 1:
         raise UsageError(f"--ema {config.ema}: the decay per step lies between 0 and 1, e.g. 0.999 (leave it out: no average)")
 
@@ -296,6 +298,10 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     out = io.prepare_out_dir(_out_dir(config))
     card = _card(config, model, model_args, train_set, val_set)
     card["plan"] = plan_record(plan, print_)
+    # The scale of the training data, which predict and eval resample inputs to (--pixel-size / --object-size).
+    side = print_.median_diameter()
+    card["pixel_size_um"] = config.pixel_size
+    card["object_diameter"] = round(circle_diameter(side**2), 1) if side else None
     if config.init is not None:
         card["init"] = str(config.init)
     card["training"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(given).items() if k != "command"}

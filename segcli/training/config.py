@@ -29,6 +29,8 @@ class TrainConfig:
     invert: bool | None = None  # crop training: half the windows' intensities inverted (None: the plan's, off)
     stain: bool | None = None  # crop training: H&E stain jitter (None: the plan's, on for stained histology)
     dark_ground: bool | None = None  # images on bright ground inverted, in training and at inference (None: the plan's)
+    # µm per pixel of the training images (the card's pixel_size_um, which predict --pixel-size scales inputs to)
+    pixel_size: float | None = None
     seed: int = 0
     split_seed: int | None = None  # seed of the 10% validation hold-out when the data has no splits/ (None: seed)
     resume: bool = False  # continue from OUT/last with optimiser, schedule and RNG state
