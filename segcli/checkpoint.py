@@ -152,6 +152,13 @@ def _builder_args(card: dict) -> dict:
     return args
 
 
+def card_channels(card: dict | None) -> io.Channels:
+    """The image channels a checkpoint takes: those training picked (train --channels), and how many."""
+    channels = (card or {}).get("channels") or {}
+    picked = channels.get("picked")
+    return io.Channels(tuple(picked) if picked is not None else None, int(channels.get("count", 3)))
+
+
 def card_scaling(card: dict | None) -> io.IntensityScaling:
     """The intensity scaling a checkpoint was trained with (cards without one: the default)."""
     return io.IntensityScaling.from_dict((card or {}).get("intensity"))

@@ -301,11 +301,30 @@ def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
 
 
+# Inputs as they come (docs/inputs.md): channels, stacks, videos, URLs.
+ChannelsOpt = Annotated[str | None, typer.Option("--channels", help="The image channels the model gets, in order, from "
+                                                 "0 (e.g. 2,0). Default: those the model was trained on, else all.")]
+PageOpt = Annotated[int | None, typer.Option("--page", help="Predict this plane (from 0) of multi-page TIFF stacks, "
+                                             "which are refused without it or --stack.")]
+StackOpt = Annotated[bool, typer.Option("--stack", help="Predict every plane of TIFF stacks; their labels and overlays "
+                                        "become multi-page TIFFs.")]
+StitchOpt = Annotated[float | None, typer.Option("--stitch", help="With --stack: link objects of consecutive planes that "
+                                                 "overlap by this mask IoU into 3D objects with one id.")]
+VidStrideOpt = Annotated[int, typer.Option("--vid-stride", help="Videos: predict every Nth frame.")]
+SaveVideoOpt = Annotated[bool, typer.Option("--save-video", help="Videos: also write overlays/<stem>.mp4, the overlays "
+                                            "at the source's frame rate.")]
+TrackOpt = Annotated[bool, typer.Option("--track", help="Instance and panoptic ids that persist across a video's frames "
+                                        "(mask IoU matching, a short memory for hidden objects).")]
+MaxDownloadOpt = Annotated[str, typer.Option("--max-download", help="URLs: refuse files larger than this (e.g. 500M, 2G).")]
+DownloadTimeoutOpt = Annotated[float, typer.Option("--download-timeout", help="URLs: seconds without an answer before "
+                                                   "one fails.")]
+
+
 @app.command("predict")
 @_with_thresholds
 def predict_command(
-    inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (one path per line on stdin).",
-                                                show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Images and videos: files, folders, http(s) URLs, quoted globs, or - "
+                                                "(one path per line on stdin).", show_default=False)],
     mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.SEMANTIC,
     model: Annotated[str | None, typer.Option("--model", help="A bundled model or one with library weights (tv_*), "
                                                              "downloaded on first use (default: the mode's, see docs/models.md).")] = None,
@@ -329,14 +348,16 @@ def predict_command(
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
                                                    "(default 2^28, 16384 x 16384), before decoding them.")] = None,
     measure: MeasureOpt = False, export: ExportOpt = None, pixel_size: PixelSizeOpt = None,
-    object_size: ObjectSizeOpt = None,
+    object_size: ObjectSizeOpt = None, channels: ChannelsOpt = None, page: PageOpt = None, stack: StackOpt = False,
+    stitch: StitchOpt = None, vid_stride: VidStrideOpt = 1, save_video: SaveVideoOpt = False, track: TrackOpt = False,
+    max_download: MaxDownloadOpt = "1G", download_timeout: DownloadTimeoutOpt = 30.0,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     thresholds: dict | None = None,  # the post-processing options given (_with_thresholds)
 ) -> None:
-    """Segment images with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
+    """Segment images and videos with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
     _setup(debug, quiet, device, offline)
     if half and bf16:
         raise UsageError("--half and --bf16: choose one precision")
@@ -347,7 +368,9 @@ def predict_command(
         alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
         backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
-        pixel_size=pixel_size, object_size=object_size)
+        pixel_size=pixel_size, object_size=object_size, channels=channels, page=page, stack=stack, stitch=stitch,
+        vid_stride=vid_stride, save_video=save_video, track=track, max_download=max_download,
+        download_timeout=download_timeout)
     # Saved before the progress display starts: on a terminal rich redirects sys.stdout to stderr while it shows.
     stdout = sys.stdout
     progress = _progress()
@@ -376,9 +399,11 @@ def _predict_progress(progress, json_out):
         elif event == "warning":
             if not STATE.quiet:
                 progress.console.print(f"[yellow]{escape(info['message'])}[/]", highlight=False, soft_wrap=True)
+        elif event == "download" and not STATE.quiet:
+            err_console.print(f"downloading {escape(info['url'])}", highlight=False, soft_wrap=True)
         elif event == "image":
             record = info["record"]
-            progress.advance(tasks["images"])
+            progress.advance(tasks["images"], info.get("jobs", 1))
             if not record["ok"]:  # shown even with --quiet: it decides the exit code
                 progress.console.print(f"[bold red]failed:[/] {record['error']}", highlight=False, soft_wrap=True)
             if json_out is not None:
@@ -539,6 +564,11 @@ TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="T
                                                           "recorded in the card: predict --pixel-size resamples to it.")]
 EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights with "
                                       "this decay per step, e.g. 0.999 (default: off).")]
+TrainChannelsOpt = Annotated[str | None, typer.Option("--channels", help="Train on these image channels, in order, from "
+                                                      "0 (e.g. 2,0), or on all of them (all; TIFFs keep every channel).")]
+TrainClassesOpt = Annotated[Path | None, typer.Option("--classes", help="classes.txt: names (and thing/stuff flags) in "
+                                                      "index order.")]
+BinaryOpt = Annotated[bool, typer.Option("--binary", help="Masks are 0/255: read 255 as class 1.")]
 
 
 @app.command("train")
@@ -560,8 +590,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
     val: Annotated[Path | None, typer.Option("--val", help="COCO: the validation json.")] = None,
-    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: names (and thing/stuff flags) in index order.")] = None,
-    binary: Annotated[bool, typer.Option("--binary", help="Masks are 0/255: read 255 as class 1.")] = False,
+    classes: TrainClassesOpt = None, channels: TrainChannelsOpt = None, binary: BinaryOpt = False,  # what the data holds
     images: Annotated[Path | None, typer.Option("--images", help="COCO: folder of the images.")] = None,
     masks: Annotated[Path | None, typer.Option("--masks", help="COCO panoptic: folder of the PNGs.")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Base channel width of the model.")] = None,
@@ -599,7 +628,7 @@ def train_command(
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
-        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, command=["segcli", *sys.argv[1:]])
+        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, channels=channels, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
 

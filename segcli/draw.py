@@ -104,8 +104,11 @@ def _neighbours(ids: np.ndarray) -> dict[int, set[int]]:
     return graph
 
 
-def instance_colors(ids: np.ndarray) -> dict[int, tuple[int, int, int]]:
-    """A colour per instance id such that touching instances never share one (greedy colouring)."""
+def instance_colors(ids: np.ndarray, tracked: bool = False) -> dict[int, tuple[int, int, int]]:
+    """A colour per instance id such that touching instances never share one (greedy colouring); with `tracked`,
+    each id's own colour, so an object keeps it from frame to frame."""
+    if tracked:
+        return {n: tuple(int(v) for v in INSTANCE_PALETTE[n % len(INSTANCE_PALETTE)]) for n in present_values(ids) if n}
     graph = _neighbours(ids)
     chosen: dict[int, int] = {}
     for number in sorted(int(i) for i in np.unique(ids) if i > 0):
@@ -123,21 +126,24 @@ def colorize_ids(ids: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np
     return out
 
 
-def overlay_instances(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5, contours: bool = True) -> np.ndarray:
+def overlay_instances(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5, contours: bool = True,
+                      tracked: bool = False) -> np.ndarray:
     """Each instance tinted in its own colour, with its outline."""
-    colors = instance_colors(ids)
+    colors = instance_colors(ids, tracked)
     out = blend(image, colorize_ids(ids, colors), alpha, ids > 0)
     return draw_contours(out, ids, colors) if contours else out
 
 
-def panoptic_colors(segment_labels: dict[int, int], isthing: list[bool], class_colors) -> dict[int, tuple[int, int, int]]:
-    """Stuff: its class colour; things: the class colour in a shade that differs per instance."""
+def panoptic_colors(segment_labels: dict[int, int], isthing: list[bool], class_colors,
+                    tracked: bool = False) -> dict[int, tuple[int, int, int]]:
+    """Stuff: its class colour; things: the class colour in a shade that differs per instance (with `tracked`, a
+    shade that follows from the segment id alone, so an object keeps it from frame to frame)."""
     colors = {}
     counts: dict[int, int] = {}
     for segment_id, label in sorted(segment_labels.items()):
         base = np.array(class_colors[label], np.float32)
         if isthing[label]:
-            k = counts.get(label, 0)
+            k = segment_id if tracked else counts.get(label, 0)
             counts[label] = k + 1
             shade = 0.55 + 0.45 * ((k * 0.618033988749895) % 1.0)  # 0.55..1.0 of the class colour, then lightened
             base = np.clip(base * shade + (1 - shade) * 255 * (k % 2), 0, 255)
@@ -146,10 +152,24 @@ def panoptic_colors(segment_labels: dict[int, int], isthing: list[bool], class_c
 
 
 def overlay_panoptic(image: np.ndarray, panoptic: np.ndarray, segment_labels: dict[int, int], isthing: list[bool],
-                     class_colors, alpha: float = 0.5, contours: bool = True) -> np.ndarray:
-    colors = panoptic_colors(segment_labels, isthing, class_colors)
+                     class_colors, alpha: float = 0.5, contours: bool = True, tracked: bool = False) -> np.ndarray:
+    colors = panoptic_colors(segment_labels, isthing, class_colors, tracked)
     out = blend(image, colorize_ids(panoptic, colors), alpha, panoptic > 0)
     return draw_contours(out, panoptic, colors, only={s for s, lab in segment_labels.items() if isthing[lab]}) if contours else out
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image of any channel count as RGB to draw on: grey repeated, two channels as red and green, the first
+    three of more (a model's input of other than three channels: train --channels)."""
+    image = image if image.ndim == 3 else image[:, :, None]
+    channels = image.shape[2]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if channels == 2:
+        return np.concatenate([image, np.zeros_like(image[:, :, :1])], axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def draw_labels(image: np.ndarray, labels: LabelMap, space: LabelSpace, alpha: float = 0.5, skip: tuple[int, ...] = (),
@@ -168,8 +188,9 @@ def overlay_labels(image: np.ndarray, labels: LabelMap, space: LabelSpace, alpha
     if labels.kind == "semantic":
         return overlay_semantic(image, labels.values, space.colors, alpha, skip, contours=bool(contours))
     if labels.kind == "instance":
-        return overlay_instances(image, labels.values, alpha, contours=outlines)
-    return overlay_panoptic(image, labels.values, labels.classes, space.isthing, space.colors, alpha, contours=outlines)
+        return overlay_instances(image, labels.values, alpha, contours=outlines, tracked=labels.tracked)
+    return overlay_panoptic(image, labels.values, labels.classes, space.isthing, space.colors, alpha, contours=outlines,
+                            tracked=labels.tracked)
 
 
 def legend_rows(labels: LabelMap, space: LabelSpace, skip: tuple[int, ...] = ()) -> list[tuple[str, tuple]]:
@@ -185,7 +206,7 @@ def legend_rows(labels: LabelMap, space: LabelSpace, skip: tuple[int, ...] = ())
 
 
 def _instance_rows(labels: LabelMap, space: LabelSpace) -> list[tuple[str, tuple]]:
-    colors = instance_colors(labels.values)
+    colors = instance_colors(labels.values, labels.tracked)
     rows = []
     for number, color in list(colors.items())[:MAX_LEGEND_INSTANCES]:
         name = f"#{number}"

@@ -11,14 +11,16 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -27,6 +29,9 @@ from segcli.errors import DataError, UsageError
 
 # .gif: OpenCV 5 decodes it (the first frame), as it did when named alone; folders skipped it without a word.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm", ".gif")
+TIFF_EXTENSIONS = (".tif", ".tiff")  # read through tifffile, with their channels and pages
+# What OpenCV's FFmpeg backend reads (segcli.sources): a folder or glob lists these beside images for predict.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
 # ---------------------------------------------------------------- reading
@@ -159,22 +164,212 @@ def to_uint8(image: np.ndarray, scaling: IntensityScaling = DEFAULT_SCALING) -> 
     return (np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
-def read_image(path: str | Path, max_pixels: int | None = None, scaling: IntensityScaling = DEFAULT_SCALING) -> np.ndarray:
-    """Any image OpenCV can decode -> (H, W, 3) uint8 RGB.
+@dataclass(frozen=True)
+class Channels:
+    """Which of an image's channels a model gets: `pick` (--channels) chooses and orders them, `count` is how many
+    the model takes. A grey image (one channel) fills a three-channel model with three equal channels, as always;
+    more channels than the model takes are refused unless picked, never dropped without a word."""
 
-    Conversions: EXIF orientation applied; grey -> three equal channels; RGBA -> alpha dropped
-    (not composited); palette PNG -> its colours; 16-bit and float -> stretched by `scaling`.
+    pick: tuple[int, ...] | None = None  # channel indices in the order the model gets them (None: all, in order)
+    count: int | None = 3  # the model's input channels (None: as many as the image has)
+
+
+RGB = Channels()
+
+
+def parse_channels(text: str | None, option: str = "--channels") -> tuple[int, ...] | None:
+    """"2,0" -> (2, 0): the channels to use, in order (0-based)."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in str(text).split(",")]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise UsageError(f"{option} {text}: write channel numbers from 0, in the order the model takes them, "
+                         "e.g. --channels 2,0")
+    picked = tuple(int(part) for part in parts)
+    if len(set(picked)) != len(picked):
+        raise UsageError(f"{option} {text}: a channel is named twice")
+    return picked
+
+
+def fit_channels(name: str | Path, image: np.ndarray, channels: Channels) -> np.ndarray:
+    """(H, W, C) -> (H, W, channels.count): the picked channels, or grey repeated into three; else a DataError."""
+    image = image if image.ndim == 3 else image[:, :, None]
+    have = image.shape[2]
+    if channels.pick is not None:
+        missing = [index for index in channels.pick if index >= have]
+        if missing:
+            numbers = "0" if have == 1 else f"0-{have - 1}"
+            raise DataError(f"{name}: has {have} channel{'s' if have > 1 else ''} ({numbers}); --channels "
+                            f"{','.join(map(str, channels.pick))} names channel {missing[0]}, which it lacks")
+        image = image[:, :, list(channels.pick)] if list(channels.pick) != list(range(have)) else image
+    want, have = channels.count, image.shape[2]
+    if want is None or have == want:
+        return image
+    if have == 1 and want == 3:  # grey into an RGB model: as it always was
+        return np.repeat(image, 3, axis=2)
+    if have > want and channels.pick is None:
+        example = ",".join(map(str, range(want)))
+        raise DataError(f"{name}: {have} channels, the model takes {want}; choose {'it' if want == 1 else 'them'} "
+                        f"with --channels (e.g. --channels {example})")
+    raise DataError(f"{name}: {have} channel{'s' if have > 1 else ''} for a model that takes {want}")
+
+
+def read_image(path: str | Path, max_pixels: int | None = None, scaling: IntensityScaling = DEFAULT_SCALING,
+               channels: Channels = RGB, page: int | None = None) -> np.ndarray:
+    """Any image OpenCV can decode, or a TIFF -> (H, W, channels.count) uint8 (RGB order for colour images).
+
+    Conversions: EXIF orientation applied; grey -> three equal channels (for a three-channel model); RGBA -> alpha
+    dropped (not composited); palette PNG -> its colours; 16-bit and float -> stretched by `scaling` (each channel
+    on its own when they are separate signals, as a TIFF's fluorescence channels). TIFFs keep every channel
+    (tifffile); one with several pages (a z or time stack) is refused unless `page` chooses one (`read_planes` reads
+    them all); an image of one page is read whatever `page` says.
     """
-    # IMREAD_COLOR applies EXIF orientation and expands grey/palette to 3 channels, but reads 8-bit
-    # only; ANYDEPTH keeps 16-bit so we can scale it ourselves rather than let OpenCV clip it.
-    data = _checked_bytes(path, max_pixels)
+    if is_tiff(path):
+        stack = read_tiff(path, max_pixels)
+        return _scaled_plane(path, stack, _plane_index(path, stack, page), scaling, channels)
+    if channels.count == 3 and channels.pick is None:
+        # IMREAD_COLOR applies EXIF orientation and expands grey/palette to 3 channels, but reads 8-bit
+        # only; ANYDEPTH keeps 16-bit so we can scale it ourselves rather than let OpenCV clip it.
+        data = _checked_bytes(path, max_pixels)
+        try:
+            image = _imdecode(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        except DataError:  # OpenCV 5 cannot expand a one-channel float TIFF to colour: read it as stored
+            image = _as_bgr(_imdecode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR))
+        image = to_uint8(image, scaling)
+        # OpenCV decodes to BGR; segcli is RGB everywhere from here on.
+        return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    # Other channel counts: the channels as stored (grey stays one channel), colour in RGB order, alpha dropped.
+    image = _imdecode(path, _checked_bytes(path, max_pixels), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image.ndim == 3:
+        image = image[:, :, 2::-1]  # BGR(A) -> RGB
+    return np.ascontiguousarray(fit_channels(path, to_uint8(image, scaling), channels))
+
+
+def read_planes(path: str | Path, max_pixels: int | None = None, scaling: IntensityScaling = DEFAULT_SCALING,
+                channels: Channels = RGB) -> np.ndarray:
+    """Every plane of a TIFF stack (any image: one plane) -> (P, H, W, channels.count) uint8, each plane scaled
+    on its own, as the model saw its training images."""
+    if not is_tiff(path):
+        return read_image(path, max_pixels, scaling, channels)[None]
+    stack = read_tiff(path, max_pixels)
+    return np.stack([_scaled_plane(path, stack, i, scaling, channels) for i in range(stack.planes)])
+
+
+@dataclass
+class TiffStack:
+    """A TIFF's first image series as (planes, H, W, channels) in its stored type, with what its metadata says."""
+
+    data: np.ndarray  # (P, H, W, C)
+    axes: str  # tifffile's axes of the series, e.g. "YXS", "CYX", "ZCYX", "QYX" (pages without metadata)
+    colour: bool  # the channels are one colour image (RGB): scaled together, not each on its own
+    names: list[str]  # a name per channel (OME-TIFF metadata, "red", "green", "blue", or "channel N")
+
+    @property
+    def planes(self) -> int:
+        return self.data.shape[0]
+
+
+CHANNEL_AXES = "CS"  # tifffile's axes for channels (C) and samples of a pixel (S: RGB); Y and X are the plane
+_PHOTOMETRIC_READ = (1, 2)  # MINISBLACK, RGB: read with tifffile; other encodings (palette, CMYK) go to OpenCV
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # its warnings would add lines to segcli's one-line errors
+
+
+def is_tiff(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in TIFF_EXTENSIONS
+
+
+def read_tiff(path: str | Path, max_pixels: int | None = None) -> TiffStack:
+    """A TIFF's planes and channels through tifffile (OME-TIFF and ImageJ hyperstacks by their axes)."""
+    import tifffile
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    with _reading(path):
+        if not os.path.getsize(path):
+            raise DataError(f"{path}: empty file (0 bytes)")
     try:
-        image = _imdecode(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    except DataError:  # OpenCV 5 cannot expand a one-channel float TIFF to colour: read it as stored, expand it here
-        image = _as_bgr(_imdecode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR))
-    image = to_uint8(image, scaling)
-    # OpenCV decodes to BGR; segcli is RGB everywhere from here on.
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        with _reading(path), tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0] if tif.series else None
+            if series is None or not series.shape or 0 in series.shape or "Y" not in series.axes:
+                raise DataError(f"{path}: a TIFF with no pages (no image in it)")
+            page = series.keyframe
+            if page.photometric not in _PHOTOMETRIC_READ:
+                return _opencv_tiff(path, max_pixels)
+            height, width = series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")]
+            if height * width > limit:
+                raise DataError(f"{path}: {width} x {height} px is above the limit of {limit} pixels; "
+                                f"raise it with --max-pixels {width * height} if the file is genuine")
+            data, axes = series.asarray(), series.axes
+            names = _ome_channel_names(tif)
+            alpha = sum(1 for sample in getattr(page, "extrasamples", ()) if int(sample) in (1, 2))
+    except tifffile.TiffFileError as error:
+        raise DataError(f"{path}: not a TIFF tifffile can read ({error})") from None
+    except (ValueError, EOFError) as error:  # a file cut short: "failed to read N bytes"; codecs that fail
+        raise DataError(f"{path}: truncated or corrupt TIFF ({str(error).splitlines()[0]})") from None
+    return _as_stack(data, axes, page.photometric == 2, alpha, names)
+
+
+def _as_stack(data: np.ndarray, axes: str, rgb: bool, alpha: int, names: list[str] | None) -> TiffStack:
+    """tifffile's array in its axes -> (planes, Y, X, channels): every other axis (Z, T, Q pages) becomes planes."""
+    planes = [i for i, a in enumerate(axes) if a not in CHANNEL_AXES + "YX"]
+    channel = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
+    order = planes + [axes.index("Y"), axes.index("X")] + channel
+    data = np.transpose(data, order)
+    count = int(np.prod(data.shape[: len(planes)]))
+    data = data.reshape(count, data.shape[len(planes)], data.shape[len(planes) + 1], -1)
+    if alpha and rgb:  # RGBA: alpha dropped, as for every other format
+        data = data[..., : data.shape[-1] - alpha]
+    if names is None or len(names) != data.shape[-1]:
+        count = data.shape[-1]
+        names = ["red", "green", "blue"] if rgb and count == 3 else [f"channel {i}" for i in range(count)]
+    return TiffStack(data, axes, rgb, names)
+
+
+def _ome_channel_names(tif) -> list[str] | None:
+    """The channel names an OME-TIFF's metadata gives (Image/Pixels/Channel/@Name), or None."""
+    if not tif.is_ome:
+        return None
+    found = re.findall(r"<Channel\b[^>]*\bName=\"([^\"]*)\"", tif.ome_metadata or "")
+    return found or None
+
+
+def _opencv_tiff(path: str | Path, max_pixels: int | None) -> TiffStack:
+    """A TIFF in an encoding tifffile leaves as stored (palette, CMYK, YCbCr): OpenCV's colours, one plane."""
+    image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels)
+    return TiffStack(np.ascontiguousarray(image[None, :, :, ::-1]), "YXS", True, ["red", "green", "blue"])
+
+
+def _plane_index(path: str | Path, stack: TiffStack, page: int | None) -> int:
+    if stack.planes == 1:
+        return 0
+    if page is None:
+        raise DataError(f"{path}: a stack of {stack.planes} pages (z or time); predict one with --page N "
+                        f"(0-{stack.planes - 1}) or every one with --stack")
+    if not 0 <= page < stack.planes:
+        raise DataError(f"{path}: has {stack.planes} pages (0-{stack.planes - 1}); --page {page} is not one of them")
+    return page
+
+
+def _scaled_plane(path: str | Path, stack: TiffStack, index: int, scaling: IntensityScaling,
+                  channels: Channels) -> np.ndarray:
+    """One plane with the channels the model takes, as uint8: a colour image scaled as a whole, separate channels
+    (fluorescence) each from its own percentiles, after picking (a dim channel keeps its contrast)."""
+    plane = stack.data[index]
+    picked = fit_channels(path, plane, Channels(channels.pick, None))
+    if stack.colour or picked.dtype == np.uint8:
+        scaled = to_uint8(picked, scaling)
+    else:
+        scaled = np.stack([to_uint8(picked[:, :, c], scaling) for c in range(picked.shape[2])], axis=2)
+    return np.ascontiguousarray(fit_channels(path, scaled, Channels(None, channels.count)))
+
+
+def channel_names(path: str | Path, channels: Channels = RGB) -> list[str]:
+    """The names of the channels a model reading `path` with `channels` gets (for the card)."""
+    if not is_tiff(path):
+        names = ["red", "green", "blue"]
+    else:
+        names = read_tiff(path).names
+    picked = channels.pick if channels.pick is not None else range(len(names))
+    return [names[i] if i < len(names) else f"channel {i}" for i in picked]
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -185,9 +380,14 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def read_intensities(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def read_intensities(path: str | Path, max_pixels: int | None = None, page: int | None = None) -> np.ndarray:
     """An image's stored values for measuring, turned as `read_image` turns it (EXIF orientation): (H, W) for
-    grey, (H, W, 3) RGB for colour; alpha dropped; 16-bit and float values kept as they are."""
+    grey, (H, W, 3) RGB for colour, (H, W, C) for a TIFF's C channels (of its `page`); alpha dropped; 16-bit and
+    float values kept as they are."""
+    if is_tiff(path):
+        stack = read_tiff(path, max_pixels)
+        plane = stack.data[_plane_index(path, stack, page)]
+        return plane[:, :, 0] if plane.shape[2] == 1 else plane
     # Not IMREAD_UNCHANGED: that flag alone skips the EXIF orientation, and the labels follow read_image's.
     image = _imdecode(path, _checked_bytes(path, max_pixels), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image.ndim == 3 and image.shape[2] >= 3:
@@ -197,6 +397,8 @@ def read_intensities(path: str | Path, max_pixels: int | None = None) -> np.ndar
 
 def read_raw_intensities(path: str | Path) -> np.ndarray:
     """An image's stored values, before any scaling (for a dataset's fingerprint: bit depth and range)."""
+    if is_tiff(path):
+        return read_tiff(path).data
     return _decode(path, cv2.IMREAD_UNCHANGED)
 
 
@@ -204,7 +406,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An image resized to (height, width): area-averaged when it shrinks (no aliasing), bilinear when it grows."""
     h, w = size
     shrink = h * w < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return resized[:, :, None] if image.ndim == 3 and resized.ndim == 2 else resized  # OpenCV drops a single channel
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
@@ -323,6 +526,20 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+    except OSError as error:  # a full disk, a file size limit, a folder that went away: nothing partial stays
+        raise DataError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
+    else:
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def temporary_beside(path: Path) -> Path:
+    """An empty temporary file beside `path` (same suffix, so writers pick the format), named for
+    `remove_stale_temporaries`: a writer that keeps a file open across calls (a video) uses it with `commit`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{path.stem}.", suffix=f".tmp{path.suffix}",
@@ -330,17 +547,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as error:
         raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
     os.close(fd)
+    return Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file onto `path` (a failure removes it: nothing partial stays)."""
     try:
-        yield Path(tmp)
         # After the writer: mkstemp makes owner-only files, and some writers (safetensors) replace the file
         # with a new owner-only one; every output gets the umask's permissions.
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except OSError as error:  # a full disk, a file size limit, a folder that went away: nothing partial stays
+    except OSError as error:  # a full disk, a file size limit, a folder that went away
+        tmp.unlink(missing_ok=True)
         raise DataError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
@@ -419,68 +638,111 @@ def write_json(path: str | Path, obj: object, indent: int | None = None) -> Path
     return path
 
 
+def write_tiff_stack(path: str | Path, planes: np.ndarray) -> Path:
+    """Planes as one multi-page TIFF (zlib): (P, H, W) labels or (P, H, W, 3) RGB. 8- and 16-bit stacks carry ImageJ's
+    hyperstack metadata (Fiji and napari open them as a z stack); 32-bit ids are a plain multi-page TIFF."""
+    import tifffile
+
+    path = Path(path)
+    rgb = planes.ndim == 4
+    imagej = planes.dtype in (np.uint8, np.uint16)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, planes, imagej=imagej, photometric="rgb" if rgb else "minisblack", compression="zlib",
+                         metadata={"axes": "ZYXS" if rgb else "ZYX"} if imagej else None)
+    return path
+
+
 # ---------------------------------------------------------------- inputs
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+def is_url(text: str | Path) -> bool:
+    """An http(s) address (predict downloads it), not a path."""
+    return isinstance(text, str) and text.lower().startswith(("http://", "https://"))
 
 
-def _expand_folder(folder: Path, recursive: bool) -> list[Path]:
+def is_video(path: str | Path) -> bool:
+    return PurePosixPath(urlsplit(str(path)).path if is_url(path) else str(path)).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_image(path: Path, videos: bool = False) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS or (videos and path.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def _expand_folder(folder: Path, recursive: bool, videos: bool = False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and _is_image(p) and not p.name.startswith("."))
+    return sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and _is_image(p, videos) and not p.name.startswith("."))
 
 
-def expand_inputs(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None) -> list[Path]:
+def expand_inputs(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None,
+                  media: bool = False) -> list[Path | str]:
     """Files, folders, quoted globs and "-" (one path per line on stdin) -> a list of paths, duplicates removed.
 
-    A path that does not exist is kept, so the batch reports it as a failed input rather than
+    With `media` (predict), folders and globs list video files too, and http(s) URLs stay strings (a Path would
+    fold their "//"). A path that does not exist is kept, so the batch reports it as a failed input rather than
     silently skipping it; a glob or folder that matches nothing is a usage error.
     """
-    paths: list[Path] = []
+    items: list[Path | str] = []
     for item in inputs:
         if item == "-":
             stream = stdin if stdin is not None else sys.stdin
-            paths.extend(Path(line.strip()) for line in stream if line.strip())
+            items.extend(_named(line.strip(), media) for line in stream if line.strip())
             continue
         path = Path(item)
-        if path.is_dir():
-            found = _expand_folder(path, recursive)
+        if media and is_url(item):
+            items.append(item)
+        elif path.is_dir():
+            found = _expand_folder(path, recursive, media)
             if not found:
                 raise UsageError(f"{item}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); use --recursive for subfolders")
-            paths.extend(found)
+            items.extend(found)
         elif not path.exists() and glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=recursive) if _is_image(Path(p)))
+            found = sorted(Path(p) for p in glob.glob(item, recursive=recursive) if _is_image(Path(p), media))
             if not found:
                 raise UsageError(f"{item}: the pattern matches no image")
-            paths.extend(found)
+            items.extend(found)
         else:
-            paths.append(path)
+            items.append(path)
     seen: set[str] = set()
     unique = []
-    for path in paths:
-        key = os.path.abspath(path)
+    for item in items:
+        key = item if isinstance(item, str) else os.path.abspath(item)
         if key not in seen:
             seen.add(key)
-            unique.append(path)
+            unique.append(item)
     return unique
 
 
-def unique_stems(paths: list[Path]) -> list[str]:
+def _named(text: str, media: bool) -> Path | str:
+    return text if media and is_url(text) else Path(text)
+
+
+def _stem_and_parent(item: Path | str) -> tuple[str, str]:
+    """An input's file stem and what tells two equal stems apart (its folder, or its URL without the file name)."""
+    if isinstance(item, str) and is_url(item):
+        parts = urlsplit(item)
+        path = PurePosixPath(parts.path)
+        stem = path.stem or parts.hostname or "download"
+        return stem, f"{parts.scheme}://{parts.netloc}{path.parent}?{parts.query}"
+    return Path(item).stem, os.path.abspath(Path(item).parent)
+
+
+def unique_stems(paths: Sequence[Path | str]) -> list[str]:
     """Output stems for inputs: the file stem, plus a stable suffix when two inputs share a stem.
 
-    The suffix is a short hash of the parent folder, so it does not depend on input order.
+    The suffix is a short hash of the parent folder (of a URL: its address without the file name), so it does not
+    depend on input order.
     """
+    named = [_stem_and_parent(path) for path in paths]
     counts: dict[str, int] = {}
-    for path in paths:
-        counts[path.stem] = counts.get(path.stem, 0) + 1
+    for stem, _ in named:
+        counts[stem] = counts.get(stem, 0) + 1
     stems = []
-    for path in paths:
-        if counts[path.stem] == 1:
-            stems.append(path.stem)
+    for stem, parent in named:
+        if counts[stem] == 1:
+            stems.append(stem)
         else:
-            digest = hashlib.sha1(os.path.abspath(path.parent).encode()).hexdigest()[:8]
-            stems.append(f"{path.stem}-{digest}")
+            stems.append(f"{stem}-{hashlib.sha1(parent.encode()).hexdigest()[:8]}")
     return stems
 
 

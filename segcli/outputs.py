@@ -2,6 +2,9 @@
 
     DIR/<mode>/<stem>.png             the label PNG of the mode (class indices, instance ids or panoptic ids)
     DIR/overlays/<stem>.jpg           the image with the prediction drawn on it
+    DIR/<mode>/<video>/<frame>.png    a video's frames: stem <video stem>/<frame index, 6 digits>
+    DIR/overlays/<video>.mp4          with --save-video, the overlays at the video's frame rate
+    DIR/<mode>/<stem>.tif             with --stack, a TIFF stack's labels, a page per plane (overlays/<stem>.tif)
     DIR/instances.json, panoptic.json the mode's COCO aggregate, written from the parts (write_aggregates)
     DIR/categories.json               the label space (COCO categories in class-index order), for every mode
     DIR/objects.csv, objects.parquet  with --measure: one row per object (segcli.regions), from the parts' rows
@@ -16,14 +19,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segcli import draw, exports, io, regions
 from segcli.errors import DataError, SegcliError
 from segcli.structures import IGNORE_INDEX, Instance, LabelMap, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh
+
+if TYPE_CHECKING:
+    from segcli.tracking import Tracker
 
 AGGREGATES = {Mode.INSTANCE: "instances.json", Mode.PANOPTIC: "panoptic.json"}
 PARTS = ".parts"
@@ -38,8 +46,34 @@ LEGEND = {Mode.SEMANTIC: True, Mode.INSTANCE: False, Mode.PANOPTIC: True}
 
 @dataclass(frozen=True)
 class Job:
-    path: Path
-    stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems)
+    """One image to predict: a file, a URL's download, a video's frame, or (--stack) a TIFF stack's planes."""
+
+    path: Path  # the file read (a URL's: its download)
+    stem: str  # output name: the file stem, made unique over all inputs (io.unique_stems); a frame's <video>/<frame>
+    url: str | None = None  # the input's address, when it was one: its name in records and parts
+    frame: int | None = None  # a video frame's index...
+    time: float | None = None  # ...and its time in the video, seconds (None when the video gives no frame rate)
+    stack: bool = False  # predict every plane, write a multi-page TIFF
+    error: str | None = None  # why the input cannot be read at all (a failed download, a video FFmpeg cannot open)
+
+    @property
+    def name(self) -> str:
+        """The input as the user gave it: its path or URL (a frame: its video's)."""
+        return self.url or str(self.path)
+
+    @property
+    def source(self) -> str:
+        """What a part was made from, to tell a resumed run's inputs: the URL, or the file's absolute path."""
+        return self.url or os.path.abspath(self.path)
+
+    def position(self) -> dict:
+        """A frame's index and time, for its record ({} for other inputs)."""
+        return {} if self.frame is None else {"frame": self.frame, "time": self.time}
+
+
+def frame_stem(stem: str, frame: int) -> str:
+    """A video frame's output name: <video stem>/<index>, zero-padded so that files sort in frame order."""
+    return f"{stem}/{frame:06d}"
 
 
 @dataclass(frozen=True)
@@ -70,11 +104,12 @@ def label_png(out: Path, mode: str, stem: str) -> Path:
     return Path(out) / mode / f"{stem}.png"
 
 
-def output_paths(out: Path, stem: str, mode: str, overlay: bool, formats: tuple[str, ...] = ()) -> dict[str, Path]:
-    """The per-image files of a mode, by kind (the mode, "overlay", each export format)."""
-    paths = {mode: label_png(out, mode, stem)}
+def output_paths(out: Path, stem: str, mode: str, overlay: bool, formats: tuple[str, ...] = (),
+                 stack: bool = False) -> dict[str, Path]:
+    """The per-image files of a mode, by kind (the mode, "overlay", each export format; a stack's: multi-page TIFFs)."""
+    paths = {mode: Path(out) / mode / f"{stem}.tif" if stack else label_png(out, mode, stem)}
     if overlay:
-        paths["overlay"] = Path(out) / OVERLAYS / f"{stem}.jpg"
+        paths["overlay"] = Path(out) / OVERLAYS / f"{stem}.{'tif' if stack else 'jpg'}"
     for fmt in formats:
         paths[fmt] = export_folder(out, fmt) / f"{stem}{exports.SUFFIXES[fmt]}"
     return paths
@@ -84,6 +119,11 @@ def export_folder(out: Path, fmt: str) -> Path:
     """Where an export format's per-image files go (YOLO's in labels/, beside its data.yaml)."""
     folder = Path(out) / EXPORT / fmt
     return folder / "labels" if fmt == "yolo" else folder
+
+
+def video_path(out: Path, stem: str) -> Path:
+    """--save-video: a video's overlays as a video, beside the folder of its frames' overlays."""
+    return Path(out) / OVERLAYS / f"{stem}.mp4"
 
 
 def part_path(out: Path, mode: str, stem: str) -> Path:
@@ -102,10 +142,11 @@ def _segment(segment_id: int, label: int, area: int, bbox, space: LabelSpace, sc
 
 
 def instance_id_map(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
-    """uint16 ids 1..N in list order (descending score); where masks overlap, the better-scored one shows."""
-    ids = np.zeros(shape, np.uint16)
+    """uint16 ids 1..N in list order (descending score), or their track ids (--track); where masks overlap, the
+    better-scored one shows."""
+    ids = np.zeros(shape, np.uint16 if max((i.track_id or 0 for i in instances), default=0) < 65536 else np.uint32)
     for number in range(len(instances), 0, -1):  # worst first, so better ones paint over it
-        ids[instances[number - 1].mask] = number
+        ids[instances[number - 1].mask] = instances[number - 1].track_id or number
     return ids
 
 
@@ -116,28 +157,51 @@ def ranked_instances(prediction: Prediction) -> list[Instance]:
 
 def _semantic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
                       shape: tuple[int, int]) -> tuple[list[dict], None]:
-    labels = prediction.semantic
-    io.write_class_png(path, labels, space.colors)
+    io.write_class_png(path, prediction.semantic, space.colors)
+    return _semantic_entries(prediction.semantic, space), None
+
+
+def _semantic_entries(labels: np.ndarray, space: LabelSpace) -> list[dict]:
     segments = []
     areas = draw.byte_counts(labels)  # one pass for every class's area (np.unique sorts)
     for label in np.flatnonzero(areas).tolist():
         if label != IGNORE_INDEX:
             segments.append(_segment(label, label, int(areas[label]), mask_to_xywh(labels == label), space))
-    return segments, None
+    return segments
 
 
 def _instance_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
                       shape: tuple[int, int]) -> tuple[list[dict], list[dict]]:
     instances = ranked_instances(prediction)
-    io.write_instance_png(path, instance_id_map(instances, shape))
-    segments = [_segment(n, inst.label, inst.area, inst.bbox, space, inst.score) for n, inst in enumerate(instances, 1)]
-    results = [coco_result(inst, job.stem, space) | {"file_name": job.path.name} for inst in instances]
+    ids = instance_id_map(instances, shape)
+    if ids.dtype != np.uint16:
+        raise DataError(f"{path}: track id {int(ids.max())} does not fit a 16-bit instance PNG (at most 65535); "
+                        "predict the video in parts, or with --mode panoptic (24-bit ids)")
+    io.write_instance_png(path, ids)
+    return _instance_entries(instances, space, job.stem, job.path.name)
+
+
+def _instance_entries(instances: list[Instance], space: LabelSpace, image_id: str, file_name: str
+                      ) -> tuple[list[dict], list[dict]]:
+    """The record's segments and the COCO results of ranked instances (ids: their track ids, else 1..N)."""
+    segments, results = [], []
+    for number, inst in enumerate(instances, 1):
+        segments.append(_segment(inst.track_id or number, inst.label, inst.area, inst.bbox, space, inst.score))
+        tracked = {"track_id": inst.track_id} if inst.track_id else {}
+        results.append(coco_result(inst, image_id, space) | {"file_name": file_name} | tracked)
     return segments, results
 
 
 def _panoptic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job: Job,
                       shape: tuple[int, int]) -> tuple[list[dict], dict]:
     io.write_panoptic_png(path, prediction.panoptic)
+    segments, infos = _panoptic_entries(prediction, space)
+    # file_name names the PNG in panoptic/, as panopticapi's convention has it.
+    return segments, {"image_id": job.stem, "file_name": f"{job.stem}.png", "segments_info": infos}
+
+
+def _panoptic_entries(prediction: Prediction, space: LabelSpace) -> tuple[list[dict], list[dict]]:
+    """The record's segments and the COCO panoptic segments_info of a prediction."""
     segments, infos = [], []
     for s in prediction.segments:
         segments.append(_segment(s.id, s.label, s.area, s.bbox, space, s.score))
@@ -146,21 +210,54 @@ def _panoptic_outputs(path: Path, prediction: Prediction, space: LabelSpace, job
         if s.score is not None:
             info["score"] = float(s.score)
         infos.append(info)
-    # file_name names the PNG in panoptic/, as panopticapi's convention has it.
-    return segments, {"image_id": job.stem, "file_name": f"{job.stem}.png", "segments_info": infos}
+    return segments, infos
 
 
 # Each writes the mode's PNG and returns the image's segments (the --json record's) and its COCO entry.
 WRITERS = {Mode.SEMANTIC: _semantic_outputs, Mode.INSTANCE: _instance_outputs, Mode.PANOPTIC: _panoptic_outputs}
 
 
-def prediction_labels(prediction: Prediction, mode: str, shape: tuple[int, int]) -> LabelMap:
+def prediction_labels(prediction: Prediction, mode: str, shape: tuple[int, int], tracked: bool = False) -> LabelMap:
     """The label map of the mode's PNG, as drawn on the overlay."""
     if mode == Mode.SEMANTIC:
         return LabelMap("semantic", prediction.semantic)
     if mode == Mode.INSTANCE:
-        return LabelMap("instance", instance_id_map(ranked_instances(prediction), shape))
-    return LabelMap("panoptic", prediction.panoptic, classes={s.id: s.label for s in prediction.segments})
+        return LabelMap("instance", instance_id_map(ranked_instances(prediction), shape), tracked=tracked)
+    return LabelMap("panoptic", prediction.panoptic, classes={s.id: s.label for s in prediction.segments},
+                    tracked=tracked)
+
+
+def track_prediction(prediction: Prediction, mode: str, tracker: Tracker, space: LabelSpace,
+                     shape: tuple[int, int]) -> Prediction:
+    """The prediction with the tracker's ids (predict --track, --stitch): each instance's `track_id`; each panoptic
+    thing segment's id is its track id, each stuff segment's its class index + 1 (the tracker counts from above the
+    classes: tracker_first_id), so stuff ids are stable too."""
+    if mode == Mode.INSTANCE:
+        instances = ranked_instances(prediction)
+        for inst in instances:
+            inst.track_id = None
+        ids = instance_id_map(instances, shape)
+        mapping = tracker.update(ids, {n: inst.label for n, inst in enumerate(instances, 1)})
+        for number, inst in enumerate(instances, 1):
+            inst.track_id = mapping.get(number) or tracker.new_id()  # one no pixel of which shows: an id of its own
+        return Prediction(semantic=prediction.semantic, instances=instances)
+    things = {s.id: s.label for s in prediction.segments if space.isthing[s.label]}
+    mapping = tracker.update(prediction.panoptic, things)
+    lookup = np.zeros(int(prediction.panoptic.max(initial=0)) + 1, np.int32)
+    segments, used = [], set()
+    for segment in prediction.segments:
+        new_id = mapping.get(segment.id) if segment.id in things else segment.label + 1
+        if new_id is None or new_id in used:  # a thing with no pixel left, a second segment of one stuff class
+            new_id = tracker.new_id()
+        used.add(new_id)
+        lookup[segment.id] = new_id
+        segments.append(replace(segment, id=new_id))
+    return Prediction(semantic=prediction.semantic, panoptic=lookup[prediction.panoptic], segments=segments)
+
+
+def tracker_first_id(mode: str, space: LabelSpace) -> int:
+    """Panoptic stuff segments take ids 1..C (their class + 1): track ids start above them."""
+    return space.num_classes + 1 if mode == Mode.PANOPTIC else 1
 
 
 def prediction_objects(prediction: Prediction, mode: str, shape: tuple[int, int], space: LabelSpace) -> regions.Objects:
@@ -191,29 +288,76 @@ def write_object_files(paths: dict[str, Path], objects: regions.Objects, space: 
 
 def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction: Prediction, space: LabelSpace,
                   alpha: float | None, seconds: float, wanted: ObjectOutputs = NO_OBJECTS,
-                  intensities: np.ndarray | None = None) -> dict:
+                  intensities: np.ndarray | None = None, tracked: bool = False,
+                  overlay_to: Callable[[np.ndarray], None] | None = None) -> dict:
     """Write one image's files (an overlay unless alpha is None; the objects' files `wanted`, measured on
     `intensities`, the image's stored values), then its part (last: the part says the image is done);
-    returns its record, the --json line of predict."""
+    returns its record, the --json line of predict. `overlay_to` also gets the overlay (--save-video); `tracked`
+    colours each id by itself (--track)."""
     began = time.perf_counter()
     paths = output_paths(out, job.stem, mode, alpha is not None, wanted.exports)
     segments, coco = WRITERS[Mode(mode)](paths[mode], prediction, space, job, image.shape[:2])
     if alpha is not None:
-        labels = prediction_labels(prediction, mode, image.shape[:2])
-        io.write_image(paths["overlay"], draw.draw_labels(image, labels, space, alpha, legend=LEGEND[Mode(mode)]),
-                       quality=90)
+        labels = prediction_labels(prediction, mode, image.shape[:2], tracked)
+        overlay = draw.draw_labels(draw.display_rgb(image), labels, space, alpha, legend=LEGEND[Mode(mode)])
+        io.write_image(paths["overlay"], overlay, quality=90)
+        if overlay_to is not None:
+            overlay_to(overlay)
     rows = []
     if wanted.active:
         objects = prediction_objects(prediction, mode, image.shape[:2], space)
         rows = write_object_files(paths, objects, space, job, intensities, wanted)
-    record = {"input": str(job.path), "ok": True, "mode": mode, "outputs": {k: str(p) for k, p in paths.items()},
-              "segments": segments, "seconds": round(seconds + time.perf_counter() - began, 4)}
-    part = {"source": os.path.abspath(job.path), "record": record, "coco": coco}
+    record = {"input": job.name, **job.position(), "ok": True, "mode": mode,
+              "outputs": {k: str(p) for k, p in paths.items()}, "segments": segments,
+              "seconds": round(seconds + time.perf_counter() - began, 4)}
+    part = {"source": job.source, "record": record, "coco": coco}
     if wanted.measure:
         record["objects"] = regions.class_counts(rows)  # objects per class name
         part["rows"] = rows
     io.write_json(part_path(out, mode, job.stem), part)
     return record
+
+
+def write_stack_outputs(out: Path, mode: str, job: Job, planes: np.ndarray, predictions: list[Prediction],
+                        space: LabelSpace, alpha: float | None, seconds: float, stitch: Tracker | None = None) -> dict:
+    """A stack's files (--stack): the mode's labels as one multi-page TIFF (a page per plane; semantic class indices,
+    instance ids, panoptic segment ids), the overlays as an RGB TIFF, then its part. With `stitch`, instance and
+    thing ids are shared by the planes of one 3D object. Each segment of the record names its `plane`."""
+    began = time.perf_counter()
+    paths = output_paths(out, job.stem, mode, alpha is not None, stack=True)
+    shape = planes.shape[1:3]
+    pages, overlays, segments, coco = [], [], [], []
+    for plane, prediction in enumerate(predictions):
+        if stitch is not None:
+            prediction = track_prediction(prediction, mode, stitch, space, shape)
+        labels = prediction_labels(prediction, mode, shape, tracked=stitch is not None)
+        pages.append(labels.values)
+        entries, results = _stack_entries(prediction, mode, space, f"{job.stem}/{plane:06d}", f"{job.stem}.tif")
+        segments += [entry | {"plane": plane} for entry in entries]
+        coco += [result | {"page": plane} for result in results]
+        if alpha is not None:
+            overlays.append(draw.overlay_labels(draw.display_rgb(planes[plane]), labels, space, alpha))
+    values = np.stack(pages)
+    io.write_tiff_stack(paths[mode], values.astype(np.uint32 if values.max(initial=0) > 65535 else
+                                                  np.uint8 if mode == Mode.SEMANTIC else np.uint16))
+    if alpha is not None:
+        io.write_tiff_stack(paths["overlay"], np.stack(overlays))
+    record = {"input": job.name, "ok": True, "mode": mode, "planes": len(predictions),
+              "outputs": {k: str(p) for k, p in paths.items()}, "segments": segments,
+              "seconds": round(seconds + time.perf_counter() - began, 4)}
+    io.write_json(part_path(out, mode, job.stem), {"source": job.source, "record": record, "coco": coco})
+    return record
+
+
+def _stack_entries(prediction: Prediction, mode: str, space: LabelSpace, image_id: str, file_name: str
+                   ) -> tuple[list[dict], list[dict]]:
+    """One plane's record segments and COCO entries (instance results, or one panoptic annotation)."""
+    if mode == Mode.SEMANTIC:
+        return _semantic_entries(prediction.semantic, space), []
+    if mode == Mode.INSTANCE:
+        return _instance_entries(ranked_instances(prediction), space, image_id, file_name)
+    segments, infos = _panoptic_entries(prediction, space)
+    return segments, [{"image_id": image_id, "file_name": file_name, "segments_info": infos}]
 
 
 # ---------------------------------------------------------------- reading it back
@@ -230,9 +374,9 @@ def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False, want
         part = io.read_json(path)
     except SegcliError:
         return None  # unreadable: predict the image again
-    if part.get("source") != os.path.abspath(job.path) or (wanted.measure and "rows" not in part):
+    if part.get("source") != job.source or (wanted.measure and "rows" not in part):
         return None
-    paths = output_paths(out, job.stem, mode, overlay_wanted, wanted.exports)
+    paths = output_paths(out, job.stem, mode, overlay_wanted, wanted.exports, job.stack)
     if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in paths.items()):
         return None
     return part
@@ -256,7 +400,10 @@ def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace, w
     if mode == Mode.INSTANCE:
         data: object = [result for part in parts for result in part["coco"]]
     elif mode == Mode.PANOPTIC:
-        data = {"annotations": [part["coco"] for part in parts], "categories": space.coco_categories()}
+        # A stack's part holds one annotation per plane.
+        entries = [part["coco"] if isinstance(part["coco"], list) else [part["coco"]] for part in parts]
+        data = {"annotations": [annotation for entry in entries for annotation in entry],
+                "categories": space.coco_categories()}
     else:
         return written
     return [*written, io.write_json(Path(out) / AGGREGATES[Mode(mode)], data)]

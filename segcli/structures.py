@@ -127,6 +127,7 @@ class Instance:
     score: float = 1.0
     bbox: tuple[float, float, float, float] | None = None
     iscrowd: bool = False
+    track_id: int | None = None  # the id it keeps across frames or planes (predict --track, --stitch)
 
     def __post_init__(self) -> None:
         if self.bbox is None:
@@ -153,7 +154,7 @@ class Segment:
 class Sample:
     """One dataset item; fields a format cannot provide stay None."""
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray  # (H, W, 3) uint8 RGB; (H, W, C) for a model trained on C channels (train --channels)
     name: str  # the image's file stem: COCO image_id for predict/eval
     semantic: np.ndarray | None = None  # (H, W) class indices, 255 = ignore
     instances: list[Instance] = field(default_factory=list)
@@ -181,6 +182,7 @@ class LabelMap:
     classes: dict[int, int] = field(default_factory=dict)  # segment id -> class index; instance id -> category id
     scores: dict[int, float] = field(default_factory=dict)  # instance id -> score, when known
     space: LabelSpace | None = None  # names and colours these labels carry, when known
+    tracked: bool = False  # ids persist across frames (predict --track): each id's colour follows from it alone
 
 
 def mask_to_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:

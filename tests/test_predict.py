@@ -338,7 +338,7 @@ def test_service_streams_records_in_input_order(shapes, checkpoint, tmp_path):
     images = [info for event, info in events[1:] if event != "warning"]  # (a note on the objects' size may end the run)
     assert events[0][0] == "start" and [e for e, _ in events[1:] if e != "warning"] == ["image"] * 15
     assert [Path(info["record"]["input"]).name for info in images] == sorted(p.name for p in folder.iterdir())
-    assert [j.stem for j in plan_jobs([str(folder)])] == [f"img{number:02d}" for number in range(15)]
+    assert [j.stem for j in plan_jobs(config)] == [f"img{number:02d}" for number in range(15)]
 
 
 def test_outputs_have_the_usual_file_permissions(shapes, checkpoint, tmp_path):

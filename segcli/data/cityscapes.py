@@ -43,7 +43,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
                              colors=[c[2] for c in CLASSES], category_ids=[c[0] for c in CLASSES])
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         label_ids = io.read_label_png(record.files["labels"])
         check_same_size(image, label_ids, record.files["labels"])
         semantic = LOOKUP[label_ids]

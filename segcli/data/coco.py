@@ -79,7 +79,7 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
     index = {cid: i for i, cid in enumerate(label_space.category_ids)}
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         h, w = image.shape[:2]
         info = record.files["info"]
         if (info.get("height", h), info.get("width", w)) != (h, w):

@@ -61,7 +61,7 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         records.append(Record(Path(file_name).stem, image, {"png": safe_join(png_dir, ann["file_name"], json_path), "ann": ann}))
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         ids = io.read_panoptic_png(record.files["png"])
         check_same_size(image, ids, record.files["png"])
         listed = {info["id"] for info in record.files["ann"]["segments_info"]}

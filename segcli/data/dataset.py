@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segcli import io
 from segcli.data.classes import parse_classes_txt
 from segcli.errors import DataError, UsageError
 from segcli.structures import IGNORE_INDEX, Instance, LabelSpace, Sample, paste_segments
@@ -39,10 +40,13 @@ class DatasetOptions:
     binary: bool = False  # 0/255 masks: 255 -> class 1
     val: Path | None = None  # COCO: the json of the validation split
     seed: int = 0
+    channels: io.Channels = io.RGB  # the image channels a model gets (train --channels)
 
 
 class SegDataset(Sequence):
-    """Samples of one split; `label_space` names their classes."""
+    """Samples of one split; `label_space` names their classes, `channels` says which image channels they hold."""
+
+    channels: io.Channels = io.RGB  # load_dataset sets the one its readers read with
 
     def __init__(self, root: Path, format: str, label_space: LabelSpace, records: list[Record],
                  loader: Callable[[Record], Sample], split: str = "all") -> None:

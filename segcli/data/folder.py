@@ -109,7 +109,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     def load(record: Record):
         from segcli.structures import Sample
 
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         semantic = read_class_mask(record.files["mask"], options.binary, label_space.num_classes, palette)
         check_same_size(image, semantic, record.files["mask"])
         instances = []

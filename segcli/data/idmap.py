@@ -67,7 +67,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     thing = label_space.thing_indices[0]
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         ids = io.read_label_png(record.files["mask"])
         if ids.ndim != 2:
             raise DataError(f"{record.files['mask']}: instance-id PNGs are single-channel (uint8 or uint16)")
@@ -88,7 +88,7 @@ def _read_dsb(root: Path, folder: Path, split: str, options: DatasetOptions) -> 
     thing = label_space.thing_indices[0]
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         instances = []
         for path in sorted(record.files["masks"].glob("*.png")):
             mask = io.read_label_png(path)

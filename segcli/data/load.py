@@ -45,8 +45,8 @@ CLASSES_TXT_FORMATS = {"folder", "idmap", "yolo"}
 
 def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *, images: Path | None = None,
                  masks: Path | None = None, classes: Path | None = None, binary: bool = False, val: Path | None = None,
-                 seed: int = 0) -> SegDataset:
-    """Read a dataset in any supported format and return one split."""
+                 seed: int = 0, channels: io.Channels = io.RGB) -> SegDataset:
+    """Read a dataset in any supported format and return one split (images with `channels`)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"--data {path}: no such file or folder")
@@ -54,8 +54,9 @@ def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *
     if fmt not in READERS:
         raise UsageError(f"--format {format!r}: choose auto or one of {', '.join(READERS)}")
     options = DatasetOptions(images=images, masks=masks, classes=classes, binary=binary, val=val, seed=seed,
-                             class_list=_read_classes(classes))
+                             class_list=_read_classes(classes), channels=channels)
     dataset = READERS[fmt](path, split, options)
+    dataset.channels = channels
     if len(dataset) == 0:
         raise DataError(f"{path}: the {split} split of this {fmt} dataset has no images")
     if options.class_list is not None and fmt not in CLASSES_TXT_FORMATS:
@@ -67,11 +68,14 @@ def load_for_model(path: str | Path, card: dict, format: str = "auto", split: st
                    classes: Path | None = None) -> SegDataset:
     """A split to score a checkpoint on (`eval --data`, `tune`), read as its training read its data: the same 0/255
     reading and the same seed, so a random train/val split puts the same images in `val` (scoring training images
-    would flatter the model); its classes must be the model's."""
+    would flatter the model), with the channels it was trained on; its classes must be the model's."""
+    from segcli.checkpoint import card_channels
+
     training = card.get("training") or {}
     options = {key: training[key] for key in ("binary", "seed") if training.get(key) is not None}
     if training.get("split_seed") is not None:  # compare's repeated seeds share one hold-out
         options["seed"] = training["split_seed"]
+    options["channels"] = card_channels(card)  # the image channels it was trained on
     dataset = load_dataset(path, format=format, split=split, **options, **({"classes": classes} if classes else {}))
     predicted = LabelSpace.from_dict(card["label_space"]).num_classes
     if predicted != dataset.label_space.num_classes:

@@ -62,7 +62,7 @@ def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | No
         geometry = v2.Compose([
             v2.RandomResizedCrop(size, scale=SCALE[mode], ratio=(3 / 4, 4 / 3), antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02),
+            IntensityJitter(),
         ])
     else:
         def geometry(inputs: dict) -> dict:
@@ -77,6 +77,29 @@ def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | No
         return (image, target) if train else _pad_to(image, target, size)
 
     return apply
+
+
+class IntensityJitter(v2.Transform):
+    """torchvision's ColorJitter for grey and RGB images; images of other channel counts (train --channels), which
+    it refuses, get a brightness and a contrast factor drawn for each channel: separate signals (fluorescence
+    channels) vary separately. Only the sample dict's "image" changes."""
+
+    def __init__(self, brightness: float = 0.25, contrast: float = 0.25) -> None:
+        super().__init__()
+        self.brightness, self.contrast = brightness, contrast
+        self.colour = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=0.25, hue=0.02)
+
+    def forward(self, sample: dict) -> dict:
+        image = sample["image"]
+        if image.shape[-3] in (1, 3):
+            return self.colour(sample)
+        channels = image.shape[-3]
+        brightness = torch.empty(channels, 1, 1).uniform_(1 - self.brightness, 1 + self.brightness)
+        contrast = torch.empty(channels, 1, 1).uniform_(1 - self.contrast, 1 + self.contrast)
+        x = image.as_subclass(torch.Tensor).float()
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        jittered = (((x - mean) * contrast + mean) * brightness).clamp_(0, 255).round_().to(image.dtype)
+        return {**sample, "image": tv_tensors.wrap(jittered, like=image)}
 
 
 def _fit(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
@@ -204,8 +227,7 @@ def _crop_transform(mode: str, crop: int, scale: float, mean, std, zoom: float =
     # Inverted windows show bright objects on dark ground as dark on bright, and the reverse: what the model learns
     # on one kind of image (fluorescence) then serves the other (brightfield) when a dataset mixes them.
     augment = v2.Compose([v2.RandomHorizontalFlip(), *([v2.RandomInvert(0.5)] if invert else []),
-                          *([StainJitter()] if stain else []),
-                          v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02)])
+                          *([StainJitter()] if stain else []), IntensityJitter()])
     finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     with_instances = mode != "semantic"
     log_zoom = math.log1p(zoom)

@@ -34,7 +34,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     label_space = LabelSpace(VOC_CLASSES, isthing=[False] + [True] * 20)
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         semantic = io.read_label_png(record.files["mask"]).astype(np.uint8)
         check_same_size(image, semantic, record.files["mask"])
         instances = []

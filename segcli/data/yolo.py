@@ -66,7 +66,7 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
         records.append(Record(image.stem, image, {"label": label}))
 
     def load(record: Record) -> Sample:
-        image = io.read_image(record.image)
+        image = io.read_image(record.image, channels=options.channels)
         h, w = image.shape[:2]
         instances = []
         if record.files["label"].is_file():

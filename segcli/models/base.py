@@ -35,6 +35,7 @@ class SegModel(nn.Module, ABC):
 
     modes: tuple[Mode, ...] = (Mode.SEMANTIC,)
     dense: bool = True
+    in_channels: int = 3  # image channels the model takes (`build_model(..., in_channels=N)`, train --channels)
 
     @abstractmethod
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:

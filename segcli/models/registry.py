@@ -59,7 +59,10 @@ def build_model(name: str, **kwargs) -> nn.Module:
     """Build a zoo model by name. Options left as None keep the builder's own defaults."""
     entry = get_model_entry(name)
     options = {k: v for k, v in kwargs.items() if v is not None}
-    return entry.builder(**options)
+    model = entry.builder(**options)
+    if "in_channels" in options:  # the builders pass it to their first layer; the model says it (SegModel.in_channels)
+        model.in_channels = int(options["in_channels"])
+    return model
 
 
 def list_models(mode: str | None = None) -> list[ModelEntry]:

@@ -52,7 +52,7 @@ def export_onnx(weights: Path, out: Path | None = None, opset: int = 17, size: i
         import onnx
     except ImportError:
         raise UsageError(f"export --format onnx needs the onnx package: {INSTALL_HINT}") from None
-    example = torch.zeros(1, 3, size, size)
+    example = torch.zeros(1, model.in_channels, size, size)
     with torch.no_grad():
         names = sorted(model(example))
     # eval() on the wrapper: the exporter restores the wrapper's mode recursively afterwards, and a new

@@ -33,6 +33,7 @@ from segcli.inference import postprocess_defaults
 from segcli.io import write_json
 from segcli.models.pretrained import load_into
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
+from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segcli.services.resolve import bundled_checkpoint, fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
@@ -74,10 +75,25 @@ def _out_dir(config: TrainConfig) -> Path:
 
 def _datasets(config: TrainConfig):
     options = dict(classes=config.classes, binary=config.binary, val=config.val, images=config.images,
-                   masks=config.masks, seed=config.seed if config.split_seed is None else config.split_seed)
+                   masks=config.masks, seed=config.seed if config.split_seed is None else config.split_seed,
+                   channels=_channels(config))
     train_set = load_dataset(config.data, config.data_format, "train", **options)
+    if options["channels"].count is None:  # --channels all: as many as the first image has, then every image the same
+        options["channels"] = io.Channels(None, train_set[0].image.shape[2])
+        train_set = load_dataset(config.data, train_set.format, "train", **options)
     val_set = load_dataset(config.data, train_set.format, "val", **options)
     return train_set, val_set
+
+
+def _channels(config: TrainConfig) -> io.Channels:
+    """--channels: none, the images' colours (grey as three equal channels); "all", every channel of the images;
+    "2,0", those, in that order."""
+    if config.channels is None:
+        return io.RGB
+    if config.channels.strip().lower() == "all":
+        return io.Channels(None, None)
+    picked = io.parse_channels(config.channels)
+    return io.Channels(picked, len(picked))
 
 
 def _fine_tuning(config: TrainConfig) -> TrainConfig:
@@ -106,10 +122,15 @@ def _load_start(model: torch.nn.Module, start: Path) -> list[str]:
     return sorted(k for k in own if k not in fitting)
 
 
-def _model_args(config: TrainConfig, label_space) -> dict:
+def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
     builder = get_model_entry(config.model).builder
     accepted = inspect.signature(builder).parameters
     args = {"num_classes": label_space.num_classes}
+    if channels != 3:
+        if "in_channels" not in accepted or config.encoder is not None:
+            raise UsageError(f"--channels: {config.encoder or config.model} takes RGB images (3 channels), not "
+                             f"{channels}; choose 3 channels, or a model of segcli's own (unet, fcn, deeplab, ...)")
+        args["in_channels"] = channels
     if config.width is not None:
         if "width" not in accepted:
             raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; leave --width out")
@@ -198,7 +219,7 @@ def _check_numbers(config: TrainConfig) -> None:
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The zoo model with the loss options of the config, and the builder arguments that rebuild it."""
     label_space = train_set.label_space
-    model_args = _model_args(config, label_space)
+    model_args = _model_args(config, label_space, train_set.channels.count)
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
     if getattr(model, "dense", True):
@@ -229,6 +250,12 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
                      command=config.command, data=data, training=training)
     if getattr(model, "mean", None) is not None:
         card["normalization"] = {"mean": list(model.mean), "std": list(model.std)}
+    channels = train_set.channels
+    if channels.count != 3:  # not RGB: ImageNet's grey level (the mean of its channels) for each channel, as timm does
+        card["normalization"] = {"mean": [round(float(np.mean(IMAGENET_MEAN)), 4)] * channels.count,
+                                 "std": [round(float(np.mean(IMAGENET_STD)), 4)] * channels.count}
+    card["channels"] = {"count": channels.count, "names": [],  # names: from the plan's fingerprint (_train)
+                        "picked": list(channels.pick) if channels.pick is not None else None}
     card["intensity"] = replace(card_scaling(card), dark_ground=bool(config.dark_ground)).to_dict()
     # The post-processing thresholds validation uses; predict and eval start from them (their options override).
     card["postprocess"] = postprocess_defaults(model)
@@ -258,6 +285,8 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
             plan.crop, plan.batch_size, plan.source["batch_size"] = config.img_size, 8, "--img-size"
             plan.zoom, plan.rotate, plan.invert, plan.stain = 0.0, False, False, False
             plan.source.update({name: "--img-size" for name in ("zoom", "rotate", "invert", "stain")})
+    if config.channels is not None:
+        plan.source["channels"] = f"--channels {config.channels}"
     for name, option in (("batch_size", "--batch-size"), ("class_weights", "--class-weights"), ("zoom", "--zoom"),
                          ("rotate", "--rotate"), ("invert", "--invert"), ("stain", "--stain"),
                          ("dark_ground", "--dark-ground")):
@@ -289,6 +318,9 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
             notify("warning", message=f"{split.root} ({split.split}): {warning}")
     given = config  # the card's "training" is the config as given (a rerun matches it); the plan holds what it chose
     config, plan, print_ = plan_run(config, train_set)
+    if plan.stain and train_set.channels.count != 3:
+        raise UsageError(f"--stain jitters the colours of stained RGB images; these have {train_set.channels.count} "
+                         "channels: leave --stain out")
     notify("plan", rows=plan.rows(), fingerprint=asdict(print_))
     model, model_args = _model(config, train_set, device)
     if config.init is not None:
@@ -302,6 +334,7 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     side = print_.median_diameter()
     card["pixel_size_um"] = config.pixel_size
     card["object_diameter"] = round(circle_diameter(side**2), 1) if side else None
+    card["channels"]["names"] = print_.channel_names
     if config.init is not None:
         card["init"] = str(config.init)
     card["training"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(given).items() if k != "command"}

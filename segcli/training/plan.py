@@ -31,7 +31,9 @@ The rules are few and stated beside each choice:
   object boundary width (contour models): 1 px below 32 px objects, else 2; and a loss weight of 10 where
   objects touch (contour models; the U-Net paper's w0: merged touching objects are their main error);
 - class weights: inverse square-root frequency when a class covers under 5% of the pixels;
-- intensity: 8-bit images as they are, deeper ones stretched from their 0.1/99.9 percentiles.
+- intensity: 8-bit images as they are, deeper ones stretched from their 0.1/99.9 percentiles;
+- channels: what the images hold as read (`--channels`: those picked; `--channels all`: every one, the count from
+  the data, the same in every image); images of other than three channels have no up (rotate), as grey ones.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from segcli import io
+from segcli.errors import DataError
 from segcli.preprocess import BRIGHT_GROUND, is_stained, median_grey
 from segcli.structures import IGNORE_INDEX
 
@@ -76,6 +79,8 @@ class Fingerprint:
     bright_ground_share: float = 0.0  # share of the images whose median grey level is above mid-grey (128)
     mid_grey_share: float = 0.0  # share of the images whose median grey level is neither dark (< 64) nor bright
     stained_share: float = 0.0  # share of the images that look like stained histology (preprocess.is_stained)
+    channels: int = 3  # image channels as read (train --channels)
+    channel_names: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
 
     def median_diameter(self) -> float | None:
         values = [v for v in self.object_diameter.values() if v]
@@ -96,6 +101,8 @@ class Plan:
     batch_size: int = 8
     class_weights: str = "none"
     intensity: str = "8-bit as is"
+    channels: int = 3  # the model's input channels: the images' (train --channels)
+    channel_names: list[str] = field(default_factory=list)
     model_args: dict = field(default_factory=dict)  # builder options the plan sets (center_sigma, boundary_width)
     source: dict = field(default_factory=dict)
 
@@ -107,6 +114,7 @@ class Plan:
                   "dark_ground": "yes" if self.dark_ground else "no",
                   "batch_size": str(self.batch_size),
                   "class_weights": self.class_weights, "intensity": self.intensity,
+                  "channels": f"{self.channels}" + (f" ({', '.join(self.channel_names)})" * bool(self.channel_names)),
                   **{k: f"{v:g}" for k, v in self.model_args.items()}}
         return [(k, v, self.source.get(k, "plan")) for k, v in values.items()]
 
@@ -119,8 +127,12 @@ def fingerprint(dataset) -> Fingerprint:
     heights, widths, diameters, objects = [], [], {i: [] for i in space.thing_indices}, []
     counts = np.zeros(space.num_classes, np.int64)
     depth, low, high, grey, stained, grounds = 8, math.inf, -math.inf, 0, 0, []
+    channels = dataset[picks[0]].image.shape[2] if picks else 3
     for i in picks:
         sample = dataset[i]
+        if sample.image.shape[2] != channels:
+            raise DataError(f"{sample.path}: {sample.image.shape[2]} channels, the other images {channels}; "
+                            "choose the same channels of each with --channels")
         grey += _is_grey(sample.image)
         stained += is_stained(sample.image)
         grounds.append(median_grey(sample.image))
@@ -146,7 +158,14 @@ def fingerprint(dataset) -> Fingerprint:
         class_frequency={space.names[c]: round(float(counts[c]) / total, 4) for c in range(space.num_classes)},
         grey_share=round(grey / max(1, len(picks)), 3), bright_ground_share=_share(grounds, lambda g: g > BRIGHT_GROUND),
         mid_grey_share=_share(grounds, lambda g: DARK_GROUND <= g <= BRIGHT_GROUND),
-        stained_share=round(stained / max(1, len(picks)), 3))
+        stained_share=round(stained / max(1, len(picks)), 3), channels=channels,
+        channel_names=_channel_names(dataset, picks, channels))
+
+
+def _channel_names(dataset, picks: list[int], channels: int) -> list[str]:
+    """The names of the channels the images hold as read (OME-TIFF metadata, RGB, or "channel N")."""
+    names = io.channel_names(dataset.records[picks[0]].image, dataset.channels) if picks else []
+    return names if len(names) == channels else [f"channel {i}" for i in range(channels)]
 
 
 def _share(values: list[float], test) -> float:
@@ -176,13 +195,16 @@ def make_plan(print_: Fingerprint, builder=None, mode: str = "semantic") -> Plan
     crop = crop // 32 * 32
     batch = batch_for_crop(crop)
     rare = [name for name, share in print_.class_frequency.items() if share < RARE_CLASS]
-    microscopy = print_.grey_share >= GREY_SHARE or print_.bit_depth > 8  # images without an up or a colour scheme
+    # Images without an up or a colour scheme: grey, deeper than 8 bits, or channels that are not RGB.
+    microscopy = print_.grey_share >= GREY_SHARE or print_.bit_depth > 8 or print_.channels != 3
     # Two polarities, each image clearly one of them (EM or photos have every grey level between: no).
     mixed = MIXED_GROUND[0] <= print_.bright_ground_share <= MIXED_GROUND[1] and print_.mid_grey_share == 0
-    histology = print_.stained_share >= STAINED_SHARE
-    plan = Plan(scale=scale, crop=crop, zoom=ZOOM, rotate=microscopy or histology, stain=histology, dark_ground=microscopy and mixed, batch_size=batch,
+    histology = print_.stained_share >= STAINED_SHARE and print_.channels == 3  # stains are RGB colours
+    plan = Plan(scale=scale, crop=crop, zoom=ZOOM, rotate=microscopy or histology, stain=histology,
+                dark_ground=microscopy and mixed, batch_size=batch,
                 class_weights="auto" if rare and mode == "semantic" else "none",
-                intensity="8-bit as is" if print_.bit_depth == 8 else "per-image 0.1/99.9 percentiles")
+                intensity="8-bit as is" if print_.bit_depth == 8 else "per-image 0.1/99.9 percentiles",
+                channels=print_.channels, channel_names=list(print_.channel_names))
     accepted = inspect.signature(builder).parameters if builder is not None else {}
     if "center_sigma" in accepted and diameter is not None:
         plan.model_args["center_sigma"] = round(min(8.0, max(1.5, diameter * scale / 4)), 1)
