@@ -58,6 +58,19 @@ ABOUT = {
                  "test split ({tp} of {objects} nuclei matched, {fp} false detections; scripts/instance_errors.py), "
                  "and {merged} of the {fn} missed nuclei lie in predictions that merge touching nuclei (docs/training.md)",
     },
+    "nuclei_he": {
+        "summary": "cell nuclei in H&E-stained histology, 40x (one thing class on background)",
+        "data": {"name": "MoNuSeg 2018 (30 training tiles, 7 organs) and TNBC (36 training tiles, breast), H&E, 40x",
+                 "licence": "CC BY-NC-SA 4.0 (MoNuSeg 2018: non-commercial, derivatives under the same licence)",
+                 "url": "https://monuseg.grand-challenge.org",
+                 "sources": [{"name": "MoNuSeg 2018", "licence": "CC BY-NC-SA 4.0",
+                              "url": "https://monuseg.grand-challenge.org"},
+                             {"name": "TNBC", "licence": "CC BY 4.0 (believed; unconfirmed)",
+                              "url": "https://doi.org/10.5281/zenodo.1175282"}]},
+        "test_data": "monuseg2018_nuclei test split: 7 tiles of 7 organs, patients never seen in training",
+        "native_size": 1000,
+        "pixel_size_um": 0.2527,  # MoNuSeg's XML headers; TNBC is 40x too, its pixel size unstated
+    },
 }
 
 

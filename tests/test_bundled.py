@@ -23,7 +23,7 @@ from segcli.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SEGCLI = [sys.executable, "-m", "segcli"]
-SHIPPED = ("shapes", "nuclei")  # the issue's bundled models; membrane ships as a recipe only (non-commercial data)
+SHIPPED = ("shapes", "nuclei", "nuclei_he")  # membrane ships as a recipe only (non-commercial data)
 
 
 def _offline_env(**extra: str) -> dict:
@@ -173,6 +173,21 @@ def test_nuclei_scores_what_its_card_says(shared_data, tmp_path):
         result = evaluate_model(data=shared_data / "dsb2018_nuclei", split="test", model="nuclei", mode=mode)
         for key in keys:
             assert abs(result[key] - card["metrics"][mode][key]) <= 0.02, (mode, key, result[key], card["metrics"][mode])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_nuclei_he_scores_what_its_card_says_on_tnbc(shared_data):
+    """The H&E model's card row for the TNBC test split (7 tiles of 512 px: the small one of its test sets)."""
+    from segcli.services.evaluate import evaluate_model
+
+    card = read_card(bundled_checkpoint("nuclei_he"))
+    row = next(r for r in card["scores"] if r["test_set"] == "tnbc_nuclei test")
+    assert card["pixel_size_um"] == 0.2527 and "CC BY-NC-SA 4.0" in card["data"]["licence"]
+    torch.set_num_threads(2)
+    for mode, key, card_key in (("panoptic", "pq", "pq"), ("instance", "ap50", "ap50")):
+        result = evaluate_model(data=shared_data / "tnbc_nuclei", split="test", model="nuclei_he", mode=mode)
+        assert abs(result[key] - row[card_key]) <= 0.02, (mode, key, result[key], row)
 
 
 @pytest.mark.slow
