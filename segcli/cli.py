@@ -30,6 +30,7 @@ from segcli.errors import SegcliError, UsageError
 from segcli.structures import Mode
 
 err_console = Console(stderr=True)
+out_console = Console()  # results: tables on stdout, 80 columns wide when it is no terminal (a pipe, a file)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program the pipe's closing killed
 
 
@@ -43,7 +44,16 @@ STATE = RunState()
 
 
 class SegcliGroup(TyperGroup):
-    """Turns SegcliError into one clear line and an exit code, in one place."""
+    """Turns SegcliError into one clear line and an exit code, in one place; flags show no value type in help."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _without_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, name: str):
+        command = super().get_command(ctx, name)
+        if command is not None and not isinstance(command, TyperGroup):
+            _without_flag_types(command.get_params(ctx))
+        return command
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -65,6 +75,14 @@ class SegcliGroup(TyperGroup):
             raise typer.Exit(130) from None
         except BrokenPipeError:
             _stop_on_broken_pipe()
+
+
+def _without_flag_types(params: list) -> list:
+    """A flag takes no value: typer's help would show one (`--version <bool>`); an empty metavar shows none."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
 
 
 def _stop_on_broken_pipe(*_) -> None:
@@ -216,7 +234,7 @@ def models_command(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the zoo and which pretrained weights are here, fetch weights, or describe one model (tables on stderr)."""
+    """List the zoo and which pretrained weights are here, fetch weights, or describe one model."""
     _setup(debug, quiet, device, offline)
     from segcli.services import catalog
 
@@ -224,7 +242,6 @@ def models_command(
         for name, paths in catalog.fetch_models(fetch, progress=not quiet):
             _say(f"{name}: " + ", ".join(str(p) for p in paths))
         return
-    _needs_output(json_out, "--json")
     if info is not None:
         from segcli.errors import check_minimums
 
@@ -239,14 +256,56 @@ def models_command(
     if json_out:
         _print_json(rows)
         return
-    table = Table(title="segcli model zoo")
-    for column in ("name", "modes", "weights", "description"):
-        table.add_column(column, no_wrap=column == "name")  # names are what users copy: never cut them
-    for row in rows:
-        # escape: descriptions such as "needs segcli[hf]" would otherwise lose their brackets as rich markup
-        table.add_row(row["name"], ", ".join(row["modes"]), catalog.weights_summary(row), escape(row["description"]))
-    _show(table)
-    _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time)")
+    _render_models(rows)
+    _say(f"weights cache: {catalog.cache_folder()}  (segcli models --fetch NAME downloads ahead of time; "
+         "segcli models --info NAME describes one)")
+
+
+MODE_LETTERS = {"semantic": "S", "instance": "I", "panoptic": "P"}
+NAME_WIDTH = 28  # a longer name gets a line of its own, so that the other columns keep their room at 80 columns
+
+
+def _render_models(rows: list[dict]) -> None:
+    """The zoo, then the bundled models with their test scores and data licences: one line per model (`| grep`
+    finds whole rows), names never cut (they are what users copy), the last column cut to the width (--info and
+    --json say all)."""
+    from segcli.services import catalog
+
+    width, lines = out_console.width, []
+    zoo = [row for row in rows if "architecture" not in row]
+    bundled = [row for row in rows if "architecture" in row]
+    if zoo:
+        table = _text_table(("name", "modes", "weights", "about"), [
+            (row["name"], _mode_letters(row["modes"]), catalog.weights_summary(row), row["description"]) for row in zoo],
+            width)
+        lines += ["model zoo (modes: S semantic, I instance, P panoptic)", *table,
+                  "weights: the download ('here': on this machine); -: trained with segcli train"]
+    if bundled:
+        table = _text_table(("name", "modes", "test scores", "training data licence"), [
+            (row["name"], _mode_letters(row["modes"]), row["headline"] or "-", row["licence"]) for row in bundled], width)
+        lines += ["", "bundled models (ship with segcli, work offline; scores on held-out test images)", *table]
+    sys.stdout.write("\n".join(lines).lstrip("\n") + "\n")
+
+
+def _mode_letters(modes: list[str]) -> str:
+    return " ".join(MODE_LETTERS[mode] for mode in modes) or "-"
+
+
+def _text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], width: int) -> list[str]:
+    """Plain aligned columns: each as wide as its widest cell (the first at most NAME_WIDTH: a longer first cell
+    stands on a line of its own), the last cut with an ellipsis at `width`."""
+    first = min(NAME_WIDTH, max(len(row[0]) for row in [headers, *rows]))
+    widths = [first, *(max(len(row[i]) for row in [headers, *rows]) for i in range(1, len(headers) - 1))]
+    indent = sum(widths) + 2 * len(widths)
+    room = max(width - indent, 12)
+    lines = []
+    for row in [headers, *rows]:
+        if len(row[0]) > first:
+            lines.append(row[0])
+            row = ("", *row[1:])
+        last = row[-1] if len(row[-1]) <= room else row[-1][: room - 1].rstrip() + "…"
+        lines.append("".join(f"{cell:<{w}}  " for cell, w in zip(row, widths)) + last)
+    return [line.rstrip() for line in lines]
 
 
 def _render_info(name: str, facts: dict) -> None:
@@ -283,16 +342,10 @@ def _render_info(name: str, facts: dict) -> None:
         _show(scores)
 
 
-def _needs_output(machine: object, option: str) -> None:
-    """--quiet hides the tables; without machine output as well, the run would show nothing at all."""
-    if STATE.quiet and not machine:
-        raise UsageError(f"--quiet hides the table and {option} is not given: nothing would be shown; add {option}")
-
-
 def _show(table: Table) -> None:
-    """Tables are for people: on stderr (stdout carries only machine-readable output), unless --quiet."""
-    if not STATE.quiet:
-        err_console.print(table)
+    """A command's result table: on stdout, where `| grep` and `| less` find it (--quiet hides messages, not
+    results)."""
+    out_console.print(table)
 
 
 def _print_json(obj: object) -> None:
@@ -334,7 +387,10 @@ def predict_command(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per input on stdout (outputs, segments, errors).")] = False,
     no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlays/<stem>.jpg.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: keep images a previous run finished.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: keep the images a run of the same "
+                                                "settings finished in --out, predict the rest.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Remove the results --out holds first (a folder "
+                                            "holding other results is refused without it).")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: predict only the I-th (0-based) of N stable shares.")] = None,
     tile: Annotated[int | None, typer.Option("--tile", help="Tile images larger than this many px (default 1024; 0: never).")] = None,
@@ -365,7 +421,8 @@ def predict_command(
 
     config = PredictConfig(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
-        alpha=alpha, skip_existing=skip_existing, fail_fast=fail_fast, shard=shard, tile=tile, overlap=overlap, tta=tta,
+        alpha=alpha, skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast, shard=shard, tile=tile,
+        overlap=overlap, tta=tta,
         batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
         backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
         pixel_size=pixel_size, object_size=object_size, channels=channels, page=page, stack=stack, stitch=stitch,
@@ -753,7 +810,6 @@ def eval_command(
 ) -> None:
     """Score predictions: mIoU/Dice/boundary F1, COCO mask AP, or panoptic quality, as the reference scripts do."""
     _setup(debug, quiet, device, offline)
-    _needs_output(json_out or csv_out, "--json FILE (- for stdout)")
     from segcli.services.evaluate import evaluate
 
     if thresholds and data is None:
@@ -763,10 +819,11 @@ def eval_command(
                       ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
                       thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
                       callback=_warnings)
-    _render_metrics(mode.value, result)
-    if json_out and str(json_out) == "-":
+    if json_out and str(json_out) == "-":  # stdout carries the JSON only
         _print_json(result)
-    elif json_out:
+    else:
+        _render_metrics(mode.value, result)
+    if json_out and str(json_out) != "-":
         from segcli import io
 
         io.write_json(json_out, result, indent=2)
@@ -1007,9 +1064,9 @@ def visualize_command(
                                                 metavar="IMAGE", show_default=False)],
     pred: Annotated[Path | None, typer.Option("--pred", help="A `segcli predict --out` folder holding the predictions.")] = None,
     mask: Annotated[Path | None, typer.Option("--mask", help="Instead of --pred: one label PNG for one image.")] = None,
-    mask_kind: Annotated[Mode, typer.Option(
-        "--mask-kind", help="What --mask holds: class indices, instance ids, or COCO panoptic ids "
-                            "(drawn as classless segments: the PNG alone has no classes).")] = Mode.SEMANTIC,
+    mask_kind: Annotated[Mode | None, typer.Option(
+        "--mask-kind", help="What --mask holds: class indices (default), instance ids, or COCO panoptic ids "
+                            "(drawn as classless segments: the PNG alone has no classes).")] = None,
     mode: Annotated[Mode | None, typer.Option("--mode", help="Which prediction of --pred to draw (default: panoptic, "
                                                              "else instance, else semantic, whichever it has).")] = None,
     gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a label PNG, or a folder of <stem>.png. "
@@ -1036,7 +1093,7 @@ def visualize_command(
     from segcli.services.visualize import VisualizeConfig, visualize
 
     config = VisualizeConfig(
-        inputs=inputs, out=out, pred=pred, mask=mask, mask_kind=mask_kind.value, mode=mode.value if mode else None,
+        inputs=inputs, out=out, pred=pred, mask=mask, mask_kind=mask_kind.value if mask_kind else None, mode=mode.value if mode else None,
         gt=gt, classes=classes, alpha=alpha, contours=contours, legend=legend, side_by_side=side_by_side, grid=grid,
         cols=cols, ext=ext.value, recursive=recursive,
     )

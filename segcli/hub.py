@@ -15,7 +15,6 @@ network call, naming the file and where to put it. Builders never download: they
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.error
@@ -39,6 +38,20 @@ def is_offline() -> bool:
 def set_offline() -> None:
     """What `--offline` does: forbid downloads for this process and everything it starts."""
     os.environ[OFFLINE_ENV] = "1"
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether `url`'s server answers at all (any HTTP status will do), in one request without retries: a client
+    that retries each file (huggingface_hub) spent half a minute finding out that there is no network."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # the server answered, if only with an error status
+    except (OSError, ValueError):  # URLError (no DNS, refused, unreachable), timeouts, a malformed endpoint
+        return False
+    return True
 
 
 def cache_dir() -> Path:
@@ -82,13 +95,12 @@ def _check_cached(path: Path) -> None:
     prefix = _hash_prefix(path.name)
     if prefix is None:
         return
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(prefix):
+    from segcli.io import file_sha256
+
+    digest = file_sha256(path)
+    if not digest.startswith(prefix):
         path.unlink(missing_ok=True)
-        raise ModelError(f"{path}: SHA-256 {digest.hexdigest()[:12]}... does not match the {prefix} in its name: the "
+        raise ModelError(f"{path}: SHA-256 {digest[:12]}... does not match the {prefix} in its name: the "
                          "file was corrupt and has been removed; fetch it again (segcli models --fetch NAME)")
 
 

@@ -230,6 +230,33 @@ def _mode_argument(function, mode: Mode) -> dict:
     return {"mode": mode} if "mode" in inspect.signature(function).parameters else {}
 
 
+# The range of every post-processing option: (smallest, largest or None, what the value is). A value outside it
+# crashed deep inside (--nms-kernel 8) or silently dropped objects (--top-k -2).
+THRESHOLD_RANGES = {
+    "center_threshold": (0.0, 1.0, "a centre heatmap value in [0, 1]"),
+    "interior_threshold": (0.0, 1.0, "a probability in [0, 1]"),
+    "distance_threshold": (0.0, 1.0, "a share of the object's depth in [0, 1]"),
+    "prob_threshold": (0.0, 1.0, "a probability in [0, 1]"),
+    "nms_threshold": (0.0, 1.0, "a share of the polygon in [0, 1]"),
+    "score_threshold": (0.0, 1.0, "a detection score in [0, 1]"),
+    "nms_kernel": (1, None, "an odd window side in px, e.g. 3, 5 or 7"),
+    "top_k": (1, None, "a number of centres, 1 or more"),
+    "min_area": (0, None, "an area in px, 0 or more"),
+    "stuff_area": (0, None, "an area in px, 0 or more"),
+}
+
+
+def check_thresholds(given: dict | None) -> None:
+    """Refuse the first post-processing option outside its range (THRESHOLD_RANGES), naming it."""
+    for name, value in (given or {}).items():
+        if value is None or name not in THRESHOLD_RANGES:
+            continue
+        smallest, largest, what = THRESHOLD_RANGES[name]
+        odd = name != "nms_kernel" or value % 2 == 1
+        if not (smallest <= value and (largest is None or value <= largest) and odd):  # NaN fails too
+            raise UsageError(f"--{name.replace('_', '-')} {value}: {what}")
+
+
 def postprocess_options(model, card: dict | None, given: dict | None = None, mode: Mode | str | None = None) -> dict:
     """The thresholds to post-process with: the card's (what training's validation used, or what a search on the
     validation split chose), then the card's values for `mode` (`postprocess_by_mode`: chosen by that mode's own
@@ -237,6 +264,7 @@ def postprocess_options(model, card: dict | None, given: dict | None = None, mod
     the card's). An option the model's post-processing does not take is an error."""
     accepted = postprocess_defaults(model)
     given = {k: v for k, v in (given or {}).items() if v is not None}
+    check_thresholds(given)
     wrong = sorted(set(given) - set(accepted))
     if wrong:
         name = (card or {}).get("model", type(model).__name__)

@@ -562,6 +562,12 @@ def commit(tmp: Path, path: Path) -> None:
         raise DataError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
     """Create an output folder before any work: a file in its place, or a folder that cannot be created or
     written, is a usage error then, not a failure after hours of work."""
@@ -697,7 +703,8 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False, stdin: TextIO 
                 raise UsageError(f"{item}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); use --recursive for subfolders")
             items.extend(found)
         elif not path.exists() and glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=recursive) if _is_image(Path(p), media))
+            # `**` spans any depth, as bash's globstar and Python's glob(recursive=True) have it, with or without -r.
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if _is_image(Path(p), media))
             if not found:
                 raise UsageError(f"{item}: the pattern matches no image")
             items.extend(found)

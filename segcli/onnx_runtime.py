@@ -55,8 +55,8 @@ class OnnxRuntimeModel(nn.Module):
 def onnxruntime_model(model: nn.Module, weights: Path | None, device: torch.device, dtype: torch.dtype) -> OnnxRuntimeModel:
     """The checkpoint `weights` (whose torch model is `model`) run by ONNX Runtime."""
     if weights is None or not getattr(model, "dense", True):
-        raise UsageError("--backend onnxruntime runs a dense segcli checkpoint: give --weights (Mask R-CNN-style and "
-                         "zoo models without a checkpoint stay on --backend torch)")
+        raise UsageError("--backend onnxruntime runs a dense segcli checkpoint: give --weights FILE or a bundled "
+                         "--model (Mask R-CNN-style and library models stay on --backend torch)")
     if device.type != "cpu" or dtype != torch.float32:
         raise UsageError("--backend onnxruntime runs float32 on the CPU: leave out --bf16/--half and --device")
     try:

@@ -12,12 +12,18 @@
                                       and yolo/data.yaml (segcli.exports)
     DIR/.parts/<mode>/<stem>.json     written last for each image: an image is done exactly when its part exists
 
+A folder holds the results of one configuration: `claim_out_dir` refuses a run whose settings differ from
+those the folder holds (`.parts/run.json`), every part records them too, and the aggregates list every finished
+part, so the folder and its json files agree after every run (an interrupted one included: predict writes them
+then too).
+
 `predict` writes it, `visualize` reads it back, and both know its names from here only.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segcli import draw, exports, io, regions
-from segcli.errors import DataError, SegcliError
+from segcli.errors import DataError, SegcliError, UsageError
 from segcli.structures import IGNORE_INDEX, Instance, LabelMap, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh
 
 if TYPE_CHECKING:
@@ -42,6 +48,10 @@ EXPORT = "export"
 # Instance colours are per image and name nothing, so predict's instance overlays carry no legend
 # (visualize lists the instances when asked).
 LEGEND = {Mode.SEMANTIC: True, Mode.INSTANCE: False, Mode.PANOPTIC: True}
+RUN = "run.json"  # in PARTS: the settings of the results the folder holds
+# Every name predict writes in DIR: what --overwrite removes from a folder segcli wrote (nothing else in it).
+OWNED = (PARTS, *(mode.value for mode in Mode), OVERLAYS, CATEGORIES, *AGGREGATES.values(), f"{OBJECTS}.csv",
+         f"{OBJECTS}.parquet", EXPORT)
 
 
 @dataclass(frozen=True)
@@ -289,11 +299,11 @@ def write_object_files(paths: dict[str, Path], objects: regions.Objects, space: 
 def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction: Prediction, space: LabelSpace,
                   alpha: float | None, seconds: float, wanted: ObjectOutputs = NO_OBJECTS,
                   intensities: np.ndarray | None = None, tracked: bool = False,
-                  overlay_to: Callable[[np.ndarray], None] | None = None) -> dict:
+                  overlay_to: Callable[[np.ndarray], None] | None = None, settings: dict | None = None) -> dict:
     """Write one image's files (an overlay unless alpha is None; the objects' files `wanted`, measured on
-    `intensities`, the image's stored values), then its part (last: the part says the image is done);
-    returns its record, the --json line of predict. `overlay_to` also gets the overlay (--save-video); `tracked`
-    colours each id by itself (--track)."""
+    `intensities`, the image's stored values), then its part (last: the part says the image is done, and records
+    the run's `settings`); returns its record, the --json line of predict. `overlay_to` also gets the overlay
+    (--save-video); `tracked` colours each id by itself (--track)."""
     began = time.perf_counter()
     paths = output_paths(out, job.stem, mode, alpha is not None, wanted.exports)
     segments, coco = WRITERS[Mode(mode)](paths[mode], prediction, space, job, image.shape[:2])
@@ -310,7 +320,7 @@ def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction:
     record = {"input": job.name, **job.position(), "ok": True, "mode": mode,
               "outputs": {k: str(p) for k, p in paths.items()}, "segments": segments,
               "seconds": round(seconds + time.perf_counter() - began, 4)}
-    part = {"source": job.source, "record": record, "coco": coco}
+    part = {"source": job.source, "settings": settings, "record": record, "coco": coco}
     if wanted.measure:
         record["objects"] = regions.class_counts(rows)  # objects per class name
         part["rows"] = rows
@@ -319,7 +329,8 @@ def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction:
 
 
 def write_stack_outputs(out: Path, mode: str, job: Job, planes: np.ndarray, predictions: list[Prediction],
-                        space: LabelSpace, alpha: float | None, seconds: float, stitch: Tracker | None = None) -> dict:
+                        space: LabelSpace, alpha: float | None, seconds: float, stitch: Tracker | None = None,
+                        settings: dict | None = None) -> dict:
     """A stack's files (--stack): the mode's labels as one multi-page TIFF (a page per plane; semantic class indices,
     instance ids, panoptic segment ids), the overlays as an RGB TIFF, then its part. With `stitch`, instance and
     thing ids are shared by the planes of one 3D object. Each segment of the record names its `plane`."""
@@ -345,7 +356,8 @@ def write_stack_outputs(out: Path, mode: str, job: Job, planes: np.ndarray, pred
     record = {"input": job.name, "ok": True, "mode": mode, "planes": len(predictions),
               "outputs": {k: str(p) for k, p in paths.items()}, "segments": segments,
               "seconds": round(seconds + time.perf_counter() - began, 4)}
-    io.write_json(part_path(out, mode, job.stem), {"source": job.source, "record": record, "coco": coco})
+    io.write_json(part_path(out, mode, job.stem), {"source": job.source, "settings": settings, "record": record,
+                                                   "coco": coco})
     return record
 
 
@@ -363,18 +375,23 @@ def _stack_entries(prediction: Prediction, mode: str, space: LabelSpace, image_i
 # ---------------------------------------------------------------- reading it back
 
 
-def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False, wanted: ObjectOutputs = NO_OBJECTS
-              ) -> dict | None:
-    """The part of a finished image of this mode and input with the files wanted, or None (missing, another
-    input, a file since removed, no measurements when they are wanted)."""
-    path = part_path(out, mode, job.stem)
+def _read_part_file(path: Path, settings: dict | None) -> dict | None:
+    """A part made with `settings`, or None (missing, unreadable: predicted again; made otherwise)."""
     if not path.is_file():
         return None
     try:
         part = io.read_json(path)
     except SegcliError:
-        return None  # unreadable: predict the image again
-    if part.get("source") != job.source or (wanted.measure and "rows" not in part):
+        return None
+    return part if isinstance(part, dict) and part.get("settings") == settings else None
+
+
+def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False, wanted: ObjectOutputs = NO_OBJECTS,
+              settings: dict | None = None) -> dict | None:
+    """The part of a finished image of this mode, input and settings with the files wanted, or None (missing,
+    another input or settings, a file since removed, no measurements when they are wanted)."""
+    part = _read_part_file(part_path(out, mode, job.stem), settings)
+    if part is None or part.get("source") != job.source or (wanted.measure and "rows" not in part):
         return None
     paths = output_paths(out, job.stem, mode, overlay_wanted, wanted.exports, job.stack)
     if not all(part["record"]["outputs"].get(kind) == str(p) and p.is_file() for kind, p in paths.items()):
@@ -382,10 +399,27 @@ def read_part(out: Path, mode: str, job: Job, overlay_wanted: bool = False, want
     return part
 
 
-def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace, wanted: ObjectOutputs = NO_OBJECTS
-                     ) -> list[Path]:
-    """Rebuild the mode's aggregate json (and objects.csv, the YOLO data.yaml when wanted) from the parts of every
-    finished input (all shards); returns what it wrote."""
+def finished_parts(out: Path, mode: str, jobs: list[Job], settings: dict | None) -> list[dict]:
+    """Every finished input's part in the folder: those of `jobs` in their order, then those earlier runs of the
+    same settings left (other inputs), by stem. A part whose labels (PNG, or a stack's TIFF) are gone is not
+    finished. (The settings say whether parts carry measurement rows: all of them do, or none.)"""
+    folder = Path(out) / PARTS / mode
+    order = {job.stem: number for number, job in enumerate(jobs)}
+    found = [p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.json")
+             if not p.name.startswith(io.TEMP_PREFIX)] if folder.is_dir() else []  # a frame's stem: <video>/<frame>
+    parts = []
+    for stem in sorted(found, key=lambda stem: (order.get(stem, len(order)), stem)):
+        part = _read_part_file(part_path(out, mode, stem), settings)
+        labels = [label_png(out, mode, stem), Path(out) / mode / f"{stem}.tif"]
+        if part is not None and any(path.is_file() for path in labels):
+            parts.append(part)
+    return parts
+
+
+def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace, wanted: ObjectOutputs = NO_OBJECTS,
+                     settings: dict | None = None) -> list[Path]:
+    """Rebuild the mode's aggregate json (and objects.csv, the YOLO data.yaml when wanted) from every finished part
+    (all shards, earlier runs of these settings); returns what it wrote."""
     # Semantic PNGs carry only colours: the names travel beside them, for `visualize` and for people.
     written = [io.write_json(Path(out) / CATEGORIES, {"categories": space.coco_categories()})]
     if "yolo" in wanted.exports:
@@ -394,7 +428,7 @@ def write_aggregates(out: Path, mode: str, jobs: list[Job], space: LabelSpace, w
         written.append(Path(out) / EXPORT / "yolo" / "data.yaml")
     if mode not in AGGREGATES and not wanted.measure:
         return written
-    parts = [part for job in jobs if (part := read_part(out, mode, job, wanted=wanted)) is not None]
+    parts = finished_parts(out, mode, jobs, settings)
     if wanted.measure:
         written += write_object_table(out, [row for part in parts for row in part["rows"]])
     if mode == Mode.INSTANCE:
@@ -415,6 +449,119 @@ def write_object_table(out: Path, rows: list[dict]) -> list[Path]:
     if regions.parquet_available():
         written.append(regions.write_parquet(Path(out) / f"{OBJECTS}.parquet", rows))
     return written
+
+
+# ---------------------------------------------------------------- one configuration per folder
+
+
+def _setting_label(key: str) -> str:
+    names = {"model": "model", "weights": "weights", "precision": "precision", "exports": "--export"}
+    return names.get(key, "--" + key.replace("_", "-"))
+
+
+def _setting_value(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return {True: "on", False: "off", None: "none"}.get(value, str(value)) if isinstance(value, (bool, type(None))) \
+        else str(value)
+
+
+def settings_difference(held: dict, settings: dict) -> str | None:
+    """The first setting whose value differs, as "--mode panoptic; this run has --mode instance" (None: the same)."""
+    for key in [*settings, *(k for k in held if k not in settings)]:
+        if held.get(key, "unset") != settings.get(key, "unset"):
+            label = _setting_label(key)
+            there, here = (_setting_value(v.get(key)) if key in v else "unset" for v in (held, settings))
+            return f"{label} {there}; this run has {label} {here}"
+    return None
+
+
+def _held_settings(out: Path) -> dict | None:
+    """The settings of the results `out` holds: {} for none (an empty folder, or one a run is just claiming), None
+    for results that recorded none (an earlier segcli)."""
+    recorded = out / PARTS / RUN
+    if recorded.is_file():
+        try:
+            return io.read_json(recorded)["settings"]
+        except (SegcliError, KeyError, TypeError):
+            return None
+    part = next((p for p in (out / PARTS).rglob("*.json") if p != recorded and not p.name.startswith(io.TEMP_PREFIX)),
+                None)
+    if part is None:
+        return {}
+    try:
+        return io.read_json(part).get("settings")
+    except (SegcliError, AttributeError):
+        return None
+
+
+def _entries(out: Path) -> list[Path]:
+    """What `out` holds, but the temporary files of runs writing there now."""
+    return sorted(p for p in out.iterdir() if not p.name.startswith(io.TEMP_PREFIX)) if out.is_dir() else []
+
+
+def clear_results(out: Path) -> None:
+    """Remove everything predict writes in `out` (`OWNED`); other files stay."""
+    for name in OWNED:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def claim_out_dir(out: Path, settings: dict, *, resume: bool = False, overwrite: bool = False,
+                  shard: bool = False) -> Path:
+    """Make `out` the folder of a run with `settings`, before any work: refuse (one line) a folder that holds
+    results of other settings, results of these settings unless the run resumes (--skip-existing) or is one of
+    several shards, or files segcli did not write unless asked to write beside them; --overwrite clears segcli's
+    results first. Records the settings in `.parts/run.json`."""
+    out = Path(out)
+    again = "choose another --out, or add --overwrite to replace them"
+    if out.is_dir() and (out / PARTS).is_dir():
+        held = _held_settings(out)
+        if overwrite:
+            clear_results(out)
+        elif held is None:
+            raise UsageError(f"--out {out} holds results of an earlier segcli that did not record their settings: {again}")
+        elif held and (difference := settings_difference(held, settings)):
+            raise UsageError(f"--out {out} holds results made with {difference}: {again}")
+        elif held and not (resume or shard):
+            raise UsageError(f"--out {out} holds results of these settings already: add --skip-existing to keep them "
+                             "and predict the rest, or --overwrite to start over")
+    elif entries := _entries(out):
+        ours = next((p for p in entries if p.name in OWNED), None)
+        if ours is not None:
+            raise UsageError(f"--out {out}: {ours} is in the way and segcli did not write it (no {PARTS}/); "
+                             "choose another --out")
+        if not (resume or overwrite):
+            raise UsageError(f"--out {out} is not empty and holds no segcli predict results: choose a new or empty "
+                             "folder, or add --overwrite to write beside its files")
+    io.prepare_out_dir(out)
+    _record_settings(out, settings, replace=overwrite)
+    return out
+
+
+def _record_settings(out: Path, settings: dict, replace: bool) -> None:
+    """Write `.parts/run.json`; a run started at the same moment with other settings is refused (the first wins)."""
+    path = out / PARTS / RUN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings}
+    if replace or not path.exists():
+        staged = io.write_json(path.with_name(f"{io.TEMP_PREFIX}{os.getpid()}-{RUN}.tmp"), record, indent=2)
+        try:
+            if replace:
+                os.replace(staged, path)
+            else:
+                os.link(staged, path)  # fails if another run recorded its settings first
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink(missing_ok=True)
+    held = _held_settings(out)
+    if held is None or settings_difference(held, settings):
+        raise UsageError(f"--out {out}: another run with other settings started writing there at the same time "
+                         f"({settings_difference(held or {}, settings)}); choose another --out")
 
 
 def modes_present(out: Path) -> list[Mode]:

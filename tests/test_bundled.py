@@ -50,7 +50,25 @@ def test_card_matches_weights_and_the_catalog(name):
     row = next(r for r in list_catalog() if r["name"] == name)
     assert row["metrics"] == card["metrics"] and row["classes"] == card["label_space"]["names"]
     assert set(row["modes"]) == {"semantic", "instance", "panoptic"}
-    assert f"{card['metrics']['panoptic']['pq']:.3f}" in row["description"]
+    # The headline is the objects' quality, labelled: not the mean PQ over a background every model gets right.
+    things_pq, ap50 = card["metrics"]["panoptic"]["things_pq"], card["metrics"]["instance"]["ap50"]
+    assert row["headline"] == f"things PQ {things_pq:.3f}, mask AP50 {ap50:.3f}" and row["headline"] in row["description"]
+    assert f"{card['metrics']['panoptic']['pq']:.3f}" not in row["description"]
+
+
+def test_models_shows_the_thing_scores_of_the_nuclei_model():
+    # Before: "test pq 0.820", the mean of background 0.971 and nucleus 0.668.
+    from typer.testing import CliRunner
+
+    from segcli.cli import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("nuclei "))
+    metrics = read_card(bundled_checkpoint("nuclei"))["metrics"]
+    assert f"things PQ {metrics['panoptic']['things_pq']:.3f}" in line
+    assert f"mask AP50 {metrics['instance']['ap50']:.3f}" in line
+    assert f"{metrics['panoptic']['pq']:.3f}" not in result.stdout
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -192,11 +210,17 @@ def test_nuclei_he_scores_what_its_card_says_on_tnbc(shared_data):
 
 @pytest.mark.slow
 def test_make_demo_needs_no_training_and_no_network(tmp_path):
-    env = _offline_env(SEGCLI=f"{sys.executable} -m segcli", OUT=str(tmp_path / "demo"),
-                       DATA=str(ROOT.parent / "shared" / "data"))
+    # Every segcli command the demo runs goes through a wrapper that logs it: a `train` (or any command that writes a
+    # checkpoint) would show, wherever it wrote. (The check it replaces looked for a folder the demo never makes.)
+    log, wrapper = tmp_path / "commands.log", tmp_path / "segcli"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{sys.executable}" -m segcli "$@"\n')
+    wrapper.chmod(0o755)
+    env = _offline_env(SEGCLI=str(wrapper), OUT=str(tmp_path / "demo"), DATA=str(ROOT.parent / "shared" / "data"))
     result = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "demo" / "run").exists()  # nothing trained
+    commands = [line.split()[0] for line in log.read_text().splitlines()]
+    assert commands and set(commands) <= {"data", "predict", "visualize"}, commands  # nothing trained
+    assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.state.json"))
     for mode in ("semantic", "instance", "panoptic"):
         assert len(list((tmp_path / "demo" / f"shapes-{mode}" / mode).glob("*.png"))) == 8
     assert (tmp_path / "demo" / "sheet-shapes" / "grid.png").is_file()

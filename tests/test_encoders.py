@@ -97,7 +97,7 @@ def test_imagenet_weights_come_through_the_hub_cache(tmp_path, torch_home, monke
 
 
 def test_train_with_encoder_records_it_and_reloads_without_the_cache(tmp_path, torch_home, monkeypatch):
-    serve_torchvision(monkeypatch, tmp_path / "served", "resnet18", tvm.resnet18(weights=None).state_dict())
+    served = serve_torchvision(monkeypatch, tmp_path / "served", "resnet18", tvm.resnet18(weights=None).state_dict())
     data = generate("shapes", tmp_path / "shapes", n=4, size=64)
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", "unet", "--encoder", "resnet18", "--steps", "2",
@@ -107,5 +107,6 @@ def test_train_with_encoder_records_it_and_reloads_without_the_cache(tmp_path, t
         file.unlink()  # the checkpoint carries the encoder: no ImageNet file is needed to load it
     model, card = load_checkpoint(run / "best")
     assert card["model_args"]["encoder"] == "resnet18" and card["model_args"]["encoder_weights"] == "imagenet"
+    assert card["pretrained"] == {"from": "ImageNet encoder", "encoder": "resnet18", "file": served.url.rsplit("/", 1)[1]}
     assert card["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert isinstance(model.body.encoder, TorchvisionEncoder)

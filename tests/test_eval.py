@@ -303,7 +303,7 @@ def test_cli_eval_panoptic_writes_json_and_csv(synth, tmp_path):
     result = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", gt, "--pred", gt, "--json", str(out_json),
                                  "--csv", str(out_csv), "--workers", "1"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""  # the table goes to stderr
+    assert "things" in result.stdout and result.stderr == ""  # the table is the result: on stdout
     metrics = io.read_json(out_json)
     assert metrics["pq"] == 1.0 and set(metrics["things"]) == {"pq", "sq", "rq", "n"}
     assert set(metrics) >= {"pq", "sq", "rq", "things", "stuff", "per_class"}
@@ -314,7 +314,7 @@ def test_cli_eval_semantic_table_and_instance_json(synth, tmp_path):
     result = runner.invoke(app, ["eval", "--mode", "semantic", "--gt", str(synth / "masks"), "--pred", str(synth / "masks"),
                                  "--classes", str(synth / "classes.txt"), "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
-    lines = result.stderr.splitlines()
+    lines = result.stdout.splitlines()
     names = [line.split()[0] for line in (synth / "classes.txt").read_text().splitlines()]
     summary = next(i for i, line in enumerate(lines) if line.strip("│ ").startswith("all "))
     class_rows = [i for i, line in enumerate(lines) if line.strip("│ ").split(" ")[0] in names]

@@ -211,14 +211,11 @@ def test_eval_data_scores_an_hf_model(tiny, photos, tmp_path):
     assert 0.0 <= io.read_json(report)["miou"] <= 1.0
 
 
-def test_models_lists_the_mask2former_checkpoints(monkeypatch):
-    from segcli import cli
-
-    monkeypatch.setattr(cli.err_console, "width", 400)  # whole descriptions, not cut to a terminal's width
-    result = runner.invoke(app, ["models"])
+def test_models_lists_the_mask2former_checkpoints():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "400"})  # whole descriptions, not cut to 80 columns
     assert result.exit_code == 0
     for checkpoint in hf_zoo.ZOO.values():
-        assert checkpoint.name in result.output and checkpoint.description in result.output  # [hf] kept: no markup
+        assert checkpoint.name in result.stdout and checkpoint.description in result.stdout  # [hf] kept: no markup
 
 
 def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monkeypatch, torch_home):
@@ -399,3 +396,25 @@ def test_without_the_extra_a_default_panoptic_run_says_how_to_get_stuff(tiny, ph
     assert "pip install 'segcli[hf]' makes a COCO panoptic Mask2Former the default" in result.stderr
     quiet, _ = _predict([photos, "--mode", "panoptic", "--out", tmp_path / "quiet", "--quiet"])
     assert "segcli[hf]" not in quiet.stderr
+
+
+def test_without_a_network_the_hub_fails_at_once_with_the_offline_line(photos, tmp_path, monkeypatch):
+    """Before: with no network, huggingface_hub retried each file for about 30 s, then a message unlike --offline's."""
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused at once
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("SEGCLI_OFFLINE", "0")
+    lines = {}
+    for name, extra in (("no network", []), ("offline", ["--offline"])):  # --offline last: it sets SEGCLI_OFFLINE
+        result = runner.invoke(app, ["predict", str(photos), "--mode", "panoptic", "--out", str(tmp_path / "out"),
+                                     "--device", "cpu", *extra])
+        assert result.exit_code == 2, result.output
+        (lines[name],) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines["no network"] == lines["offline"].replace("offline:", f"offline ({endpoint} cannot be reached):", 1)
+    assert "segcli models --fetch" in lines["offline"] and not (tmp_path / "out").exists()

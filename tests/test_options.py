@@ -108,3 +108,51 @@ def test_train_refuses_options_the_model_cannot_use(shapes, tmp_path, options, r
     result = runner.invoke(app, ["train", "--data", str(shapes), *options, "--steps", "1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and refused in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", ["--val", "--images", "--masks"])
+def test_train_refuses_coco_path_options_for_a_folder_dataset(shapes, tmp_path, option):
+    # Before: ignored, even for paths that do not exist (exit 0, a model trained without them).
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--format", "folder", "--model", "unet", option,
+                                 str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{option} {tmp_path / 'nowhere'}" in lines[0] and "folder" in lines[0], result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_visualize_refuses_mask_kind_with_pred(shapes, tmp_path):
+    # Before: --mask-kind instance with --pred was ignored (the same pictures as without it).
+    image = next((shapes / "images").glob("*.png"))
+    predicted = runner.invoke(app, ["predict", str(image), "--model", "shapes", "--mode", "instance", "--out",
+                                    str(tmp_path / "pred"), "--device", "cpu", "--quiet"])
+    assert predicted.exit_code == 0, predicted.output
+    result = runner.invoke(app, ["visualize", str(image), "--pred", str(tmp_path / "pred"), "--mask-kind", "instance",
+                                 "--out", str(tmp_path / "v")])
+    assert result.exit_code == 2 and "--mask-kind" in result.stderr and "--mode" in result.stderr, result.output
+    assert not (tmp_path / "v").exists()
+    drawn = runner.invoke(app, ["visualize", str(image), "--pred", str(tmp_path / "pred"), "--mode", "instance",
+                                "--out", str(tmp_path / "v")])
+    assert drawn.exit_code == 0, drawn.output
+
+
+def test_the_card_says_exactly_what_was_pretrained(shapes, tmp_path):
+    # Before: `pretrained: true` for a model trained from scratch by default, `false` with --no-pretrained that
+    # changed nothing; neither said what was loaded.
+    from segcli import io
+    from segcli.checkpoint import read_card
+    from segcli.services.resolve import bundled_checkpoint
+
+    common = ["--data", str(shapes), "--steps", "1", "--img-size", "32", "--device", "cpu", "--quiet"]
+    for name, extra in (("default", []), ("none", ["--no-pretrained"])):
+        result = runner.invoke(app, ["train", "--model", "unet", "--width", "4", *common, *extra,
+                                     "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert read_card(tmp_path / name / "best")["pretrained"] == {"from": "nothing"}
+    result = runner.invoke(app, ["train", "--model", "shapes", "--mode", "panoptic", *common, "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 0, result.output
+    start = bundled_checkpoint("shapes")
+    assert read_card(tmp_path / "ft" / "best")["pretrained"] == {
+        "from": "segcli checkpoint", "file": str(start), "sha256": io.file_sha256(start)[:16]}
+    for name in ("shapes", "nuclei"):  # the bundled models were trained from random weights too
+        assert read_card(bundled_checkpoint(name))["pretrained"] == {"from": "nothing"}

@@ -174,7 +174,7 @@ def nested(shapes, tmp_path) -> Path:
     return tmp_path / "top"
 
 
-@pytest.mark.parametrize("kind", ["file", "folder", "recursive", "glob", "stdin"])
+@pytest.mark.parametrize("kind", ["file", "folder", "recursive", "glob", "globstar", "stdin"])
 def test_every_input_kind(kind, nested, checkpoint, tmp_path):
     top = sorted(nested.glob("*.png"))
     sub = sorted(nested.glob("sub/*.png"))
@@ -183,6 +183,8 @@ def test_every_input_kind(kind, nested, checkpoint, tmp_path):
         "folder": ([nested], None, top),
         "recursive": ([nested, "--recursive"], None, sorted(top + sub)),
         "glob": ([f"{nested}/*/*.png"], None, sub),
+        # `**` is any depth, as in bash's globstar, without -r (before: one level only, the top images alone).
+        "globstar": ([f"{nested}/**/*.png"], None, sorted(top + sub)),
         "stdin": (["-"], f"{sub[0]}\n\n{top[1]}\n", [sub[0], top[1]]),
     }[kind]
     result = _predict([*args, "--weights", checkpoint, "--out", tmp_path / "out", "--json", "--no-overlay"], stdin=stdin)
@@ -207,7 +209,7 @@ def test_same_stem_in_two_folders_never_overwrites(shapes, checkpoint, tmp_path)
     outputs = {}
     for order in (["a", "b"], ["b", "a"]):
         result = _predict([*(tmp_path / f / "photo.png" for f in order), "--weights", checkpoint, "--out", tmp_path / "out",
-                           "--json", "--no-overlay"])
+                           "--json", "--no-overlay", "--overwrite"])
         assert result.exit_code == 0, result.output
         for line in _lines(result):
             outputs.setdefault(line["input"], set()).add(line["outputs"]["semantic"])
@@ -417,3 +419,20 @@ def test_onnxruntime_backend_agrees_with_torch(shapes, checkpoint, tmp_path):
     assert refused.exit_code == 2 and "float32" in refused.output and not (tmp_path / "bf16").exists()
     unknown = _predict([images[0], "--weights", checkpoint, "--out", tmp_path / "x", "--backend", "tvm"])
     assert unknown.exit_code == 2 and "torch, onnxruntime" in unknown.output
+
+
+def test_a_bundled_model_takes_the_onnxruntime_backend(shapes, tmp_path):
+    # Before: `--model shapes --backend onnxruntime` was refused ("give --weights") while its file worked.
+    pytest.importorskip("onnxruntime")
+    from segcli.services.resolve import bundled_checkpoint
+
+    images = _images(shapes)[:2]
+    for backend in ("torch", "onnxruntime"):
+        result = _predict([*images, "--model", "shapes", "--mode", "panoptic", "--out", tmp_path / backend,
+                           "--backend", backend, "--no-overlay"])
+        assert result.exit_code == 0, result.output
+    for image in images:
+        a = io.read_label_png(tmp_path / "torch" / "panoptic" / image.name)
+        b = io.read_label_png(tmp_path / "onnxruntime" / "panoptic" / image.name)
+        assert (a == b).mean() >= 0.99
+    assert not list(bundled_checkpoint("shapes").parent.glob("*.onnx"))  # nothing written beside the bundled files

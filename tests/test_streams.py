@@ -1,4 +1,4 @@
-"""Where output goes: tables on stderr, machine output on stdout only when asked, file modes from the umask,
+"""Where output goes: results (tables, --json) on stdout, messages on stderr, file modes from the umask,
 and a closed pipe or Ctrl-C ending a run with its own exit code and one line."""
 
 from __future__ import annotations
@@ -38,16 +38,27 @@ def test_checkpoint_files_follow_the_umask_like_their_cards(tiny_checkpoint, tmp
         assert path.stat().st_mode & 0o777 == expected, path
 
 
-def test_models_table_goes_to_stderr_and_json_to_stdout():
+def test_models_table_goes_to_stdout_readable_at_80_columns():
+    """`segcli models | grep unet` finds whole rows (before: the table went to stderr, and at 80 columns the name
+    column took 49 characters and cut the others to 7)."""
     from segcli.services.catalog import list_catalog
 
-    table = runner.invoke(app, ["models"])
-    assert table.exit_code == 0 and table.stdout == "" and "unet" in table.stderr
+    table = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    rows = list_catalog()
+    for row in rows:  # every name whole, at the start of its line; its modes and weights beside it or just below
+        at = next(i for i, line in enumerate(lines) if line.split() and line.split()[0] == row["name"])
+        rest = lines[at] if len(lines[at].split()) > 1 else lines[at + 1]
+        assert rest.split()[0 if rest.startswith(" ") else 1] in ("S", "I", "P", "-"), (row["name"], rest)
+    grepped = [line for line in lines if "unet_contour" in line]
+    assert grepped[0].split()[:4] == ["unet_contour", "S", "I", "P"]
     listed = runner.invoke(app, ["models", "--json", "--quiet"])
     assert listed.exit_code == 0 and listed.stderr == ""
-    assert [m["name"] for m in json.loads(listed.stdout)] == [row["name"] for row in list_catalog()]
-    quiet = runner.invoke(app, ["models", "--quiet"])
-    assert quiet.exit_code == 2 and "--json" in quiet.stderr and quiet.stdout == ""
+    assert [m["name"] for m in json.loads(listed.stdout)] == [row["name"] for row in rows]
+    quiet = runner.invoke(app, ["models", "--quiet"])  # the table is the result, not a message: --quiet keeps it
+    assert quiet.exit_code == 0 and quiet.stdout == table.stdout and quiet.stderr == ""
 
 
 @pytest.fixture
@@ -59,16 +70,17 @@ def semantic_pair(tmp_path):
     return ["eval", "--mode", "semantic", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
 
 
-def test_eval_json_dash_writes_stdout_and_quiet_needs_json(semantic_pair, tmp_path, monkeypatch):
+def test_eval_table_goes_to_stdout_and_json_dash_alone(semantic_pair, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, [*semantic_pair, "--json", "-", "--quiet"])
     assert result.exit_code == 0 and result.stderr == ""
-    assert json.loads(result.stdout)["miou"] == 1.0
+    assert json.loads(result.stdout)["miou"] == 1.0  # stdout carries the JSON only
     assert not (tmp_path / "-").exists()
-    shown = runner.invoke(app, semantic_pair)
-    assert shown.exit_code == 0 and shown.stdout == "" and "miou" in shown.stderr
-    silent = runner.invoke(app, [*semantic_pair, "--quiet"])
-    assert silent.exit_code == 2 and "--json" in silent.stderr
+    shown = runner.invoke(app, semantic_pair, env={"COLUMNS": "80"})  # `segcli eval ... | less` shows it
+    assert shown.exit_code == 0 and "miou" in shown.stdout and "miou" not in shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+    quiet = runner.invoke(app, [*semantic_pair, "--quiet"], env={"COLUMNS": "80"})
+    assert quiet.exit_code == 0 and quiet.stdout == shown.stdout
 
 
 @pytest.fixture

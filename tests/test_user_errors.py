@@ -257,3 +257,72 @@ def test_train_refuses_a_contour_setting_for_a_model_without_one(tmp_path, optio
                                  "--device", "cpu", "--quiet"])
     _refused(result, option, "no such setting")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--nms-kernel", "8", "odd"),  # before: a traceback (the help says odd)
+    ("--nms-kernel", "-1", "odd"),  # before: a traceback
+    ("--top-k", "-2", "1 or more"),  # before: accepted, and it silently dropped objects
+    ("--top-k", "0", "1 or more"),
+    ("--stuff-area", "-5", "0 or more"),
+    ("--center-threshold", "-1", "[0, 1]"),
+    ("--center-threshold", "nan", "[0, 1]"),
+    ("--interior-threshold", "1.5", "[0, 1]"),
+    ("--min-area", "-1", "0 or more"),
+    ("--score-threshold", "2", "[0, 1]"),
+])
+def test_post_processing_values_out_of_range_are_refused_up_front(image, tmp_path, option, value, said):
+    out = tmp_path / "out"
+    predicted = runner.invoke(app, ["predict", str(image), "--model", "shapes", "--mode", "panoptic", option, value,
+                                    "--out", str(out), "--device", "cpu"])
+    _refused(predicted, f"{option} {value}", said)
+    assert not out.exists()
+    from segcli.data.synth import generate
+
+    data = generate("shapes", tmp_path / "shapes", n=2, size=32, seed=0)
+    scored = runner.invoke(app, ["eval", "--mode", "panoptic", "--data", str(data), "--model", "shapes", option, value,
+                                 "--json", str(tmp_path / "m.json"), "--device", "cpu"])
+    _refused(scored, f"{option} {value}", said)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_tile_under_twice_the_models_stride_is_refused(image, tmp_path):
+    # Before: --tile 8 on a stride-16 model ran 15x slower.
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(image), "--model", "shapes", "--tile", "8", "--out", str(out),
+                                 "--device", "cpu"])
+    _refused(result, "--tile 8", "32 or more", "0 to never tile")
+    assert not out.exists()
+    for tile in ("32", "0"):
+        result = runner.invoke(app, ["predict", str(image), "--model", "shapes", "--tile", tile, "--out",
+                                     str(tmp_path / tile), "--device", "cpu", "--quiet"])
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command, name, closest", [
+    (["predict", "{img}", "--out", "{tmp}/o"], "shape", "did you mean shapes?"),  # before: the zoo listed, no bundled
+    (["predict", "{img}", "--out", "{tmp}/o"], "nucleus", "did you mean nuclei?"),
+    (["predict", "{img}", "--out", "{tmp}/o"], "UNet_Panoptic", "did you mean unet_panoptic?"),
+    (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "unet-contour", "did you mean unet_contour?"),
+])
+def test_an_unknown_model_suggests_the_closest_of_every_name(command, name, closest, image, tmp_path):
+    args = [a.replace("{img}", str(image)).replace("{tmp}", str(tmp_path)) for a in command]
+    line = _refused(runner.invoke(app, [*args, "--model", name, "--device", "cpu"]), f"'{name}'", closest)
+    assert "nuclei" in line and "shapes" in line and "hf:ORG/NAME" in line and "unet_stardist" in line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["predict"], ["train"], ["visualize"], ["models"], ["data", "synth"]])
+def test_help_shows_no_value_type_for_flags(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout  # before: `--version <bool>`, `--recursive -r <bool>`
+    assert "--help" in result.stdout
+
+
+def test_data_help_says_what_is_there():
+    # Before: "generate synthetic data, convert formats" when only `data synth` existed.
+    result = runner.invoke(app, ["data", "--help"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0 and "convert formats" in result.stdout
+    commands = [line.strip("│ ").split()[0] for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert {"synth", "convert"} <= set(commands), commands

@@ -41,6 +41,8 @@ READERS = {
 # Formats whose classes are a classes.txt: --classes stands in for it (and may set thing flags and colours).
 # The others name their classes in their own files: --classes renames those classes.
 CLASSES_TXT_FORMATS = {"folder", "idmap", "yolo"}
+# The path options only the COCO readers read (coco_json.py); any other format refuses them rather than ignore them.
+PATH_OPTIONS = {"val": ("coco", "coco-panoptic"), "images": ("coco", "coco-panoptic"), "masks": ("coco-panoptic",)}
 
 
 def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *, images: Path | None = None,
@@ -53,6 +55,7 @@ def load_dataset(path: str | Path, format: str = "auto", split: str = "train", *
     fmt = detect_format(path) if format == "auto" else format
     if fmt not in READERS:
         raise UsageError(f"--format {format!r}: choose auto or one of {', '.join(READERS)}")
+    _check_path_options(fmt, {"val": val, "images": images, "masks": masks})
     options = DatasetOptions(images=images, masks=masks, classes=classes, binary=binary, val=val, seed=seed,
                              class_list=_read_classes(classes), channels=channels)
     dataset = READERS[fmt](path, split, options)
@@ -82,6 +85,15 @@ def load_for_model(path: str | Path, card: dict, format: str = "auto", split: st
         raise DataError(f"the model predicts {predicted} classes, the dataset {dataset.root} has "
                         f"{dataset.label_space.num_classes}: score a dataset with the model's classes")
     return dataset
+
+
+def _check_path_options(fmt: str, given: dict[str, Path | None]) -> None:
+    """--val, --images and --masks name parts of a COCO dataset: for other formats they would be ignored."""
+    for name, value in given.items():
+        if value is not None and fmt not in PATH_OPTIONS[name]:
+            readers = " and ".join(PATH_OPTIONS[name])
+            raise UsageError(f"--{name} {value}: only {readers} datasets read it, and --data is a {fmt} dataset "
+                             "(README, Datasets): leave it out")
 
 
 def _read_classes(classes: Path | None) -> LabelSpace | None:

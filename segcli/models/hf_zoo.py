@@ -108,13 +108,29 @@ def cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+def _not_cached(name: str, why: str = "offline") -> ModelError:
+    from segcli.hub import OfflineError
+
+    return OfflineError(f"{why}: {name} is not in the Hugging Face cache ({cache_dir()}); run `segcli models --fetch "
+                        f"{name}` on a machine with network and copy its cache folder here (or point HF_HOME at it)")
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Without a network, fail at once with the offline line (huggingface_hub retried each file for 30 s)."""
+    from huggingface_hub import constants
+
+    from segcli.hub import reachable
+
+    if not reachable(constants.ENDPOINT):
+        raise _not_cached(name, f"offline ({constants.ENDPOINT} cannot be reached)")
+
+
 def _missing(name: str, ref: str, local: bool, error: Exception) -> ModelError:
     if local:
         return ModelError(f"--model {name}: {ref} is not a transformers checkpoint folder "
                           f"(config.json, weights and preprocessor_config.json from save_pretrained): {error}")
     if _offline():
-        return ModelError(f"offline: {name} is not in the Hugging Face cache ({cache_dir()}); run `segcli models --fetch "
-                          f"{name}` on a machine with network and copy its cache folder here (or point HF_HOME at it)")
+        return _not_cached(name)
     return ModelError(f"could not get {name} from the Hugging Face Hub ({str(error).splitlines()[0]}); check the name "
                       f"and the network, or fetch it elsewhere (`segcli models --fetch {name}`) and copy {cache_dir()}")
 
@@ -160,6 +176,8 @@ def load_files(name: str, *, progress: bool = True):
     # A checkpoint already in the cache is read from it, as torch hub's files are: no request to the Hub (without a
     # network, huggingface_hub would retry each file for half a minute before falling back to the cache).
     options = {"local_files_only": local or _offline() or is_cached(name)}
+    if not options["local_files_only"]:
+        _check_hub_reachable(name)
     try:
         with _download_bars(progress), _no_loading_bar():
             config = AutoConfig.from_pretrained(ref, **options)

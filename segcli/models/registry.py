@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -47,11 +48,24 @@ def _ensure_zoo_loaded() -> None:
     import segcli.models  # noqa: F401
 
 
+def close_names(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The names most like `name` (a misspelling), best first; the one that differs only in case or - for _ alone."""
+    def key(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    by_key = {key(known): known for known in names}
+    if key(name) in by_key:
+        return [by_key[key(name)]]
+    return [by_key[m] for m in difflib.get_close_matches(key(name), list(by_key), n=n, cutoff=0.6)]
+
+
 def get_model_entry(name: str) -> ModelEntry:
     _ensure_zoo_loaded()
     if name not in _MODELS:
         known = ", ".join(sorted(_MODELS)) or "(none)"
-        raise ModelError(f"unknown model {name!r}; available models: {known}")
+        close = close_names(name, _MODELS)
+        guess = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ModelError(f"unknown model {name!r}; {guess}available models: {known}")
     return _MODELS[name]
 
 

@@ -178,6 +178,10 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
     `thresholds`: post-processing options of the model, `tta`: test-time augmentation as predict's (--data only)."""
     given = {k: v for k, v in locals().items()
              if v is not None and k not in ("mode", "data", "device", "thresholds", "callback")}
+    if thresholds:
+        from segcli.inference import check_thresholds
+
+        check_thresholds(thresholds)  # before the model and the data load: one line, nothing read
     route = "data" if data is not None else "files"
     unused = sorted(set(given) - _OPTIONS[(route, mode)])
     if unused:

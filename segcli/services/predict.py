@@ -5,7 +5,8 @@ OpenCV decodes without holding the GIL), `predict_arrays` runs them in batches, 
 thread encodes each image's files while the next batch computes. After an image's files, its part
 `DIR/.parts/<mode>/<stem>.json` is written (atomically, last): an image is done exactly when its
 part exists. So `--skip-existing` resumes an interrupted run, and the aggregates (instances.json,
-panoptic.json) are written from the parts at the end, whatever run produced them.
+panoptic.json) are written from the parts at the end (an interrupted run's too), whatever run of the same
+settings produced them: a folder holds one configuration (`outputs.claim_out_dir`), checked before any work.
 
 Inputs as they come: a video's frames are jobs of their own (named <video>/<frame>, read in order by one
 thread), a URL is downloaded first, a TIFF stack is refused unless --page picks a plane or --stack predicts
@@ -43,8 +44,10 @@ from segcli.exports import parse_exports
 from segcli.inference import (
     DEFAULT_TILE,
     InferenceOptions,
+    check_thresholds,
     check_tta,
     input_rescale,
+    postprocess_defaults,
     postprocess_options,
     predict_arrays,
     prepare_model,
@@ -53,6 +56,7 @@ from segcli.inference import (
 from segcli.outputs import (
     Job,
     ObjectOutputs,
+    claim_out_dir,
     frame_stem,
     output_paths,
     read_part,
@@ -64,13 +68,14 @@ from segcli.outputs import (
     write_stack_outputs,
 )
 from segcli.regions import check_pixel_size
-from segcli.services.resolve import resolve_model
+from segcli.services.resolve import bundled_checkpoint, resolve_model, weights_identity
 from segcli.sources import FrameReader, FramesLost, VideoSink
 from segcli.structures import Mode, Prediction, parse_mode
 from segcli.tracking import Tracker
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BACKENDS = ("torch", "onnxruntime")
+MIN_TILE = 32  # px: the smallest tile of any model (twice the model's stride when that is larger)
 # Readers' and the writer's niceness, above the forward pass's 0. predict of 48 images of 512 px against the
 # forward alone, three interleaved A/Bs (2 cores): nice 10 0.86-0.90 (bfloat16) and 0.91-0.93 (float32),
 # nice 19 0.91-0.92 and 0.92-0.95.
@@ -90,6 +95,7 @@ class PredictConfig:
     overlay: bool = True  # also write overlays/<stem>.jpg
     alpha: float = 0.5  # overlay opacity
     skip_existing: bool = False  # images whose part exists are not predicted again
+    overwrite: bool = False  # remove the results an --out folder holds first (else other settings there are refused)
     fail_fast: bool = False  # stop at the first input that fails
     shard: str | None = None  # "I/N": the I-th (0-based) of N stable shares of the inputs, for job arrays
     tile: int | None = None  # tile side in px (None: DEFAULT_TILE; 0: never tile)
@@ -148,20 +154,53 @@ def predict(config: PredictConfig, callback: Callback | None = None) -> PredictS
         options = InferenceOptions(tile=_tile(config.tile, net), overlap=config.overlap, tta=config.tta, dtype=dtype,
                                    batch_size=_batch_size(config.batch_size, device), channels_last=True,
                                    mode=Mode(config.mode), rescale=rescale)
-        postprocess_options(net, card, config.thresholds)  # an option the model does not take fails before any image
+        check_tile(options.tile, net, card)
+        # An option the model does not take fails before any image.
+        postprocess = postprocess_defaults(net) | postprocess_options(net, card, config.thresholds, config.mode)
         runnable = _backend(config, net, device, options)
-        io.prepare_out_dir(config.out)  # after every refusal (nothing is created then), before any image is read
-        run = _Run(config, runnable, card, device, options, notify, channels)
+        settings = run_settings(config, card, options, postprocess, channels)
+        # After every refusal (nothing is created then), before any image is read.
+        claim_out_dir(config.out, settings, resume=config.skip_existing, overwrite=config.overwrite,
+                      shard=config.shard is not None)
+        run = _Run(config, runnable, card, device, options, notify, channels, settings)
         notify("start", inputs=len(jobs), all_inputs=len(all_jobs), model=card["model"], device=str(device),
                out=str(config.out), tile=options.tile, note=card.get("note"))
-        summary = run.run(jobs)
+        try:
+            summary = run.run(jobs)
+        finally:  # interrupted too: the json files list exactly the images whose files are there
+            aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space, run.wanted, settings)
     if config.pixel_size is None and config.object_size is None:
         note = scale_mismatch(card, run.diameters)
         if note:
             notify("warning", message=note)
-    summary.aggregates = write_aggregates(config.out, config.mode, all_jobs, run.label_space, run.wanted)
+    summary.aggregates = aggregates
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def run_settings(config: PredictConfig, card: dict, options: InferenceOptions, postprocess: dict,
+                 channels: io.Channels) -> dict:
+    """What makes this run's outputs what they are: recorded in the --out folder and in each image's part, so that
+    results of other models, modes or options never mix with them (outputs.claim_out_dir)."""
+    tiled = options.tile is not None
+    return {"mode": config.mode, "model": card.get("name") or card["model"],  # a bundled model's name, else the zoo's
+            "weights": weights_identity(config.model, config.weights, card), **postprocess,
+            "tile": options.tile or 0, "overlap": options.overlap if tiled else None, "tta": config.tta,
+            "precision": config.precision, "backend": config.backend, "pixel_size": config.pixel_size,
+            "object_size": config.object_size, "channels": list(channels.pick) if channels.pick else None,
+            "page": config.page, "stack": config.stack, "stitch": config.stitch, "track": config.track,
+            "vid_stride": config.vid_stride, "measure": config.measure,
+            "exports": sorted(object_outputs(config).exports)}
+
+
+def check_tile(tile: int | None, net, card: dict) -> None:
+    """Tiles must hold the model's stride a few times over: a tile under twice it is mostly padding, and its many
+    passes ran 15x slower (--tile 8 on a stride-16 model)."""
+    stride = int(getattr(net, "size_multiple", 1) or 1)
+    smallest = max(MIN_TILE, 2 * stride)
+    if tile is not None and tile < smallest:
+        raise UsageError(f"--tile {tile}: tiles under {smallest} px multiply the passes for nothing ({card['model']} "
+                         f"pads its input to a multiple of {stride} px); use {smallest} or more, or 0 to never tile")
 
 
 def model_channels(text: str | None, net, card: dict) -> io.Channels:
@@ -185,7 +224,9 @@ def _backend(config: PredictConfig, net, device: torch.device, options: Inferenc
         return prepare_model(net, options)
     from segcli.onnx_runtime import onnxruntime_model
 
-    return onnxruntime_model(net, config.weights, device, options.dtype)
+    # A bundled model is a checkpoint like any other: its file is exported as --weights' would be.
+    weights = config.weights if config.weights is not None else bundled_checkpoint(config.model) if config.model else None
+    return onnxruntime_model(net, weights, device, options.dtype)
 
 
 def _check_config(config: PredictConfig) -> None:
@@ -202,6 +243,9 @@ def _check_config(config: PredictConfig) -> None:
         raise UsageError(f"--max-pixels {config.max_pixels}: a number of pixels, 1 or more")
     if not 0.0 <= config.alpha <= 1.0:
         raise UsageError(f"--alpha {config.alpha}: an opacity in [0, 1]")
+    if config.skip_existing and config.overwrite:
+        raise UsageError("--skip-existing keeps the results --out holds, --overwrite removes them: choose one")
+    check_thresholds(config.thresholds)
     check_pixel_size(config.pixel_size)
     object_outputs(config)
     io.parse_channels(config.channels)
@@ -361,8 +405,9 @@ class _Run:
     """One pass over the jobs: reading ahead, batching, writing behind, and reporting in input order."""
 
     def __init__(self, config: PredictConfig, net, card: dict, device: torch.device, options: InferenceOptions,
-                 notify: Callback, channels: io.Channels = io.RGB) -> None:
+                 notify: Callback, channels: io.Channels = io.RGB, settings: dict | None = None) -> None:
         self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
+        self.settings = settings  # recorded in every part
         self.label_space = card_label_space(card)
         self.wanted = object_outputs(config)
         self.diameters: list[float] = []  # of every object predicted, for the note on the objects' scale
@@ -378,7 +423,8 @@ class _Run:
         self.summary.inputs = len(jobs)
         self.videos.plan(jobs)
         finished = {job: part for job in jobs if self.config.skip_existing and (
-            part := read_part(self.config.out, self.config.mode, job, self.config.overlay, self.wanted)) is not None}
+            part := read_part(self.config.out, self.config.mode, job, self.config.overlay, self.wanted,
+                              self.settings)) is not None}
         readers = ThreadPoolExecutor(max(1, self.config.readers), thread_name_prefix="segcli-read",
                                      initializer=background_thread)
         # A video's frames decode in order, on one thread of their own.
@@ -488,7 +534,8 @@ class _Run:
             sink = self.videos.sink(job) if config.save_video else None
             return write_outputs(config.out, config.mode, job, image, prediction, self.label_space,
                                  config.alpha if config.overlay else None, seconds, self.wanted, intensities,
-                                 tracked=config.track, overlay_to=sink.add if sink is not None else None)
+                                 tracked=config.track, overlay_to=sink.add if sink is not None else None,
+                                 settings=self.settings)
         except SegcliError as error:
             for path in output_paths(config.out, job.stem, config.mode, config.overlay, self.wanted.exports).values():
                 path.unlink(missing_ok=True)
@@ -503,7 +550,7 @@ class _Run:
             stitch = Tracker(config.stitch, memory=0, first_id=tracker_first_id(config.mode, self.label_space))
         try:
             return write_stack_outputs(config.out, config.mode, job, planes, predictions, self.label_space,
-                                       config.alpha if config.overlay else None, seconds, stitch)
+                                       config.alpha if config.overlay else None, seconds, stitch, self.settings)
         except SegcliError as error:
             for path in output_paths(config.out, job.stem, config.mode, config.overlay, stack=True).values():
                 path.unlink(missing_ok=True)

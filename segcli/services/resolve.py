@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from segcli import hub
+from segcli import hub, io
 from segcli.checkpoint import check_weights_path, checkpoint_paths, load_checkpoint, make_card
 from segcli.errors import ModelError, UsageError
 from segcli.models import hf_zoo
 from segcli.models.pretrained import library_name, required_weights
-from segcli.models.registry import build_model, get_model_entry, models_for_mode
+from segcli.models.registry import build_model, close_names, get_model_entry, list_models, models_for_mode
 from segcli.structures import LabelSpace, Mode
 
 # The bundled models: the repository's models/ folder (a checkout, an editable install), which a wheel
@@ -56,6 +56,22 @@ def bundled_names() -> list[str]:
     names = {p.stem for folder in weights_dirs() if folder.is_dir() for p in folder.glob("*.safetensors")
              if checkpoint_paths(p)[1].is_file()}
     return sorted(names)
+
+
+def unknown_model(name: str) -> ModelError:
+    """An unknown --model, with the closest of every name --model takes: bundled, zoo and Hugging Face models."""
+    bundled, zoo = bundled_names(), [entry.name for entry in list_models()]
+    close = close_names(name, [*bundled, *zoo, *hf_zoo.ZOO])
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
+    return ModelError(f"unknown model {name!r}; {guess}bundled: {', '.join(bundled) or '(none)'}; zoo: {', '.join(zoo)}; "
+                      "or hf:ORG/NAME, a Hugging Face checkpoint (segcli models lists them all)")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a --model that names nothing segcli knows (before any data is read or weights fetched)."""
+    if not (hf_zoo.is_hf_name(name) or bundled_checkpoint(name) is not None
+            or name in {entry.name for entry in list_models()}):
+        raise unknown_model(name)
 
 
 def default_model(mode: str) -> str:
@@ -100,7 +116,7 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
         try:
             net, card = resolve_model(mode, default_model(mode), device=device)
         except ModelError as error:
-            if not hub.is_offline():
+            if not (hub.is_offline() or isinstance(error, hub.OfflineError)):  # no network is offline too
                 raise ModelError(f"{error}{better}") from None
             raise hub.OfflineError(f"{str(error).rstrip('.')}. No --model or --weights given for --mode {mode}; "
                                    f"{offline_choices(mode)}{better}") from None
@@ -114,7 +130,22 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
         return net, card
     if hf_zoo.is_hf_name(model):
         return hf_zoo.load(model, mode, device)
+    check_model_name(model)
     return _library_model(mode, model, device)
+
+
+def weights_identity(model: str | None, weights: Path | None, card: dict) -> str:
+    """What distinguishes these weights from others of the same model: a file's SHA-256 (a checkpoint, a bundled
+    model, a state dict), else the library's weights files (their names carry their hash) or checkpoint name."""
+    path = Path(weights) if weights is not None else bundled_checkpoint(model) if model else None
+    if path is not None:
+        tensors = checkpoint_paths(path)[0]
+        return "sha256:" + io.file_sha256(tensors if tensors.is_file() else path)[:16]
+    source = card.get("source") or {}
+    if source.get("checkpoint"):
+        return f"{source.get('library', 'library')}:{source['checkpoint']}"
+    files = [Path(f.strip()).name for f in str(card.get("weights") or "").split(",") if f.strip()]
+    return ", ".join(files) or card["model"]
 
 
 def _from_file(mode: str, model: str | None, weights: Path, device) -> tuple[torch.nn.Module, dict]:

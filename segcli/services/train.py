@@ -34,7 +34,7 @@ from segcli.io import write_json
 from segcli.models.pretrained import load_into
 from segcli.models.registry import build_model, get_model_entry, models_for_mode
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from segcli.services.resolve import bundled_checkpoint, fetch_weights
+from segcli.services.resolve import bundled_checkpoint, check_model_name, fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
 from segcli.training.plan import Fingerprint, Plan, batch_for_crop, fingerprint, make_plan, plan_record
@@ -100,6 +100,8 @@ def _fine_tuning(config: TrainConfig) -> TrainConfig:
     """`--model NAME` of a bundled model, or `--weights FILE` with its card: start from that checkpoint. Its card gives
     the architecture and width; the data's classes replace the class heads where their count differs."""
     bundled = bundled_checkpoint(config.model)
+    if bundled is None:
+        check_model_name(config.model)
     has_card = config.weights is not None and checkpoint_paths(config.weights)[1].is_file()
     if bundled is None and not has_card:
         return config
@@ -156,6 +158,24 @@ def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
         args["encoder"] = config.encoder
         args["encoder_weights"] = "imagenet" if config.pretrained else "none"
     return {k: v for k, v in args.items() if k in accepted}
+
+
+def _pretrained_record(config: TrainConfig, model_args: dict) -> dict:
+    """Exactly what the weights started from, for the card: nothing (random initialisation), an ImageNet encoder
+    (which), a whole library model, or a segcli checkpoint (which file, its SHA-256)."""
+    from segcli import hub
+    from segcli.models.pretrained import library_name, required_weights
+
+    if config.init is not None:
+        return {"from": "segcli checkpoint", "file": str(config.init), "sha256": io.file_sha256(config.init)[:16]}
+    if model_args.get("weights"):
+        return {"from": "library model", "model": config.model, "file": str(model_args["weights"]),
+                "sha256": io.file_sha256(model_args["weights"])[:16]}
+    for weights in required_weights(config.model, model_args):
+        if library_name(config.model):
+            return {"from": "library model", "model": config.model, "file": hub.file_name(weights)}
+        return {"from": "ImageNet encoder", "encoder": model_args["encoder"], "file": hub.file_name(weights)}
+    return {"from": "nothing"}
 
 
 def _class_weights(dataset, num_classes: int) -> torch.Tensor:
@@ -337,6 +357,7 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     card["channels"]["names"] = print_.channel_names
     if config.init is not None:
         card["init"] = str(config.init)
+    card["pretrained"] = _pretrained_record(config, model_args)
     card["training"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(given).items() if k != "command"}
     if distributed.is_main():
         write_json(out / "plan.json", card["plan"], indent=2)

@@ -42,7 +42,7 @@ class VisualizeConfig:
     out: Path = Path("runs/visualize")
     pred: Path | None = None  # a `segcli predict --out` folder
     mask: Path | None = None  # or one label PNG for one image
-    mask_kind: str = "semantic"  # what --mask holds; a panoptic PNG without its json is drawn as classless segments
+    mask_kind: str | None = None  # what --mask holds (None: semantic); a panoptic PNG is drawn as classless segments
     mode: str | None = None  # which prediction of --pred to draw (default: panoptic > instance > semantic)
     gt: Path | None = None  # a label PNG, or a folder of <stem>.png
     classes: Path | None = None  # classes.txt: names, thing flags and colours in index order
@@ -110,9 +110,12 @@ def _check_options(config: VisualizeConfig) -> None:
         raise UsageError("give exactly one of --pred DIR (a segcli predict output folder) or --mask FILE (one label PNG)")
     if config.mask is not None and config.mode is not None:
         raise UsageError("--mode picks a prediction of a --pred folder; with --mask use --mask-kind")
+    if config.pred is not None and config.mask_kind is not None:
+        raise UsageError("--mask-kind says what --mask holds; a --pred folder knows its predictions: pick one with --mode")
     if config.mode is not None:
         parse_mode(config.mode)
-    parse_mode(config.mask_kind, "--mask-kind")
+    if config.mask_kind is not None:
+        parse_mode(config.mask_kind, "--mask-kind")
     if not 0.0 <= config.alpha <= 1.0:
         raise UsageError(f"--alpha {config.alpha}: choose an opacity between 0 and 1")
     if config.cols < 1:
@@ -147,7 +150,7 @@ class _Source:
 
 def _source(config: VisualizeConfig) -> _Source:
     if config.mask is not None:
-        return _Source(mode=config.mask_kind, mask=Path(config.mask))
+        return _Source(mode=config.mask_kind or "semantic", mask=Path(config.mask))
     pred = Path(config.pred)
     present = outputs.modes_present(pred)  # the richest prediction a folder holds is drawn
     if not present:
