@@ -49,14 +49,20 @@ def _ensure_zoo_loaded() -> None:
 
 
 def close_names(name: str, names: Iterable[str], n: int = 3) -> list[str]:
-    """The names most like `name` (a misspelling), best first; the one that differs only in case or - for _ alone."""
+    """The names most like `name` (a misspelling, or a part of a longer name), best first: the one that differs only
+    in case or - for _ alone, else the best spellings (within 0.1 of the best ratio), then names containing it."""
     def key(text: str) -> str:
         return text.lower().replace("-", "_")
 
     by_key = {key(known): known for known in names}
-    if key(name) in by_key:
-        return [by_key[key(name)]]
-    return [by_key[m] for m in difflib.get_close_matches(key(name), list(by_key), n=n, cutoff=0.6)]
+    wanted = key(name)
+    if wanted in by_key:
+        return [by_key[wanted]]
+    ratios = {k: difflib.SequenceMatcher(None, wanted, k).ratio() for k in by_key}
+    best = max(ratios.values(), default=0.0)
+    spelled = sorted((k for k, r in ratios.items() if r >= max(0.6, best - 0.1)), key=lambda k: -ratios[k])
+    containing = [k for k in by_key if len(wanted) >= 4 and wanted in k and k not in spelled]
+    return [by_key[k] for k in [*spelled, *containing][:n]]
 
 
 def get_model_entry(name: str) -> ModelEntry:
