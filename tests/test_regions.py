@@ -168,21 +168,22 @@ def test_predict_measure_writes_the_table_and_counts(shapes, tmp_path):
 
 
 def test_skip_existing_keeps_the_table_whole(shapes, tmp_path):
-    """Resumed runs and runs without --measure before: objects.csv covers every image, each once."""
+    """A resumed run: objects.csv covers every image, each once. The folder's runs all measure or none do."""
     out, images = tmp_path / "out", sorted((shapes / "images").glob("*.png"))
     common = ["--model", "shapes", "--mode", "panoptic", "--no-overlay", "--device", "cpu"]
-    assert _invoke("predict", *images[:2], *common, "--out", out).exit_code == 0  # no --measure: parts have no rows
-    assert _invoke("predict", images[2], *common, "--out", out, "--measure").exit_code == 0
+    assert _invoke("predict", *images[:2], *common, "--out", out, "--measure").exit_code == 0  # the run "killed"
     resumed = _invoke("predict", shapes / "images", *common, "--out", out, "--measure", "--skip-existing", "--json")
     assert resumed.exit_code == 0, resumed.output
     skipped = [json.loads(line)["input"] for line in resumed.stdout.splitlines() if json.loads(line).get("skipped")]
-    assert skipped == [str(images[2])]  # the two without rows were predicted again
+    assert skipped == [str(image) for image in images[:2]]
     rows = _rows(out / "objects.csv")
     fresh = tmp_path / "fresh"
     assert _invoke("predict", shapes / "images", *common, "--out", fresh, "--measure").exit_code == 0
     key = [(row["image"], row["id"], row["area"], row["class"]) for row in rows]
     assert key == [(row["image"], row["id"], row["area"], row["class"]) for row in _rows(fresh / "objects.csv")]
     assert {row["is_thing"] for row in rows} == {"True", "False"}  # panoptic: stuff segments too
+    unmeasured = _invoke("predict", shapes / "images", *common, "--out", out, "--skip-existing")
+    assert unmeasured.exit_code == 2 and "--measure on; this run has --measure off" in unmeasured.stderr
 
 
 def test_predict_measures_16_bit_and_alpha_images_on_their_own_values(shapes, tmp_path):

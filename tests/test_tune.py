@@ -101,9 +101,10 @@ def test_tune_writes_thresholds_that_predict_then_uses(shapes, tmp_path):
     runs = {}
     for name, args in (("tuned", ["--weights", weights]), ("old", ["--weights", before]),
                        ("old_with_option", ["--weights", before, "--top-k", "200"])):
-        result = _invoke("predict", shapes / "images", *args, "--mode", "panoptic", "--out", tmp_path / name, "--no-overlay")
+        result = _invoke("predict", shapes / "images", *args, "--mode", "panoptic", "--out", tmp_path / f"pred-{name}",
+                         "--no-overlay")
         assert result.exit_code == 0, result.output
-        runs[name] = _panoptic_pngs(tmp_path / name)
+        runs[name] = _panoptic_pngs(tmp_path / f"pred-{name}")
     assert all(np.array_equal(a, b) for a, b in zip(runs["tuned"], runs["old_with_option"]))
     assert not all(np.array_equal(a, b) for a, b in zip(runs["tuned"], runs["old"]))
 
