@@ -282,7 +282,8 @@ def _render_models(rows: list[dict]) -> None:
                   "weights: the download ('here': on this machine); -: trained with segcli train"]
     if bundled:
         table = _text_table(("name", "modes", "test scores", "training data licence"), [
-            (row["name"], _mode_letters(row["modes"]), row["headline"] or "-", row["licence"]) for row in bundled], width)
+            (row["name"], _mode_letters(row["modes"]), row["headline"] or "-", row["licence"]) for row in bundled], width,
+            wrap=True)  # every word of a licence: a non-commercial one must say so wherever the model is listed
         lines += ["", "bundled models (ship with segcli, work offline; scores on held-out test images)", *table]
     sys.stdout.write("\n".join(lines).lstrip("\n") + "\n")
 
@@ -291,9 +292,11 @@ def _mode_letters(modes: list[str]) -> str:
     return " ".join(MODE_LETTERS[mode] for mode in modes) or "-"
 
 
-def _text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], width: int) -> list[str]:
+def _text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], width: int, wrap: bool = False) -> list[str]:
     """Plain aligned columns: each as wide as its widest cell (the first at most NAME_WIDTH: a longer first cell
-    stands on a line of its own), the last cut with an ellipsis at `width`."""
+    stands on a line of its own), the last cut with an ellipsis at `width` (`wrap`: continued on lines below)."""
+    import textwrap
+
     first = min(NAME_WIDTH, max(len(row[0]) for row in [headers, *rows]))
     widths = [first, *(max(len(row[i]) for row in [headers, *rows]) for i in range(1, len(headers) - 1))]
     indent = sum(widths) + 2 * len(widths)
@@ -303,8 +306,10 @@ def _text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], width: in
         if len(row[0]) > first:
             lines.append(row[0])
             row = ("", *row[1:])
-        last = row[-1] if len(row[-1]) <= room else row[-1][: room - 1].rstrip() + "…"
-        lines.append("".join(f"{cell:<{w}}  " for cell, w in zip(row, widths)) + last)
+        last = [row[-1]] if len(row[-1]) <= room else textwrap.wrap(row[-1], room) if wrap else \
+            [row[-1][: room - 1].rstrip() + "…"]
+        lines.append("".join(f"{cell:<{w}}  " for cell, w in zip(row, widths)) + last[0])
+        lines += [" " * indent + more for more in last[1:]]
     return [line.rstrip() for line in lines]
 
 
