@@ -30,7 +30,12 @@ from segcli.errors import SegcliError, UsageError
 from segcli.structures import Mode
 
 err_console = Console(stderr=True)
-out_console = Console()  # results: tables on stdout, 80 columns wide when it is no terminal (a pipe, a file)
+
+
+def out_console() -> Console:
+    """Results: tables on stdout, 80 columns wide when it is no terminal (a pipe, a file). Made at each use: a
+    console reads COLUMNS once, when it is made, so one kept from import time would keep that moment's width."""
+    return Console()
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program the pipe's closing killed
 
 
@@ -271,7 +276,7 @@ def _render_models(rows: list[dict]) -> None:
     --json say all)."""
     from segcli.services import catalog
 
-    width, lines = out_console.width, []
+    width, lines = out_console().width, []
     zoo = [row for row in rows if "architecture" not in row]
     bundled = [row for row in rows if "architecture" in row]
     if zoo:
@@ -350,7 +355,7 @@ def _render_info(name: str, facts: dict) -> None:
 def _show(table: Table) -> None:
     """A command's result table: on stdout, where `| grep` and `| less` find it (--quiet hides messages, not
     results)."""
-    out_console.print(table)
+    out_console().print(table)
 
 
 def _print_json(obj: object) -> None:
@@ -412,10 +417,7 @@ def predict_command(
     object_size: ObjectSizeOpt = None, channels: ChannelsOpt = None, page: PageOpt = None, stack: StackOpt = False,
     stitch: StitchOpt = None, vid_stride: VidStrideOpt = 1, save_video: SaveVideoOpt = False, track: TrackOpt = False,
     max_download: MaxDownloadOpt = "1G", download_timeout: DownloadTimeoutOpt = 30.0,
-    offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    offline: OfflineOpt = False, device: DeviceOpt = "auto", quiet: QuietOpt = False, debug: DebugOpt = False,
     thresholds: dict | None = None,  # the post-processing options given (_with_thresholds)
 ) -> None:
     """Segment images and videos with a model and write class, instance or panoptic PNGs, COCO json and overlays."""
@@ -427,8 +429,7 @@ def predict_command(
     config = PredictConfig(
         inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
         alpha=alpha, skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast, shard=shard, tile=tile,
-        overlap=overlap, tta=tta,
-        batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
+        overlap=overlap, tta=tta, batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
         backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
         pixel_size=pixel_size, object_size=object_size, channels=channels, page=page, stack=stack, stitch=stitch,
         vid_stride=vid_stride, save_video=save_video, track=track, max_download=max_download,
