@@ -1,0 +1,123 @@
+"""What watching a run and seeing an evaluation cost.
+
+Targets (issue #39):
+- training logs (TensorBoard event files and curves.png, the default) cost at most 2% of a training step: 25
+  training steps (unet width 16, 128 px, batch 8, float32; bench_train's step) timed in turns with the same 25
+  steps logging each step's event and then one validation's (metrics overall and per class, four pictures,
+  curves.png), as train does with --val-every 25;
+- `eval --report DIR` on 500 images of 640x480 (semantic, from files, with the images beside the labels) adds at
+  most 30 s to `eval`: the two are timed in turns, the files written first and not timed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.bench_train import _step
+from benchmarks.common import check, interleaved
+from segcli import io
+from segcli.checkpoint import make_card
+from segcli.services.evaluate import evaluate
+from segcli.structures import LabelSpace, Prediction, Sample
+from segcli.training.loggers import make_loggers
+
+STEP_TARGET, REPORT_TARGET_S = 0.02, 30.0
+VAL_EVERY = 25
+CLASSES = ["sky", "ground", "water", "circle", "square", "triangle"]
+N, H, W = 500, 480, 640
+
+
+def _events(steps: int) -> tuple[list[dict], dict]:
+    """The step events of `steps` steps and one validation event as the Trainer sends them (128 px images)."""
+    rng = np.random.default_rng(0)
+    steps_info = [{"step": i + 1, "seconds": 0.3 * i, "loss": float(rng.random()), "losses": {"ce": 1.0},
+                   "lr": 1e-3, "images_per_s": 30.0} for i in range(steps)]
+    per_class = [{"id": i, "name": n, "iou": 0.5, "dice": 0.6, "boundary_f1": 0.4} for i, n in enumerate(CLASSES)]
+    examples = [(Sample(image=rng.integers(0, 255, (128, 128, 3), dtype=np.uint8), name=f"val{i}",
+                        semantic=rng.integers(0, 6, (128, 128)).astype(np.uint8)),
+                 Prediction(semantic=rng.integers(0, 6, (128, 128)).astype(np.uint8))) for i in range(4)]
+    validation = {"step": steps, "seconds": 0.3 * steps, "metrics": {"miou": 0.5, "pixel_accuracy": 0.8,
+                  "mean_dice": 0.6, "boundary_f1": 0.4, "per_class": per_class}, "examples": examples}
+    return steps_info, validation
+
+
+def training_rounds(folder: Path):
+    """Two functions training VAL_EVERY steps each, one of them logging every step and one validation through the
+    loggers train creates by default (TensorBoard + curves.png), and the function that closes them."""
+    card = make_card("unet", {"num_classes": 6}, "semantic", LabelSpace(CLASSES))
+    loggers = make_loggers("tensorboard", folder, card, {"plan": {}})
+    steps, validation = _events(VAL_EVERY)
+    step = _step(torch.float32)[0]
+    for logger in loggers:
+        logger("start", resumed_at=0)
+    offset = [0]
+
+    def plain() -> None:
+        for _ in steps:
+            step()
+
+    def logged() -> None:
+        for info in steps:
+            step()
+            for logger in loggers:
+                logger("step", **info | {"step": info["step"] + offset[0]})
+        for logger in loggers:
+            logger("validation", **validation | {"step": validation["step"] + offset[0]})
+        offset[0] += VAL_EVERY
+
+    def close() -> None:
+        for logger in loggers:
+            logger.close()
+
+    return plain, logged, close
+
+
+def _report_files(root: Path) -> tuple[Path, Path]:
+    """500 images with class masks and predictions that differ from them (a shifted block), as PNG files."""
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        labels = np.zeros((H, W), np.uint8)
+        labels[H // 2 :] = 1
+        y, x = int(rng.integers(0, H - 100)), int(rng.integers(0, W - 100))
+        labels[y : y + 80, x : x + 80] = int(rng.integers(2, 6))
+        pred = labels.copy()
+        pred[y + 10 : y + 90, x + 10 : x + 90] = int(rng.integers(2, 6))
+        io.write_image(root / "images" / f"{i:04d}.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+        io.write_image(root / "masks" / f"{i:04d}.png", labels)
+        io.write_image(root / "pred" / f"{i:04d}.png", pred)
+    return root / "masks", root / "pred"
+
+
+def report_cost(root: Path) -> dict[str, float]:
+    gt, pred = _report_files(root)
+    runs = iter(range(1000))
+
+    def plain() -> None:
+        evaluate(mode="semantic", gt=gt, pred=pred, num_classes=6)
+
+    def reported() -> None:
+        evaluate(mode="semantic", gt=gt, pred=pred, num_classes=6, report=root / f"report{next(runs)}")
+
+    return interleaved({"eval": plain, "eval --report": reported}, rounds=2, warmup=0)
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, logged, close = training_rounds(Path(tmp) / "run")
+        seconds = interleaved({"plain": plain, "logged": logged}, rounds=4)  # in turns: other work slows both
+        close()
+        fraction = seconds["logged"] / seconds["plain"] - 1
+        report = report_cost(Path(tmp))
+    added = report["eval --report"] - report["eval"]
+    return {"steps_seconds": round(seconds["plain"], 2), "logged_steps_seconds": round(seconds["logged"], 2),
+            "logging_fraction_of_step": round(fraction, 4), "eval_seconds": round(report["eval"], 1),
+            "eval_report_seconds": round(report["eval --report"], 1),
+            "checks": [check(f"training logs (TensorBoard + curves.png, a validation every {VAL_EVERY} steps): time "
+                             "added to the training steps, unet 128 px batch 8", f"{fraction:.2%}",
+                             f"<= {STEP_TARGET:.0%}", fraction <= STEP_TARGET),
+                       check(f"eval --report added to eval, {N} semantic files of {W}x{H}", f"{added:.1f} s",
+                             f"<= {REPORT_TARGET_S:.0f} s", added <= REPORT_TARGET_S)]}
