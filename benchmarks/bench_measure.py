@@ -13,12 +13,10 @@ plain one), while the work the measurements and exports add shows in the CPU tim
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import check
+from benchmarks.common import check, interleaved_cpu
 from segcli.services.predict import PredictConfig, predict
 
 # ../shared/data beside the checkout, as the tests find it (SEGCLI_SHARED_DATA names another place).
@@ -46,7 +44,7 @@ def run(rounds: int = 3) -> dict:
             predict(PredictConfig(inputs=images, model="nuclei", mode="instance", out=Path(tmp) / f"{next(runs)}",
                                   measure=True, exports=["geojson", "imagej", "yolo"], pixel_size=0.5))
 
-        wall, cpu = _interleaved({"plain": predict_plain, "measured": predict_measured}, rounds)
+        wall, cpu = interleaved_cpu({"plain": predict_plain, "measured": predict_measured}, rounds)
     overhead, wall_overhead = cpu["measured"] / cpu["plain"] - 1, wall["measured"] / wall["plain"] - 1
     return {"images": len(images), "predict_cpu_s": round(cpu["plain"], 2),
             "predict_measure_export_cpu_s": round(cpu["measured"], 2), "overhead_cpu": round(overhead, 3),
@@ -54,18 +52,3 @@ def run(rounds: int = 3) -> dict:
             "overhead_wall": round(wall_overhead, 3),
             "checks": [check("predict --measure --export geojson,imagej,yolo, DSB test with nuclei: extra CPU time",
                              f"{100 * overhead:.1f}%", f"<= {100 * OVERHEAD_TARGET:.0f}%", overhead <= OVERHEAD_TARGET)]}
-
-
-def _interleaved(functions: dict, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median wall and CPU seconds of each function, timed in turns after one untimed round."""
-    for function in functions.values():
-        function()
-    wall: dict[str, list[float]] = {name: [] for name in functions}
-    cpu: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(rounds):
-        for name, function in functions.items():
-            began, began_cpu = time.perf_counter(), time.process_time()
-            function()
-            wall[name].append(time.perf_counter() - began)
-            cpu[name].append(time.process_time() - began_cpu)
-    return ({name: statistics.median(v) for name, v in wall.items()}, {name: statistics.median(v) for name, v in cpu.items()})

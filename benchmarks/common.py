@@ -31,6 +31,25 @@ def interleaved(functions: dict[str, Callable[[], object]], rounds: int = 5, war
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def interleaved_cpu(functions: dict[str, Callable[[], object]],
+                    rounds: int = 5) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU seconds (the process's, all its threads) of each function, timed in turns after one
+    untimed round. On a shared machine the wall time swings with everyone else's load; the work a change adds
+    shows in the CPU time."""
+    for function in functions.values():
+        function()
+    wall: dict[str, list[float]] = {name: [] for name in functions}
+    cpu: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            began, began_cpu = time.perf_counter(), time.process_time()
+            function()
+            wall[name].append(time.perf_counter() - began)
+            cpu[name].append(time.process_time() - began_cpu)
+    return ({name: statistics.median(v) for name, v in wall.items()},
+            {name: statistics.median(v) for name, v in cpu.items()})
+
+
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 

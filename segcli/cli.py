@@ -617,6 +617,9 @@ CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Pa
                                                       "(default: the plan's, from the object size).")]
 BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="Contour models: object boundary width, "
                                                       "px (default: the plan's).")]
+LogOpt = Annotated[str, typer.Option("--log", help="Log for watching: tensorboard (OUT/tb), mlflow "
+                                                  "(MLFLOW_TRACKING_URI or ./mlruns), tensorboard,mlflow, or none. "
+                                                  "curves.png is always written.")]
 PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: "
                                              "COCO, --encoder: ImageNet), fetched on first use; new heads for the data's classes.")]
 EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
@@ -675,9 +678,8 @@ def train_command(
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
     pretrained: PretrainedOpt = True,
     weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
-    encoder: EncoderOpt = None,
-    offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
+    encoder: EncoderOpt = None, log: LogOpt = "tensorboard",
+    offline: OfflineOpt = False, device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -691,7 +693,8 @@ def train_command(
         time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
         class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
         bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
-        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, channels=channels, command=["segcli", *sys.argv[1:]])
+        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, channels=channels, log=log,
+        command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
 
@@ -805,6 +808,13 @@ def eval_command(
     workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a report folder: report.html (opens "
+                                                "offline), confusion matrix, per-class tables, PR curves, worst "
+                                                "images.")] = None,
+    worst: Annotated[int | None, typer.Option("--worst", help="With --report: how many of the worst images to "
+                                              "draw (default 8).")] = None,
+    images: Annotated[Path | None, typer.Option("--images", help="With --report on files: the images' folder "
+                                                "(default: images/ beside the ground truth).")] = None,
     tta: TtaOpt = False,
     pixel_size: PixelSizeOpt = None,
     object_size: ObjectSizeOpt = None,
@@ -824,7 +834,9 @@ def eval_command(
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
                       ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
                       thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
-                      callback=_warnings)
+                      callback=_warnings, report=report, worst=worst, images=images)
+    if report is not None:
+        _say(f"report: {report / 'report.html'}")
     if json_out and str(json_out) == "-":  # stdout carries the JSON only
         _print_json(result)
     else:
@@ -1169,6 +1181,26 @@ def _measure_progress(event: str, record: dict) -> None:
 
 
 ExportFormat = _choices("ExportFormat", "onnx")
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A training run folder (the --out of segcli train).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN/report).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Where the run's data is now, if it moved.")] = None,
+    worst: Annotated[int, typer.Option("--worst", help="How many of the worst validation images to draw.")] = 8,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """report.html of a training run: curves, plan, card, the best checkpoint's evaluation, sample predictions."""
+    _setup(debug, quiet, device)
+    from segcli.services.run_report import report_run
+
+    result = report_run(run=run, out=out, data=data, worst=worst, device=device)
+    if result.note:
+        _say(f"[yellow]no final evaluation: {result.note}[/]")
+    _say(f"report: {result.path}")
 
 
 @app.command("export")

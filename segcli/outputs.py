@@ -34,7 +34,17 @@ import numpy as np
 
 from segcli import draw, exports, io, regions
 from segcli.errors import DataError, SegcliError, UsageError
-from segcli.structures import IGNORE_INDEX, Instance, LabelMap, LabelSpace, Mode, Prediction, coco_result, mask_to_xywh
+from segcli.structures import (
+    IGNORE_INDEX,
+    Instance,
+    LabelMap,
+    LabelSpace,
+    Mode,
+    Prediction,
+    Sample,
+    coco_result,
+    mask_to_xywh,
+)
 
 if TYPE_CHECKING:
     from segcli.tracking import Tracker
@@ -294,6 +304,15 @@ def write_object_files(paths: dict[str, Path], objects: regions.Objects, space: 
         for fmt in wanted.exports:
             exports.write(fmt, paths[fmt], objects, polygons, space, rows, objects.ids.shape)
     return rows
+
+
+def sample_labels(sample: Sample, mode: str) -> LabelMap:
+    """A sample's ground truth as the label map its mode draws (instances numbered in their order)."""
+    if mode == Mode.SEMANTIC:
+        return LabelMap("semantic", sample.semantic)
+    if mode == Mode.INSTANCE:
+        return LabelMap("instance", instance_id_map(sample.instances, sample.image.shape[:2]))
+    return LabelMap("panoptic", sample.panoptic, classes={s.id: s.label for s in sample.segments})
 
 
 def write_outputs(out: Path, mode: str, job: Job, image: np.ndarray, prediction: Prediction, space: LabelSpace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 
@@ -44,7 +45,7 @@ def quick_run(tmp_path_factory):
 
 def test_every_output_file_is_written(quick_run):
     out, _, _ = quick_run
-    for name in ("results.json", "results.csv", "report.md", "grid.png", "scaling.png", "tradeoff.png"):
+    for name in ("results.json", "results.csv", "report.md", "report.html", "grid.png", "scaling.png", "tradeoff.png"):
         assert (out / name).is_file(), name
     grid = io.read_image(out / "grid.png")
     assert grid.shape[1] > grid.shape[0]  # input | truth | four approaches side by side
@@ -101,8 +102,10 @@ def test_csv_report_and_terminal_agree_with_results(quick_run):
     assert [r["approach"] for r in rows] == list(APPROACHES)
     assert float(rows[-1]["miou"]) == pytest.approx(results["approaches"]["unet"]["miou"], abs=1e-4)
     report = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
     for claim in claims(results):
-        assert claim["claim"] in report
+        assert claim["claim"] in report and html.escape(claim["claim"]) in page
+    assert all(f'src="{name}"' in page for name in ("grid.png", "scaling.png", "tradeoff.png"))
     unet = results["approaches"]["unet"]
     tolerances = [f"{unet['boundary_f1_px'][k]:.3f}" for k in ("1", "2", "4", "objects-1")]
     assert "| unet | " + " | ".join([f"{unet['boundary_f1']:.3f}", *tolerances[:3]]) in report  # every tolerance shown

@@ -107,3 +107,10 @@ def test_a_moving_average_is_the_same_on_every_rank(tmp_path):
     assert weights_digest(model) == digests[0]
     assert any(not value.equal(state["model"][key]) for key, value in model.state_dict().items()
                if value.is_floating_point())
+
+
+def test_only_rank_0_logs(ddp_run):
+    _, out, done = ddp_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # one process wrote event files
+    assert (out / "curves.png").is_file()

@@ -561,3 +561,41 @@ def test_mask_ap_keeps_every_object_of_dense_images():
 def _rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": rle["size"], "counts": rle["counts"].decode()}
+def test_per_image_ap_is_cocoeval_on_that_image_alone():
+    from segcli.metrics import ScoreDetails
+
+    rng = np.random.default_rng(5)
+    gt, results = _random_coco(rng, n_images=4)
+    details = ScoreDetails()
+    coco_mask_ap(gt, results, details=details)
+    assert details.images == ["img1", "img2", "img3", "img4"]
+    for image, ours in zip(gt["images"], details.per_image):
+        alone = {**gt, "images": [image], "annotations": [a for a in gt["annotations"] if a["image_id"] == image["id"]]}
+        mine = [r for r in results if r["image_id"] == image["id"]]
+        reference = _cocoeval(alone, mine).stats[0] if mine else 0.0
+        assert ours == pytest.approx(reference, abs=1e-12) if reference >= 0 else ours in (0.0, None)
+
+
+def test_object_confusion_counts_class_swaps_misses_and_extras():
+    from segcli.metrics import ScoreDetails
+
+    square = np.zeros((32, 32), np.uint8)
+    square[2:12, 2:12] = 1
+    other = np.zeros((32, 32), np.uint8)
+    other[20:30, 20:30] = 1
+    far = np.zeros((32, 32), np.uint8)
+    far[2:8, 22:30] = 1
+    gt = {"images": [{"id": 1, "width": 32, "height": 32, "file_name": "a.png"}],
+          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": _rle(square), "area": 100.0,
+                           "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 2, "segmentation": _rle(other), "area": 100.0,
+                           "iscrowd": 0}]}
+    results = [{"image_id": 1, "category_id": 2, "segmentation": _rle(square), "score": 0.9},  # a seen as b
+               {"image_id": 1, "category_id": 1, "segmentation": _rle(far), "score": 0.8},  # nothing there
+               {"image_id": 1, "category_id": 1, "segmentation": _rle(other), "score": 0.1}]  # below 0.25: left out
+    details = ScoreDetails()
+    coco_mask_ap(gt, results, details=details)
+    assert details.confusion.tolist() == [[0, 1, 0],   # a: detected as b
+                                          [0, 0, 1],   # b: missed
+                                          [1, 0, 0]]   # one false detection of a

@@ -7,17 +7,19 @@ image or category, or a mask of the wrong size, raises a DataError that names it
 from __future__ import annotations
 
 from segcli.errors import DataError
+from segcli.metrics.details import ScoreDetails
 from segcli.metrics.instance import coco_mask_ap
 from segcli.metrics.matching import ImageIndex
 
 
-def score_instance(gt: dict, results: list[dict], source: str = "predictions") -> dict:
+def score_instance(gt: dict, results: list[dict], source: str = "predictions",
+                   details: ScoreDetails | None = None) -> dict:
     """COCO mask AP of a results list against a COCO instances dict, results matched by image id or file stem."""
     images = {img["id"]: img for img in gt["images"]}
     index = ImageIndex((img["id"], img.get("file_name", "")) for img in gt["images"])
     categories = {c["id"] for c in gt["categories"]}
     mapped = [_checked_result(number, r, index, images, categories, source) for number, r in enumerate(results)]
-    return coco_mask_ap(_completed_gt(gt), mapped)
+    return coco_mask_ap(_completed_gt(gt), mapped, details=details)
 
 
 def _checked_result(number: int, result: dict, index: ImageIndex, images: dict, categories: set, source: str) -> dict:

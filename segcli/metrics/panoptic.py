@@ -196,15 +196,25 @@ class PanopticQuality:
         return {s.id: {"category_id": ids[s.label]} for s in segments}
 
     def update(self, gt_map: np.ndarray, gt_segments: list[Segment], pred_map: np.ndarray,
-               pred_segments: list[Segment], image: str = "") -> None:
-        self.stat.add(pq_image(np.asarray(gt_map), self._segments(gt_segments, True), np.asarray(pred_map),
-                               self._segments(pred_segments, False), self.categories, image=image))
+               pred_segments: list[Segment], image: str = "") -> PQStat:
+        """Add one image; returns its own statistics (a report scores images one by one)."""
+        stat = pq_image(np.asarray(gt_map), self._segments(gt_segments, True), np.asarray(pred_map),
+                        self._segments(pred_segments, False), self.categories, image=image)
+        self.stat.add(stat)
+        return stat
 
     def merge(self, other: PanopticQuality | PQStat) -> None:
         self.stat.add(other.stat if isinstance(other, PanopticQuality) else other)
 
     def compute(self) -> dict:
         return pq_summary(self.stat, self.categories)
+
+
+def segment_class_map(ids: np.ndarray, labels: dict[int, int], void: int = 255) -> np.ndarray:
+    """A panoptic id map as a class-index map (uint8): each segment's class, `void` where no segment is listed."""
+    values, inverse = np.unique(np.asarray(ids), return_inverse=True)
+    table = np.array([labels.get(int(v), void) for v in values.tolist()], np.uint8)
+    return table[inverse].reshape(np.shape(ids))
 
 
 def pq_from_arrays(pairs: Iterable[tuple[tuple[np.ndarray, list[Segment]], tuple[np.ndarray, list[Segment]]]],

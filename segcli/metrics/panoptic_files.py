@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from segcli import io
 from segcli.errors import DataError
+from segcli.metrics.details import ScoreDetails
 from segcli.metrics.matching import ImageIndex
-from segcli.metrics.panoptic import PanopticFormatError, PQStat, pq_image, pq_summary
+from segcli.metrics.panoptic import PanopticFormatError, PQStat, pq_image, pq_summary, segment_class_map
 from segcli.metrics.parallel import map_images
+from segcli.metrics.semantic import label_counts
 
 
 def _annotations(data: object, source: Path) -> list[dict]:
@@ -55,20 +59,30 @@ def _panoptic_png(folder: Path, ann: dict, what: str) -> Path:
     return path
 
 
-def _pq_job(job: tuple) -> PQStat:
-    gt_png, gt_ann, pred_png, pred_ann, categories = job
+def _pq_job(job: tuple) -> tuple[PQStat, object]:
+    """One image's PQ statistics and, for a report, the pixel counts of (ground-truth class, predicted class)
+    as class indices in `categories` order (void: 255), else None."""
+    gt_png, gt_ann, pred_png, pred_ann, categories, counted = job
     gt_ids, pred_ids = io.read_panoptic_png(gt_png), io.read_panoptic_png(pred_png)
     try:
-        return pq_image(gt_ids, {s["id"]: s for s in gt_ann["segments_info"]}, pred_ids,
+        stat = pq_image(gt_ids, {s["id"]: s for s in gt_ann["segments_info"]}, pred_ids,
                         {s["id"]: s for s in pred_ann["segments_info"]}, categories,
                         image=str(pred_png), gt_image=str(gt_png))
     except PanopticFormatError as error:
         raise DataError(f"{error} (image {gt_ann['image_id']!r})") from None
+    if not counted:
+        return stat, None
+    index = {category_id: number for number, category_id in enumerate(categories)}
+    gt_map, pred_map = (segment_class_map(ids, {s["id"]: index[s["category_id"]] for s in ann["segments_info"]
+                                                if s["category_id"] in index})
+                        for ids, ann in ((gt_ids, gt_ann), (pred_ids, pred_ann)))
+    return stat, label_counts(gt_map, pred_map)
 
 
 def pq_compute(gt_json: Path, pred_json: Path, gt_dir: Path | None = None, pred_dir: Path | None = None,
-               workers: int | None = None) -> dict:
-    """panopticapi's pq_compute on files: PNG folders default to the json path without .json; images in parallel."""
+               workers: int | None = None, details: ScoreDetails | None = None) -> dict:
+    """panopticapi's pq_compute on files: PNG folders default to the json path without .json; images in parallel.
+    With `details`: each image's PQ (images named by their ground-truth PNG) and the classes' pixel confusion."""
     gt_json, pred_json = Path(gt_json), Path(pred_json)
     gt_dir, pred_dir = Path(gt_dir or gt_json.with_suffix("")), Path(pred_dir or pred_json.with_suffix(""))
     for folder, option in ((gt_dir, "--gt-dir"), (pred_dir, "--pred-dir")):
@@ -79,9 +93,24 @@ def pq_compute(gt_json: Path, pred_json: Path, gt_dir: Path | None = None, pred_
     categories = {c["id"]: c for c in (gt_data.get("categories") or pred_data.get("categories") or [])}
     if not categories:
         raise DataError(f"{gt_json}: no 'categories' (nor in {pred_json}): PQ needs each category's isthing flag")
-    jobs = [(_panoptic_png(gt_dir, g, "ground-truth"), g, _panoptic_png(pred_dir, p, "predicted"), p, categories)
-            for g, p in pairs]
+    jobs = [(_panoptic_png(gt_dir, g, "ground-truth"), g, _panoptic_png(pred_dir, p, "predicted"), p, categories,
+             details is not None) for g, p in pairs]
     total = PQStat()
-    for stat in map_images(_pq_job, jobs, workers):
+    confusion = np.zeros((len(categories), len(categories) + 1), np.int64)
+    for job, (stat, counts) in zip(jobs, map_images(_pq_job, jobs, workers)):
         total.add(stat)
+        if details is not None:
+            details.images.append(job[0].stem)
+            details.per_image.append(stat.average(categories)[0]["pq"])
+            _add_class_counts(confusion, counts)
+    if details is not None:
+        details.confusion = confusion
     return pq_summary(total, categories) | {"images": len(jobs)}
+
+
+def _add_class_counts(confusion: np.ndarray, counts: np.ndarray) -> None:
+    """Ground-truth void rows (255) are left out; predicted void or unknown columns go to the last column."""
+    classes = confusion.shape[0]
+    rows = counts[:classes]
+    confusion[: rows.shape[0], : min(classes, rows.shape[1])] += rows[:, :classes]
+    confusion[: rows.shape[0], classes] += rows[:, classes:].sum(1)

@@ -421,6 +421,7 @@ def _write_outputs(out: Path, results: dict, trained: dict, samples: list, grid_
     compare_report.plot_scaling(out / "scaling.png", results)
     compare_report.plot_tradeoff(out / "tradeoff.png", results)
     _write_grid(out / "grid.png", trained, samples[:grid_images])
+    compare_report.write_html_report(out / "report.html", results)  # last: it shows the plots beside it
 
 
 def _write_grid(path: Path, trained: dict, samples: list) -> Path:

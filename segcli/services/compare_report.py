@@ -357,6 +357,12 @@ def without_seed(results: dict, seed: int) -> dict:
 
 def seed_stability(results: dict) -> str | None:
     """Each verdict again with each seed left out, as a markdown table: does a verdict rest on one seed?"""
+    rows = seed_stability_rows(results)
+    return None if rows is None else _markdown_table(rows)
+
+
+def seed_stability_rows(results: dict) -> list[dict] | None:
+    """The rows of seed_stability: each claim, its verdict with every seed and with each seed left out."""
     seeds = results.get("seeds", [])
     if len(seeds) <= MIN_SEEDS or results.get("quick"):  # leaving one out would leave too few to judge
         return None
@@ -368,7 +374,7 @@ def seed_stability(results: dict) -> str | None:
                f"all {len(seeds)} seeds": item["verdict"]}
         row.update({f"without seed {s}": found[i]["verdict"] for s, found in zip(seeds, judged[1:])})
         rows.append(row)
-    return _markdown_table(rows)
+    return rows
 
 
 # ---------------------------------------------------------------- tables and files
@@ -494,6 +500,54 @@ def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
     with io.atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+VERDICT_KINDS = {HELD: "good", NOT_HELD: "bad", UNDECIDED: "open", NOT_JUDGED: ""}
+PLOTS = (("grid.png", "validation images: input, ground truth, then each approach's prediction"),
+         ("scaling.png", "inference time and memory against image size"),
+         ("tradeoff.png", "accuracy against speed at the largest size"))
+
+
+def write_html_report(path: Path, results: dict) -> Path:
+    """report.md's content as one page that opens offline (html_page): the tables, each verdict with its evidence,
+    the seed check, boundary F1 at every tolerance, and the three plots beside it."""
+    from segcli.html_page import Page, badge, figure, heading, items, paragraph, table
+
+    page = Page(title="segcli compare", subtitle=_header(results).replace("`", ""))
+    page.cards = [(f"{name} mIoU", "–" if r.get("miou") is None else f"{r['miou']:.3f}")
+                  for name, r in results["approaches"].items()]
+    blocks = page.section("results", "Results")
+    blocks.append(paragraph(f"Command: {results.get('command', 'segcli compare')}", note=True))
+    for title, rows in terminal_tables(results):
+        blocks += [heading(title), table(rows, text_columns=("approach",))]
+    rule = RULE.replace("**", "").replace("*", "")
+    for anchor, title, found in (("claims", "The course's claims on this data", claims(results)),
+                                 ("ranking", "Which approach is most accurate here", ranking(results))):
+        blocks = page.section(anchor, title)
+        if anchor == "claims":
+            blocks.append(paragraph(rule, note=True))
+        blocks.append(items([f"{badge(item['verdict'], VERDICT_KINDS.get(item['verdict'], ''))} <em>"
+                             f"{_escaped(item['claim'])}</em>" + (f" ({_escaped(item['reason'])})" if item.get('reason')
+                                                                  else "") + f"<br>{_escaped(item['evidence'])}"
+                             for item in found]))
+    stability = seed_stability_rows(results)
+    if stability is not None:
+        page.section("seeds", "Do the verdicts rest on one seed?").append(
+            table(stability, text_columns=tuple(stability[0])))
+    page.section("boundary", "Boundary F1 at several tolerances").append(
+        table(boundary_table(results), text_columns=("approach",)))
+    pictures = page.section("plots", "Pictures")
+    for name, caption in PLOTS:
+        if (Path(path).parent / name).is_file():
+            pictures.append(figure(name, caption))
+    return page.write(path, footer="The numbers are in results.json and results.csv beside this page; report.md "
+                                   "holds the same as Markdown.")
+
+
+def _escaped(text: str) -> str:
+    import html
+
+    return html.escape(text.replace("**", "").replace("`", ""))
 
 
 def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:

@@ -37,6 +37,7 @@ from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segcli.services.resolve import bundled_checkpoint, check_model_name, fetch_weights
 from segcli.structures import IGNORE_INDEX
 from segcli.training.config import TrainConfig
+from segcli.training.loggers import check_log, make_loggers
 from segcli.training.plan import Fingerprint, Plan, batch_for_crop, fingerprint, make_plan, plan_record
 from segcli.training.seeding import seed_everything
 from segcli.training.trainer import TRAINING_LAYOUT, Trainer
@@ -217,6 +218,7 @@ def _check_config(config: TrainConfig, device: torch.device) -> None:
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
     _check_numbers(config)
+    check_log(config.log)
     if config.resume:
         training_state_paths(_out_dir(config) / "last")  # before the plan is written into a folder with nothing to resume
 
@@ -362,11 +364,20 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
     if distributed.is_main():
         write_json(out / "plan.json", card["plan"], indent=2)
     limit = len(val_set) if config.val_limit is None else min(config.val_limit, len(val_set))
+    # Under torchrun rank 0 alone logs (the others' event files would repeat its numbers).
+    loggers = make_loggers(config.log, out, card, card["plan"]) if distributed.is_main() else []
     trainer = Trainer(config, model, card, train_set, [val_set[i] for i in range(limit)], out=out, device=device,
-                      callbacks=[notify])
+                      callbacks=[notify, *loggers])
     if config.resume:
         trainer.resume()
-    state = trainer.run()
+    try:
+        state = trainer.run()
+    except BaseException:
+        for logger in loggers:
+            logger.close(failed=True)
+        raise
+    for logger in loggers:
+        logger.close()
     result = TrainResult(out, out / "best.safetensors", out / "last.safetensors", state.best_metrics or state.metrics,
                          state.step, trainer.seconds, len(train_set), len(val_set))
     notify("done", out=str(out), best=str(result.best), metrics=result.metrics, steps=state.step, seconds=trainer.seconds)

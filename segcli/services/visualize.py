@@ -302,14 +302,32 @@ def _picture(path: Path, stem: str, source: _Source, classes: LabelSpace | None,
         gt = _ground_truth(Path(config.gt), path, stem, source.mode, space)
         _check_size(gt.values, image, path, "ground truth")
         picture, iou = _with_errors(image, overlay, pred, gt, space, background, config)
-        if not config.side_by_side:
-            rows = []  # the error map alone shows no class or instance colours
-        elif gt.kind != "instance":  # instance colours are per map: the ground truth's share no rows
-            rows = _merge_rows(rows, draw.legend_rows(gt, space, _skip(background)))
-        rows += [(draw.ERROR_NAMES[k], draw.ERROR_COLORS[k]) for k in ("tp", "fp", "fn")]
+        rows = _error_rows(rows, gt, space, background, config.side_by_side)
     if config.legend and rows:
         picture = draw.with_legend(picture, [name for name, _ in rows], [color for _, color in rows])
     return picture, iou
+
+
+def _error_rows(rows: list, gt: LabelMap, space: LabelSpace, background: int | None, side_by_side: bool) -> list:
+    """The legend beside an error map: the classes of both maps when they are shown, then TP, FP and FN."""
+    if not side_by_side:
+        rows = []  # the error map alone shows no class or instance colours
+    elif gt.kind != "instance":  # instance colours are per map: the ground truth's share no rows
+        rows = _merge_rows(rows, draw.legend_rows(gt, space, _skip(background)))
+    return rows + [(draw.ERROR_NAMES[k], draw.ERROR_COLORS[k]) for k in ("tp", "fp", "fn")]
+
+
+def compare_picture(image: np.ndarray, pred: LabelMap, gt: LabelMap, space: LabelSpace | None,
+                    alpha: float = 0.5) -> tuple[np.ndarray, float | None]:
+    """What `visualize --side-by-side --gt` draws for one image: image | prediction | ground truth | errors, with
+    the legend, and the image's IoU (eval --report's worst images)."""
+    space = _complete(space)
+    background = _background(space)
+    config = VisualizeConfig(inputs=[], alpha=alpha, side_by_side=True)
+    overlay = draw.overlay_labels(image, pred, space, alpha, _skip(background))
+    picture, iou = _with_errors(image, overlay, pred, gt, space, background, config)
+    rows = _error_rows(draw.legend_rows(pred, space, _skip(background)), gt, space, background, True)
+    return draw.with_legend(picture, [name for name, _ in rows], [color for _, color in rows]), iou
 
 
 def _with_errors(image: np.ndarray, overlay: np.ndarray, pred: LabelMap, gt: LabelMap, space: LabelSpace,

@@ -61,4 +61,5 @@ class TrainConfig:
     weights: Path | None = None  # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
     init: Path | None = None  # the segcli checkpoint training starts from (a bundled --model, or --weights with a card)
     encoder: str | None = None  # ImageNet encoder under unet/fcn/deeplab(_panoptic), e.g. resnet34
+    log: str = "tensorboard"  # where to log for watching: tensorboard, mlflow, both (comma-separated) or none
     command: list[str] = field(default_factory=lambda: list(sys.argv))

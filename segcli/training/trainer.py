@@ -3,7 +3,8 @@
     build (loader, optimiser, schedule) -> resume (optional) -> step ... -> validate and save -> ... -> done
 
 Its progress lives in one `TrainState`; it never prints but sends events to its callbacks,
-`callback(event, **info)`: "start", "step", "validation", "checkpoint", "stop" and "done".
+`callback(event, **info)`: "start", "step", "validation", "checkpoint", "stop" and "done". Loggers
+(TensorBoard, MLflow, curves.png: `segcli.training.loggers`) are callbacks like any other.
 Losses come from `model.compute_losses` as a dict and the loop minimises their sum. Under torchrun
 the loss goes through DistributedDataParallel; only rank 0 writes checkpoints.
 """
@@ -133,6 +134,7 @@ MIN_GAP = 0.02  # ...and validations are at least this share of the run apart
 VALIDATION_COST = 1 / 30  # ...and one validation is expected to cost at most this share (else a subset is used)
 INFERENCE_SPEEDUP = 2.5  # a forward pass costs about 1 / 2.5 of a training step's (forward + backward) per pixel
 MIN_VALIDATION_IMAGES = 4
+EXAMPLE_IMAGES = 4  # the first validation images (of rank 0's share) go with each "validation" event, predicted
 
 
 class Trainer:
@@ -154,6 +156,8 @@ class Trainer:
         self._validation = (0.0, 0.0)  # (when the last validation ended, how long it took), perf_counter seconds
         self.validation_seconds = 0.0  # spent validating since this process started (metrics.jsonl: its share)
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
+        self._losses = [0.0, 0]  # sum and count of the step losses since the last validation (metrics.jsonl)
+        self.examples: list = []  # the last validation's (Sample, Prediction) pairs of the first images
         self.dense = getattr(model, "dense", True)  # the service converted a dense model to TRAINING_LAYOUT
         self._build_loader(train_set)
         self._build_optimizer()
@@ -346,9 +350,12 @@ class Trainer:
         state.step += 1
         self._trained[0] += time.perf_counter() - tick
         self._trained[1] += images.shape[0] * images.shape[-2] * images.shape[-1]
+        loss_value = float(loss.detach())
+        self._losses[0] += loss_value
+        self._losses[1] += 1
         self.emit("step", step=state.step, total_steps=self.budget_steps, epoch=epoch + 1, epochs=self.budget_epochs,
                   seconds=self.elapsed(), progress=self.progress(),
-                  steps_per_epoch=self.steps_per_epoch, loss=float(loss.detach()),
+                  steps_per_epoch=self.steps_per_epoch, loss=loss_value,
                   losses={k: float(v.detach()) for k, v in losses.items()}, lr=self.scheduler.get_last_lr()[0],
                   images_per_s=len(images) * distributed.world_size() / (time.perf_counter() - tick))
 
@@ -374,7 +381,7 @@ class Trainer:
         else:
             state.stale += 1
         self.emit("validation", step=state.step, epoch=self._epochs_done(), metrics=state.metrics, primary=self.primary,
-                  best=state.best, improved=improved)
+                  best=state.best, improved=improved, seconds=self.elapsed(), examples=self.examples)
         if distributed.is_main():
             self.card.update(sync)
             self._save(improved, rng_states)
@@ -417,6 +424,7 @@ class Trainer:
         # training's precision.
         options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32)
         predictions = predict_arrays(self.evaluated, self.card, [s.image for s in samples], device=self.device, options=options)
+        self.examples = list(zip(samples[:EXAMPLE_IMAGES], predictions[:EXAMPLE_IMAGES]))
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
                          instances=s.instances, panoptic=s.panoptic, segments=s.segments), p)
@@ -438,6 +446,8 @@ class Trainer:
         epoch_done = self._epochs_done()
         summary = {k: v for k, v in state.metrics.items() if not isinstance(v, list)}
         card = {**self.card, "metrics": summary, "epoch": epoch_done, "step": state.step}
+        train_loss = self._losses[0] / self._losses[1] if self._losses[1] else None
+        self._losses = [0.0, 0]
         if improved:
             save_checkpoint(out / "best", self.evaluated, card)
         save_checkpoint(out / "last", self.evaluated, card)
@@ -452,7 +462,8 @@ class Trainer:
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
                                             "seconds": round(time.perf_counter() - self.began, 1),
                                             "validation_seconds": round(self.validation_seconds, 3),
-                                            "lr": self.scheduler.get_last_lr()[0], "best": improved, **summary})
+                                            "lr": self.scheduler.get_last_lr()[0], "train_loss": train_loss,
+                                            "best": improved, **summary})
         self.emit("checkpoint", path=str(out / "last.safetensors"), best=improved, epoch=epoch_done, step=state.step)
 
 
