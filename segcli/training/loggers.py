@@ -67,7 +67,7 @@ def make_loggers(log: str, out: Path, card: dict, plan: dict) -> list:
 
 def example_picture(sample: Sample, prediction, mode: str, space: LabelSpace) -> np.ndarray:
     """One validation image: the prediction drawn on it beside the ground truth, with the legend of both."""
-    image = draw.thumbnail(sample.image, EXAMPLE_SIDE)
+    image = draw.thumbnail(draw.display_rgb(sample.image), EXAMPLE_SIDE)  # any channel count (train --channels)
     times = -(-MIN_EXAMPLE_SIDE // max(image.shape[:2]))
     if times > 1:
         image = np.repeat(np.repeat(image, times, 0), times, 1)
