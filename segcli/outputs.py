@@ -22,6 +22,7 @@ then too).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -571,10 +572,9 @@ def _record_settings(out: Path, settings: dict, replace: bool) -> None:
         try:
             if replace:
                 os.replace(staged, path)
-            else:
-                os.link(staged, path)  # fails if another run recorded its settings first
-        except FileExistsError:
-            pass
+            else:  # another run may have recorded its settings first: they are compared below
+                with contextlib.suppress(FileExistsError):
+                    os.link(staged, path)
         finally:
             staged.unlink(missing_ok=True)
     held = _held_settings(out)
