@@ -61,3 +61,102 @@ def test_predict_folder_names_live_in_outputs():
         text = path.read_text(encoding="utf-8")
         for name in ('".parts"', '"categories.json"', '"instances.json"', '"panoptic.json"', '"overlays"'):
             assert name not in text, f"{path.name} types {name}"
+
+
+# The layers of docs/architecture.md, top to bottom. A module imports from layers below its own, and from its own
+# package or module (segcli.models.x from segcli.models.y); never from a layer above nor from a sibling of its layer.
+LAYERS = (
+    ("segcli.__main__",),
+    ("segcli.cli",),
+    ("segcli.services",),
+    ("segcli.training",),
+    ("segcli.inference", "segcli.data", "segcli.metrics", "segcli.outputs", "segcli.measure"),
+    ("segcli.checkpoint",),
+    ("segcli.models",),
+    ("segcli.hub", "segcli.state_dict", "segcli.device", "segcli.distributed"),
+    ("segcli.io", "segcli.draw", "segcli.preprocess"),
+    ("segcli.structures",),
+    ("segcli.errors", "segcli._version"),
+)
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _unit(module: str) -> tuple[int, str] | None:
+    """(layer index, the layer's entry the module belongs to), or None for a module no layer holds."""
+    for index, units in enumerate(LAYERS):
+        for unit in units:
+            if module == unit or module.startswith(unit + "."):
+                return index, unit
+    return None
+
+
+def _resolved_imports(path: Path, module: str) -> set[str]:
+    """Every segcli name `path` imports (at the top or inside functions), relative imports resolved."""
+    names = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            names |= {f"segcli.{alias.name}" for alias in node.names} if base == "segcli" else {base}  # from segcli import io
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {name for name in names if name == "segcli" or name.startswith("segcli.")}
+
+
+def layering_violations(root: Path = PACKAGE) -> list[str]:
+    """`module -> imported (why)` for every import that climbs a layer or crosses to a sibling of its layer."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path, root)
+        if module == "segcli":  # the package's lazy facade (segcli.__init__) stands above every layer
+            continue
+        own = _unit(module)
+        if own is None:
+            found.append(f"{module}: in no layer of docs/architecture.md (add it to the picture and to LAYERS)")
+            continue
+        for imported in sorted(_resolved_imports(path, module)):
+            target = _unit(imported)
+            if target is None or target[1] == own[1]:
+                continue  # the package facade, or the module's own package
+            if target[0] < own[0]:
+                found.append(f"{module} -> {imported} (climbs to a layer above)")
+            elif target[0] == own[0]:
+                found.append(f"{module} -> {imported} (a sibling in the same layer)")
+    return found
+
+
+def test_imports_only_go_down_the_layers():
+    assert layering_violations() == []
+
+
+def test_the_layer_check_sees_an_import_that_climbs(tmp_path):
+    package = tmp_path / "segcli"
+    (package / "models").mkdir(parents=True)
+    (package / "models" / "bad.py").write_text("from segcli.checkpoint import load_checkpoint\n")
+    (package / "io.py").write_text("def f():\n    from segcli import draw\n")  # inside a function counts too
+    (package / "checkpoint.py").write_text("from .models import bad\n")
+    assert layering_violations(package) == [
+        "segcli.io -> segcli.draw (a sibling in the same layer)",
+        "segcli.models.bad -> segcli.checkpoint (climbs to a layer above)",
+    ]
+
+
+def test_architecture_md_draws_the_layers_in_this_order():
+    """Each layer is one line of the picture in docs/architecture.md, naming its modules, in LAYERS' order."""
+    picture = ARCHITECTURE.read_text(encoding="utf-8").split("## The layers", 1)[1].split("```")[1].splitlines()
+    rows = []
+    for units in LAYERS:
+        names = [unit.removeprefix("segcli.") + ("/" if (PACKAGE / unit.removeprefix("segcli.")).is_dir() else ".py")
+                 for unit in units]
+        row = next((i for i, line in enumerate(picture) if all(name in line.split() for name in names)), None)
+        assert row is not None, f"no line of the picture names {', '.join(names)}"
+        rows.append(row)
+    assert rows == sorted(rows) and len(set(rows)) == len(rows)

@@ -222,7 +222,7 @@ def _backend(config: PredictConfig, net, device: torch.device, options: Inferenc
     or its exported graph in an ONNX Runtime session."""
     if config.backend == "torch":
         return prepare_model(net, options)
-    from segcli.onnx_runtime import onnxruntime_model
+    from segcli.services.onnx_runtime import onnxruntime_model
 
     # A bundled model is a checkpoint like any other: its file is exported as --weights' would be.
     weights = config.weights if config.weights is not None else bundled_checkpoint(config.model) if config.model else None

@@ -49,7 +49,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
     amp: bool = False  # float16 autocast with gradient scaling on CUDA
-    workers: int | None = None  # DataLoader worker processes (None: data.loader.default_workers(), 1 on 2 cores)
+    workers: int | None = None  # DataLoader worker processes (None: training.loader.default_workers(), 1 on 2 cores)
     val_limit: int | None = None  # validate on at most this many images (speed)
     channels: str | None = None  # "2,0": these image channels, in order; "all": every one (the count from the data)
     classes: Path | None = None
