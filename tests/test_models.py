@@ -107,7 +107,7 @@ def test_sliding_sees_only_its_window():
 
 
 def test_bodies_report_their_shape():
-    from segcli.models.semantic import build_body
+    from segcli.models.bodies import build_body
 
     for approach, stride in [("fullres", 1), ("fcn", 8), ("unet", 1), ("deeplab", 4)]:
         body = build_body(approach, width=8)

@@ -96,10 +96,8 @@ def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
     """`NAME[:ENCODER]` or `LABEL=NAME[:ENCODER]` -> {label: NAME[:ENCODER]}, checked against the zoo before any work.
 
     `unet:resnet34` is U-Net with torchvision's ImageNet ResNet-34 encoder (downloaded on first use)."""
-    import inspect
-
     from segcli.models.encoders import ENCODERS
-    from segcli.models.registry import get_model_entry
+    from segcli.models.registry import get_model_entry, models_for_mode, models_taking
 
     approaches: dict[str, str] = {}
     for spec in specs:
@@ -113,8 +111,9 @@ def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
         entry = get_model_entry(base)
         if "semantic" not in entry.modes:
             raise UsageError(f"--approaches: {base} is not a semantic model; compare measures semantic segmentation")
-        if encoder and "encoder" not in inspect.signature(entry.builder).parameters:
-            raise UsageError(f"--approaches {name}: {base} has a fixed encoder; give an encoder to unet, fcn or deeplab")
+        if encoder and base not in models_taking("encoder"):
+            takes = sorted(set(models_taking("encoder")) & set(models_for_mode("semantic")))
+            raise UsageError(f"--approaches {name}: {base} has a fixed encoder; give an encoder to {', '.join(takes)}")
         if encoder and encoder not in ENCODERS:
             raise UsageError(f"--approaches {name}: unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         approaches[label] = name

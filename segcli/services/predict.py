@@ -303,7 +303,7 @@ def _tile(tile: int | None, net=None) -> int | None:
     if tile is None:
         # A model that resizes every image to its own input size (hf:) runs in bounded memory whole: tiling
         # would only multiply its passes (and blend one class-score map per class over the image).
-        return None if getattr(net, "resizes_input", False) else DEFAULT_TILE
+        return None if net is not None and net.resizes_input else DEFAULT_TILE
     return tile or None  # 0: never tile
 
 

@@ -60,6 +60,6 @@ class TrainConfig:
     pretrained: bool = True  # start from the library's weights (tv_* COCO, --encoder ImageNet), fetched on first use
     weights: Path | None = None  # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
     init: Path | None = None  # the segcli checkpoint training starts from (a bundled --model, or --weights with a card)
-    encoder: str | None = None  # ImageNet encoder under unet/fcn/deeplab(_panoptic), e.g. resnet34
+    encoder: str | None = None  # ImageNet encoder under a model that takes one (segcli models), e.g. resnet34
     log: str = "tensorboard"  # where to log for watching: tensorboard, mlflow, both (comma-separated) or none
     command: list[str] = field(default_factory=lambda: list(sys.argv))

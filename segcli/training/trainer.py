@@ -158,7 +158,7 @@ class Trainer:
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
         self._losses = [0.0, 0]  # sum and count of the step losses since the last validation (metrics.jsonl)
         self.examples: list = []  # the last validation's (Sample, Prediction) pairs of the first images
-        self.dense = getattr(model, "dense", True)  # the service converted a dense model to TRAINING_LAYOUT
+        self.dense = model.dense  # the service converted a dense model to TRAINING_LAYOUT
         self._build_loader(train_set)
         self._build_optimizer()
         # --ema: the average is what validation scores and checkpoints hold; the optimiser trains `model`.
