@@ -1036,7 +1036,7 @@ def compare_command(
     _render_compare(results, out)
 
 
-def _render_compare(results: dict, out: Path) -> None:
+def _render_compare(results, out: Path) -> None:
     """The two tables, then each claim's and each ranking's verdict (coloured), then where the files are."""
     from segcli.services.compare_report import HELD, NOT_HELD, claims, ranking, terminal_tables
 
@@ -1049,9 +1049,9 @@ def _render_compare(results: dict, out: Path) -> None:
         err_console.print(table)
     colours = {HELD: "[green]", NOT_HELD: "[red]"}
     for item in [*claims(results), *ranking(results)]:
-        verdict = f"{colours.get(item['verdict'], '[yellow]')}{item['verdict']}[/]"
-        why = f" ({escape(item['reason'])})" if item.get("reason") else ""
-        _say(f"{verdict}{why}: {escape(item['claim'])}\n  {escape(item['evidence'])}")
+        verdict = f"{colours.get(item.verdict, '[yellow]')}{item.verdict}[/]"
+        why = f" ({escape(item.reason)})" if item.reason else ""
+        _say(f"{verdict}{why}: {escape(item.claim)}\n  {escape(item.evidence)}")
     _say(f"results in {out}/ (results.json, results.csv, report.md, grid.png, scaling.png, tradeoff.png)")
 
 

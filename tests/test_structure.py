@@ -73,7 +73,8 @@ LAYERS = (
     ("segcli.inference", "segcli.data", "segcli.metrics", "segcli.outputs", "segcli.measure"),
     ("segcli.checkpoint",),
     ("segcli.models",),
-    ("segcli.hub", "segcli.state_dict", "segcli.device", "segcli.distributed"),
+    ("segcli.hub", "segcli.state_dict", "segcli.device", "segcli.distributed", "segcli.sources", "segcli.exports"),
+    ("segcli.regions", "segcli.polygons", "segcli.tracking", "segcli.plots", "segcli.html_page"),
     ("segcli.io", "segcli.draw", "segcli.preprocess"),
     ("segcli.structures",),
     ("segcli.errors", "segcli._version"),
@@ -160,3 +161,47 @@ def test_architecture_md_draws_the_layers_in_this_order():
         assert row is not None, f"no line of the picture names {', '.join(names)}"
         rows.append(row)
     assert rows == sorted(rows) and len(set(rows)) == len(rows)
+
+
+def _contract() -> dict[str, ast.AST]:
+    """SegModel's attributes and methods as `base.py` declares them: name -> the node that declares it."""
+    tree = ast.parse((PACKAGE / "models" / "base.py").read_text(encoding="utf-8"))
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegModel").body
+    found = {}
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign):
+            following = body[i + 1] if i + 1 < len(body) else None
+            found[node.target.id] = following  # the attribute's docstring is the string right after it
+        elif isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            found[node.name] = node
+    return found
+
+
+def test_every_contract_attribute_has_a_default_and_a_docstring():
+    contract = _contract()
+    assert {"dense", "size_multiple", "mean", "flip_outputs", "resize_outputs", "resizes_input",
+            "float32_modules"} <= set(contract)
+    for name, node in contract.items():
+        if isinstance(node, ast.FunctionDef):
+            assert ast.get_docstring(node), name
+        else:
+            assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and \
+                isinstance(node.value.value, str), f"SegModel.{name} has no docstring"
+    from segcli.models.base import SegModel
+
+    assert all(hasattr(SegModel, name) for name in contract)  # declared with a default, not only annotated
+
+
+def test_the_model_contract_is_read_as_attributes_and_documented():
+    """No `getattr(model, "dense", True)` or `hasattr(model, "mean")` anywhere: the defaults live on SegModel."""
+    contract = set(_contract())
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in contract:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
+    assert found == []
+    table = ARCHITECTURE.read_text(encoding="utf-8").split("## The model contract", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in contract if f"`{name}" not in table] == []
+

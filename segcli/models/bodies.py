@@ -129,6 +129,7 @@ def _builder(name: str, body_class: type[Body], variant: Variant) -> Callable[..
 
     build.__signature__ = signature
     build.__name__ = build.__qualname__ = name
+    build.__module__ = body_class.__module__  # where the architecture lives, for whoever inspects the builder
     build.__doc__ = f"{name}: {body_class.__name__} under the {variant.build.__name__.strip('_')} head."
     return build
 
