@@ -32,6 +32,7 @@ class OnnxRuntimeModel(SegModel):
 
         self.model = model  # not run: its post-processing, stride and flips serve the session's outputs
         self.modes, self.size_multiple, self.scalar_maps = model.modes, model.size_multiple, model.scalar_maps
+        self.in_channels = model.in_channels
         self.mean, self.std, self.class_names = model.mean, model.std, model.class_names
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
