@@ -622,8 +622,9 @@ LogOpt = Annotated[str, typer.Option("--log", help="Log for watching: tensorboar
                                                   "curves.png is always written.")]
 PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: "
                                              "COCO, --encoder: ImageNet), fetched on first use; new heads for the data's classes.")]
-EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder under the model's decoder, e.g. "
-                                                "resnet34 (segcli models lists the encoders and the models that take one).")]
+EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder under the model's decoder, "
+                                                "e.g. resnet34 (segcli models lists the encoders and the models "
+                                                "that take one).")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
 TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, "

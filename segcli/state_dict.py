@@ -39,7 +39,8 @@ def load_state_dict(path: str | Path) -> dict:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # torch's message spans many lines
-        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
+        first = lines[0] if lines else type(error).__name__
+        reason = next((line for line in lines if "Unsupported global" in line), first)
         raise ModelError(f"{path}: not a PyTorch state dict that loads without unpickling code ({reason})") from None
     if not isinstance(state, dict):
         raise ModelError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")

@@ -63,8 +63,10 @@ def test_results_hold_every_measure_for_every_approach(quick_run):
     assert sliding.max_abs_diff < 1e-3  # the same weights run both ways
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "docs" / "compare").rglob("results.json")),
-                         ids=lambda path: path.parent.name)
+KEPT_RUNS = sorted((Path(__file__).resolve().parents[1] / "docs" / "compare").rglob("results.json"))
+
+
+@pytest.mark.parametrize("path", KEPT_RUNS, ids=lambda path: path.parent.name)
 def test_results_json_reads_back_into_the_records_key_for_key(path, quick_run):
     """Runs kept in docs/compare/ (and a new one) give the same JSON, key order included, after a pass through the
     records: results.json keeps its format, and the records hold every field of it."""
@@ -206,7 +208,8 @@ def _images(scores: list[float], n: int = 6) -> ImageCounts:
         hits.append([100, right])
         totals.append([100, 100])
         boundary.append(scores[i % len(scores)])
-    return ImageCounts(confusion=confusion, interior_hits=hits, interior_totals=totals, boundary_f1={"default": boundary})
+    return ImageCounts(confusion=confusion, interior_hits=hits, interior_totals=totals,
+                       boundary_f1={"default": boundary})
 
 
 def _results(**approaches: list[list[float]]) -> CompareResults:

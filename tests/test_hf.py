@@ -385,7 +385,8 @@ def test_models_info_reads_the_checkpoint_here_and_downloads_nothing(tiny, tmp_p
 def test_without_the_extra_a_default_panoptic_run_says_how_to_get_stuff(tiny, photos, tmp_path, monkeypatch):
     from segcli.services import resolve
 
-    net, card = resolve.resolve_model("panoptic", f"hf:{tiny}")  # stands in for torchvision's Mask R-CNN (weights not here)
+    # Stands in for torchvision's Mask R-CNN (weights not here).
+    net, card = resolve.resolve_model("panoptic", f"hf:{tiny}")
     monkeypatch.setattr(resolve, "_library_model", lambda mode, model, device: (net, dict(card, model=model)))
     monkeypatch.setattr(hf_zoo, "available", lambda: False)
     monkeypatch.setenv("SEGCLI_WEIGHTS", "")

@@ -106,7 +106,8 @@ def _resolved_imports(path: Path, module: str) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            names |= {f"segcli.{alias.name}" for alias in node.names} if base == "segcli" else {base}  # from segcli import io
+            # `from segcli import io` imports the module segcli.io; `from segcli.io import x`, segcli.io
+            names |= {f"segcli.{alias.name}" for alias in node.names} if base == "segcli" else {base}
         elif isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
     return {name for name in names if name == "segcli" or name.startswith("segcli.")}
@@ -198,9 +199,11 @@ def test_the_model_contract_is_read_as_attributes_and_documented():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
-                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in contract:
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)) or len(node.args) < 2:
+                continue
+            name = node.args[1].value if isinstance(node.args[1], ast.Constant) else None
+            if node.func.id in ("getattr", "hasattr") and name in contract:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.func.id}(..., {name!r})")
     assert found == []
     table = ARCHITECTURE.read_text(encoding="utf-8").split("## The model contract", 1)[1].split("\n## ", 1)[0]
     assert [name for name in contract if f"`{name}" not in table] == []

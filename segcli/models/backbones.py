@@ -27,7 +27,8 @@ class FeatureInfo:
 class Encoder(nn.Module):
     """stem DoubleConv (stride 1) => [max-pool 2x2 => DoubleConv] * depth, channels doubling per stage up to 8x width."""
 
-    mean: tuple[float, ...] | None = None  # trained from scratch: no normalisation of its own (ImageNet encoders have one)
+    # Trained from scratch: no normalisation of its own (ImageNet encoders have one).
+    mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4, max_stride: int | None = None,

@@ -57,7 +57,7 @@ class SegModel(nn.Module, ABC):
     resizes_input: bool = False
     """The model resizes every image to its own input size (hf:): predict does not tile it unless --tile asks."""
     float32_modules: tuple[str, ...] = ()
-    """Submodules kept in float32 when the model is prepared in bfloat16: heads whose outputs bfloat16 cannot resolve."""
+    """Submodules kept in float32 when the model runs in bfloat16: heads whose outputs bfloat16 cannot resolve."""
     scalar_maps: bool = True
     """Every output map holds one value per pixel, no x/y vectors or directions: turning the image turns the maps, so
     test-time augmentation may average the 8 turns and mirrors of a model trained turned (`--rotate`)."""

@@ -18,7 +18,8 @@ class ASPP(nn.Module):
 
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...] = (6, 12, 18)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([ConvBNReLU(cin, cout, kernel=1)] + [ConvBNReLU(cin, cout, dilation=r) for r in rates])
+        dilated = [ConvBNReLU(cin, cout, dilation=r) for r in rates]
+        self.branches = nn.ModuleList([ConvBNReLU(cin, cout, kernel=1), *dilated])
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
         self.project = ConvBNReLU(cout * (len(rates) + 2), cout, kernel=1)
 
@@ -48,7 +49,8 @@ class DeepLabBody(Body):
 
     @property
     def size_multiple(self) -> int:
-        return self.encoder.feature_info[-1].stride  # the output stride asked for, or 32 for an encoder torchvision cannot dilate
+        # The output stride asked for, or 32 for an encoder torchvision cannot dilate.
+        return self.encoder.feature_info[-1].stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)

@@ -25,8 +25,8 @@ class FCNBody(Body):
 
     gives_class_scores = True  # FCN's fused maps *are* the class scores: no extra classifier after the body
 
-    def __init__(self, in_channels: int = 3, width: int = 16, out_channels: int | None = None, encoder: str | None = None,
-                 encoder_weights: str | None = "imagenet") -> None:
+    def __init__(self, in_channels: int = 3, width: int = 16, out_channels: int | None = None,
+                 encoder: str | None = None, encoder_weights: str | None = "imagenet") -> None:
         super().__init__(build_encoder(encoder, in_channels=in_channels, width=width, depth=5, weights=encoder_weights))
         channels = {f.stride: f.channels for f in self.encoder.feature_info}
         out_channels = out_channels or 2 * width

@@ -20,7 +20,8 @@ class FullResBody(Body):
     the pixel count, and the receptive field grows only by 2*dilation per layer.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 8, dilations: list[int] | None = None) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 8,
+                 dilations: list[int] | None = None) -> None:
         super().__init__()
         dilations = tuple(dilations) if dilations else (1,) * depth
         if len(dilations) != depth:

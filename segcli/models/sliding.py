@@ -108,7 +108,8 @@ class SlidingWindow(SemanticModel):
             self.inference = inference
 
 
-@register_model("sliding", modes=(Mode.SEMANTIC,), description="sliding window: classify each pixel from the patch around it")
+@register_model("sliding", modes=(Mode.SEMANTIC,),
+                description="sliding window: classify each pixel from the patch around it")
 def sliding(num_classes: int = 2, in_channels: int = 3, width: int = 32, patch: int = 32, inference: str = "dense",
             training: str = "dense") -> SemanticModel:
     return SlidingWindow(num_classes, in_channels, width, patch=patch, inference=inference, training=training)

@@ -26,11 +26,13 @@ class UNetBody(Body):
 
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4, bilinear: bool = True,
                  encoder: str | None = None, encoder_weights: str | None = "imagenet") -> None:
-        super().__init__(build_encoder(encoder, in_channels=in_channels, width=width, depth=depth, weights=encoder_weights))
+        super().__init__(build_encoder(encoder, in_channels=in_channels, width=width, depth=depth,
+                                       weights=encoder_weights))
         info = self.encoder.feature_info
         ups, channels = [], info[-1].channels
         for skip in reversed(info[:-1]):
-            # The zoo's encoder: as many channels as the skip. An ImageNet encoder: at most 256 (2048 + 1024 in would be costly).
+            # The zoo's encoder: as many channels as the skip. An ImageNet encoder: at most 256 (2048 + 1024 in
+            # would be costly).
             out = skip.channels if encoder is None else min(skip.channels, 256)
             ups.append(Up(channels, skip.channels, out, bilinear=bilinear))
             channels = out
@@ -49,8 +51,8 @@ class UNetBody(Body):
         return x
 
 
-@register_model("unet_distance", modes=tuple(Mode), description="unet_contour plus each pixel's distance to its object's "
-                "edge; instances grow from the deep cores (touching blobs whose shared edge is faint: nuclei)")
+@register_model("unet_distance", modes=tuple(Mode), description="unet_contour plus each pixel's distance to its "
+                "object's edge; instances grow from the deep cores (touching blobs whose shared edge is faint: nuclei)")
 def unet_distance(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
                   thing_classes: list[int] | None = None, boundary_width: int = 1,
                   contact_weight: float = 1.0) -> DistanceModel:

@@ -287,7 +287,8 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
     return entry
 
 
-def _time_interleaved(models: dict, entries: dict[str, Approach], sizes: tuple[int, ...], device, callback, repeats: int = 5) -> None:
+def _time_interleaved(models: dict, entries: dict[str, Approach], sizes: tuple[int, ...], device, callback,
+                      repeats: int = 5) -> None:
     """Median batch-1 latency of every approach at every size, the approaches taken in turn within each repeat:
     on a shared CPU the load changes over minutes, and timing one approach after another would put the change
     into their ratios (the claims compare ratios)."""

@@ -117,7 +117,8 @@ def _nan_to_none(value) -> float | None:
 
 
 def seed_summary(runs: list[Run]) -> dict:
-    """An approach's numbers over its seeds (`Approach`'s fields): the mean (the table's number) and the min-max spread."""
+    """An approach's numbers over its seeds (`Approach`'s fields): the mean (the table's number) and the min-max
+    spread."""
     out: dict = {"spread": {}}
     keys = list(SEED_METRICS) + [f"boundary_f1@{k}px" for k in runs[0].boundary_f1_px]
     for key in keys:
@@ -293,7 +294,8 @@ def _speed_claim(results: CompareResults, sliding: SlidingInference) -> Claim:
         verdict,
         f"At {sliding.size} px: naive {sliding.naive_ms:.0f} ms, dense {sliding.dense_ms:.1f} ms, "
         f"{speedup:.0f}x faster (target {SPEEDUP_TARGET:.0f}x, decided beyond a factor {TIMING_TOLERANCE} of timing "
-        f"noise); outputs differ by at most {sliding.max_abs_diff:.1e} ({'the same model' if same else 'NOT the same model'}).",
+        f"noise); outputs differ by at most {sliding.max_abs_diff:.1e} "
+        f"({'the same model' if same else 'NOT the same model'}).",
         reason)
 
 

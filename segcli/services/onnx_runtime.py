@@ -1,9 +1,9 @@
 """`predict --backend onnxruntime`: a dense checkpoint's forward pass run by ONNX Runtime on the CPU.
 
 The graph is the one `segcli export` writes (`<checkpoint>.onnx` beside the checkpoint when it is newer than the
-weights, otherwise exported for this run into a temporary folder, removed once the session has read it). Everything around the forward pass, padding
-to the stride, tiling, flips, resizing and post-processing, stays segcli's: the wrapper is a module whose
-forward calls the session and whose other attributes are the torch model's.
+weights, otherwise exported for this run into a temporary folder, removed once the session has read it). Everything
+around the forward pass, padding to the stride, tiling, flips, resizing and post-processing, stays segcli's: the
+wrapper is a `SegModel` whose forward calls the session and whose contract is the torch model's.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class OnnxRuntimeModel(SegModel):
         raise UsageError("an ONNX Runtime session runs a model; train the torch model (--backend torch)")
 
 
-def onnxruntime_model(model: SegModel, weights: Path | None, device: torch.device, dtype: torch.dtype) -> OnnxRuntimeModel:
+def onnxruntime_model(model: SegModel, weights: Path | None, device: torch.device,
+                      dtype: torch.dtype) -> OnnxRuntimeModel:
     """The checkpoint `weights` (whose torch model is `model`) run by ONNX Runtime."""
     if weights is None or not model.dense:
         raise UsageError("--backend onnxruntime runs a dense segcli checkpoint: give --weights FILE or a bundled "

@@ -132,7 +132,8 @@ def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
     if channels != 3:
         if "in_channels" not in accepted or config.encoder is not None:
             raise UsageError(f"--channels: {config.encoder or config.model} takes RGB images (3 channels), not "
-                             f"{channels}; choose 3 channels, or a model that takes them: {', '.join(models_taking('in_channels'))}")
+                             f"{channels}; choose 3 channels, or a model that takes them: "
+                             f"{', '.join(models_taking('in_channels'))}")
         args["in_channels"] = channels
     if config.width is not None:
         if "width" not in accepted:
