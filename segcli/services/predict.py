@@ -196,7 +196,7 @@ def run_settings(config: PredictConfig, card: dict, options: InferenceOptions, p
 def check_tile(tile: int | None, net, card: dict) -> None:
     """Tiles must hold the model's stride a few times over: a tile under twice it is mostly padding, and its many
     passes ran 15x slower (--tile 8 on a stride-16 model)."""
-    stride = int(getattr(net, "size_multiple", 1) or 1)
+    stride = net.size_multiple
     smallest = max(MIN_TILE, 2 * stride)
     if tile is not None and tile < smallest:
         raise UsageError(f"--tile {tile}: tiles under {smallest} px multiply the passes for nothing ({card['model']} "
