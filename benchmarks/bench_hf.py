@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from segcli.models import hf_zoo
+from segcli.services.resolve import resolve_model
 
 RUNS = 3
 SHAPE = (480, 640)  # a photo; the processor resizes it to 384x384
@@ -123,7 +124,7 @@ def _measure(name: str, mode: str, count: int, tmp: Path) -> dict:
         folder = tmp / name.rsplit("/", 1)[-1]  # named like the repository: hf_zoo reads the modes from the name
         random_swin_tiny(folder, count)
         source = f"hf:{folder}"
-    model, card = hf_zoo.load(source, mode)
+    model, card = resolve_model(mode, source)
     image = np.random.default_rng(0).integers(0, 255, (*SHAPE, 3), dtype=np.uint8)
     fp32, p32 = _median_seconds(model, card, image, mode, torch.float32)
     bf16, p16 = _median_seconds(model, card, image, mode, torch.bfloat16)

@@ -23,7 +23,7 @@ from segcli.checkpoint import make_card, save_checkpoint
 from segcli.inference import InferenceOptions, dense_forward, prepare_model
 from segcli.models.facts import gflops
 from segcli.models.registry import build_model
-from segcli.onnx_runtime import onnxruntime_model
+from segcli.services.onnx_runtime import onnxruntime_model
 from segcli.structures import LabelSpace
 
 SIZE = 512

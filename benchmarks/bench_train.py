@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import check, conv_ceiling, interleaved
 from segcli import io
-from segcli.data.loader import default_workers
 from segcli.data.synth import render_sample
 from segcli.models.facts import gflops
 from segcli.models.registry import build_model
 from segcli.services.train import TrainConfig, train
+from segcli.training.loader import default_workers
 from segcli.training.trainer import TRAINING_LAYOUT, adamw
 
 SIZE, BATCH, WIDTH, CLASSES = 128, 8, 16, 6

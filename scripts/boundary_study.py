@@ -6,7 +6,6 @@ with a `unet` and an `fcn` approach). Rewrites the part of OUT.md between its st
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -17,31 +16,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from segcli.services.compare_report import NOT_JUDGED, judge, not_judged, tolerance_label  # noqa: E402
+from segcli.services.compare_results import CompareResults, load  # noqa: E402
 
 BEGIN, END = "<!-- study:begin (make compare-boundary) -->", "<!-- study:end -->"
 
 
-def _steps(results: dict) -> int:
-    return int(results["budget"].split()[0])
+def _steps(results: CompareResults) -> int:
+    return int(results.budget.split()[0])
 
 
-def _dataset(results: dict) -> str:
-    name = Path(results["data"]).name
+def _dataset(results: CompareResults) -> str:
+    name = Path(results.data).name
     return "context (synthetic)" if name == "data" else name  # compare generates its synthetic data in OUT/data
 
 
-def rows(runs: list[dict]) -> list[dict]:
+def rows(runs: list[CompareResults]) -> list[dict]:
     found = []
     for results in sorted(runs, key=lambda r: (_dataset(r), _steps(r))):
         reason = not_judged(results, ["unet", "fcn"])  # --quick, one seed, a collapsed model: no verdict
-        for key in results["approaches"]["unet"]["runs"][0]["images"]["boundary_f1"]:
+        for key in results.approaches["unet"].runs[0].images.boundary_f1:
             metric = "boundary_f1" if key == "default" else f"boundary_f1@{key}px"
             verdict = judge(results, "unet", "fcn", metric)
-            found.append({"data": _dataset(results), "steps": _steps(results), "seeds": len(results["seeds"]),
+            found.append({"data": _dataset(results), "steps": _steps(results), "seeds": len(results.seeds),
                           "tolerance": tolerance_label(key),
-                          "unet": verdict["better"], "fcn": verdict["worse"], "margin": verdict["margin"],
-                          "interval": verdict["interval"], "verdict": NOT_JUDGED if reason else verdict["verdict"],
-                          "miou": (results["approaches"]["unet"]["miou"], results["approaches"]["fcn"]["miou"])})
+                          "unet": verdict.better, "fcn": verdict.worse, "margin": verdict.margin,
+                          "interval": verdict.interval, "verdict": NOT_JUDGED if reason else verdict.verdict,
+                          "miou": (results.approaches["unet"].miou, results.approaches["fcn"].miou)})
     return found
 
 
@@ -86,7 +86,7 @@ def plot(found: list[dict], path: Path) -> None:
 
 
 def main(out: str, plot_path: str, *run_dirs: str) -> None:
-    runs = [json.loads((Path(d) / "results.json").read_text()) for d in run_dirs]
+    runs = [load(Path(d) / "results.json") for d in run_dirs]
     found = rows(runs)
     plot(found, Path(plot_path))
     doc = Path(out)

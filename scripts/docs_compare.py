@@ -4,19 +4,19 @@ them."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
 from segcli.services.compare_report import readme_section
+from segcli.services.compare_results import load
 
 BEGIN, END = "<!-- compare:begin (make docs-compare) -->", "<!-- compare:end -->"
 
 
 def main(results_path: str = "docs/compare/results.json", page_path: str = "docs/comparing.md") -> None:
-    results = json.loads(Path(results_path).read_text())
+    results = load(results_path)
     plots = os.path.relpath(Path(results_path).parent, Path(page_path).parent)
     replace_section(page_path, BEGIN, END, readme_section(results, Path(plots).as_posix()))
 

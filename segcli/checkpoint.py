@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from segcli import io
 from segcli._version import __version__
 from segcli.errors import ModelError
+from segcli.state_dict import read_safetensors
 from segcli.structures import LabelSpace
 
 STATE_METADATA = "segcli_training_state"  # the metadata key of a training state's plain values
@@ -127,19 +128,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     load_into(model, state, f"{weights} ({card['model']} {card['model_args']})")
     return model.to(device).eval(), card
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file; a truncated or foreign file is one clear error, not a SafetensorError."""
-    from safetensors import SafetensorError
-
-    try:
-        return load_file(str(path), device="cpu")
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelError(f"{path}: not a readable safetensors file (truncated or corrupt: {error}); "
-                         "copy it again or retrain") from None
 
 
 def _builder_args(card: dict) -> dict:

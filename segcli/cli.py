@@ -622,8 +622,9 @@ LogOpt = Annotated[str, typer.Option("--log", help="Log for watching: tensorboar
                                                   "curves.png is always written.")]
 PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: "
                                              "COCO, --encoder: ImageNet), fetched on first use; new heads for the data's classes.")]
-EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder for unet/fcn/deeplab(_panoptic): resnet18, "
-                                                "resnet34, resnet50, mobilenet_v3_large, convnext_tiny, efficientnet_b0.")]
+EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder under the model's decoder, "
+                                                "e.g. resnet34 (segcli models lists the encoders and the models "
+                                                "that take one).")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
 TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, "
@@ -1036,7 +1037,7 @@ def compare_command(
     _render_compare(results, out)
 
 
-def _render_compare(results: dict, out: Path) -> None:
+def _render_compare(results, out: Path) -> None:
     """The two tables, then each claim's and each ranking's verdict (coloured), then where the files are."""
     from segcli.services.compare_report import HELD, NOT_HELD, claims, ranking, terminal_tables
 
@@ -1049,9 +1050,9 @@ def _render_compare(results: dict, out: Path) -> None:
         err_console.print(table)
     colours = {HELD: "[green]", NOT_HELD: "[red]"}
     for item in [*claims(results), *ranking(results)]:
-        verdict = f"{colours.get(item['verdict'], '[yellow]')}{item['verdict']}[/]"
-        why = f" ({escape(item['reason'])})" if item.get("reason") else ""
-        _say(f"{verdict}{why}: {escape(item['claim'])}\n  {escape(item['evidence'])}")
+        verdict = f"{colours.get(item.verdict, '[yellow]')}{item.verdict}[/]"
+        why = f" ({escape(item.reason)})" if item.reason else ""
+        _say(f"{verdict}{why}: {escape(item.claim)}\n  {escape(item.evidence)}")
     _say(f"results in {out}/ (results.json, results.csv, report.md, grid.png, scaling.png, tradeoff.png)")
 
 

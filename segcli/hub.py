@@ -145,24 +145,3 @@ def fetch(weights, *, model: str | None = None, progress: bool = True) -> Path:
                          f"and put it in {path.parent}/, or pass --weights FILE") from None
     return path
 
-
-def load_state_dict(path: str | Path) -> dict:
-    """A state dict from .safetensors or a torchvision-style .pth (tensors only: weights_only=True)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"--weights {path}: no such file")
-    if path.suffix == ".safetensors":
-        from segcli.checkpoint import read_safetensors
-
-        return read_safetensors(path)  # a truncated file is one clear error, not a SafetensorError
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # torch's message spans many lines
-        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
-        raise ModelError(f"{path}: not a PyTorch state dict that loads without unpickling code ({reason})") from None
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
-    return state

@@ -26,13 +26,11 @@ from segcli import io
 from segcli.checkpoint import card_object_diameter, card_pixel_size, card_scaling, card_turned, circle_diameter
 from segcli.device import reuse_freed_memory
 from segcli.errors import ModelError, UsageError, check_minimums
-from segcli.models.blocks import upsample_maps
 from segcli.models.fusion import fast_max_pool, fold_batchnorm, fuse_concat_conv, fuse_conv_relu
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, on_dark_ground
 from segcli.structures import Instance, Mode, Prediction, Segment, id_map_boxes, mask_to_xywh
 
 DEFAULT_TILE = 1024  # px: an image larger on any side is tiled, so memory stays bounded on 4000 px photos
-PREPARED = "segcli_prepared"  # the attribute `prepare_model` marks its copies with
 
 
 @dataclass
@@ -57,11 +55,6 @@ def normalization(card: dict | None) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
 
 
-def _size_multiple(model) -> int:
-    """Input sides are padded to a multiple of the model's `size_multiple` (its coarsest feature's stride)."""
-    return int(getattr(model, "size_multiple", 1) or 1)
-
-
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -76,14 +69,6 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def flip_outputs(model, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Undo a horizontal flip on dense outputs; models whose maps hold x-vectors define `flip_outputs`."""
-    own = getattr(model, "flip_outputs", None)
-    if own is not None:
-        return own(outputs)
-    return {k: v.flip(-1) for k, v in outputs.items()}
-
-
 def prepare_model(model, options: InferenceOptions):
     """A copy of an eval-mode model made for inference: BatchNorm folded into the convolutions, convolution and
     ReLU fused (oneDNN), U-Net decoders' concatenations folded into their convolutions, 2x2 max-pools as elementwise
@@ -93,21 +78,21 @@ def prepare_model(model, options: InferenceOptions):
     concatenation, pooling) then runs in bfloat16, and no weight is cast again at every call.
     A model prepared already is returned as it is (`predict_arrays` prepares what it is given).
     """
-    if getattr(model, PREPARED, False):
+    if model.prepared:
         return model
     reuse_freed_memory()  # a model run through the Python API, without resolve_device
     model = copy.deepcopy(model.eval())
     for rewrite in (fold_batchnorm, fuse_conv_relu, fuse_concat_conv, fast_max_pool):
         model = rewrite(model, inplace=True)
-    setattr(model, PREPARED, True)
-    if not getattr(model, "dense", True):
+    model.prepared = True
+    if not model.dense:
         return model
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if options.dtype == torch.bfloat16 and all(p.device.type == "cpu" for p in model.parameters()):
         model = model.to(torch.bfloat16)
-        for name in getattr(model, "float32_modules", ()):  # heads whose outputs bfloat16 cannot resolve
-            getattr(model, name).float()
+        for name in model.float32_modules:  # heads whose outputs bfloat16 cannot resolve
+            model.get_submodule(name).float()
     return model
 
 
@@ -117,7 +102,7 @@ def _weights_dtype(model) -> torch.dtype:
 
 def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict[str, torch.Tensor]:
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
-    x, (h, w) = _pad_to(batch, _size_multiple(model))
+    x, (h, w) = _pad_to(batch, model.size_multiple)
     # A model prepared in bfloat16 takes bfloat16 images; the cast and the layout in one copy.
     x = x.to(_weights_dtype(model), memory_format=torch.channels_last if options.channels_last else torch.preserve_format)
     views = _tta_views(options)
@@ -126,7 +111,7 @@ def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict
         for turns, mirrored in views:
             view = torch.rot90(x, turns, dims=(-2, -1)) if turns else x
             maps = {k: v.float() for k, v in model(view.flip(-1) if mirrored else view).items()}
-            maps = flip_outputs(model, maps) if mirrored else maps
+            maps = model.flip_outputs(maps) if mirrored else maps
             for key, value in maps.items():
                 value = torch.rot90(value, -turns, dims=(-2, -1)) if turns else value
                 outputs[key] = outputs[key] + value if key in outputs else value
@@ -135,7 +120,7 @@ def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict
 
 def check_tta(model, card: dict | None) -> None:
     """Refuse --tta for models with sparse outputs: averaging views blends dense maps, and detections are not maps."""
-    if not getattr(model, "dense", True):
+    if not model.dense:
         name = (card or {}).get("model", type(model).__name__)
         raise UsageError(f"--tta: flip averaging blends dense maps; {name} detects instances (leave --tta out)")
 
@@ -207,14 +192,10 @@ def tiled_dense_forward(model, image: torch.Tensor, options: InferenceOptions) -
 
 
 def resize_outputs(model, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Dense outputs computed at the card's scale -> the image's own size (bilinear); models whose maps hold
-    distances in pixels define `resize_outputs` to rescale them too."""
+    """Dense outputs computed at the card's scale -> the image's own size (`model.resize_outputs`)."""
     if tuple(next(iter(outputs.values())).shape[-2:]) == tuple(size):
         return outputs
-    own = getattr(model, "resize_outputs", None)
-    if own is not None:
-        return own(outputs, size)
-    return {k: upsample_maps(v, size) for k, v in outputs.items()}
+    return model.resize_outputs(outputs, size)
 
 
 def postprocess_defaults(model) -> dict:
@@ -397,7 +378,7 @@ def resample_prediction(prediction: Prediction, size: tuple[int, int]) -> Predic
 def _prepare_run(model, card: dict | None, device, options: InferenceOptions | None):
     """The model prepared on its device, and the options this card's model runs with."""
     options = options or InferenceOptions()
-    if options.tta and card_turned(card) and getattr(model, "flip_outputs", None) is None:
+    if options.tta and card_turned(card) and model.scalar_maps:
         options = replace(options, tta_turns=True)  # turned views too: the model learnt them (maps of scalars only)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if next((p.device for p in model.parameters()), device) != device:  # Module.to visits every module: 1.4 ms
@@ -433,7 +414,7 @@ def dense_outputs(model, card: dict | None, images: list[np.ndarray], device: to
     own sizes: what `finish_outputs` turns into predictions, for searching post-processing thresholds without
     running the network again (`segcli tune`). Dense models only."""
     model, device, options = _prepare_run(model, card, device, options)
-    if not getattr(model, "dense", True):
+    if not model.dense:
         raise ModelError(f"{(card or {}).get('model', 'this model')}: its outputs are detections, not dense maps")
     return model, list(_forward(model, card, images, device, options, {}))
 
@@ -451,7 +432,7 @@ def _forward(model, card: dict | None, images: list[np.ndarray], device: torch.d
     model's finished prediction per image."""
     mean, std = normalization(card)
     scaling, scale = card_scaling(card), input_scale(card)
-    dense = getattr(model, "dense", True)
+    dense = model.dense
     if scale != 1.0 and not dense:
         raise ModelError(f"{(card or {}).get('model', 'this model')}: a model trained at --scale {scale} must be dense "
                          "(its outputs are resized back to the image); train detectors at --scale 1")

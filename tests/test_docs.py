@@ -185,8 +185,9 @@ def test_the_generated_tables_match_their_json_sources():
     results = json.loads((DOCS / "bench" / "results.json").read_text())
     assert _section(DOCS / "performance.md", bench.BEGIN, bench.END) == bench.section(results), "make docs-bench"
     from segcli.services.compare_report import readme_section
+    from segcli.services.compare_results import load
 
-    runs = json.loads((DOCS / "compare" / "results.json").read_text())
+    runs = load(DOCS / "compare" / "results.json")
     assert _section(DOCS / "comparing.md", compare.BEGIN, compare.END) == readme_section(runs, "compare").strip(), \
         "python scripts/docs_compare.py"
     bundled = models.docs_section((ROOT / "models" / "README.md").read_text())

@@ -182,7 +182,7 @@ def test_tiles_a_large_image(tiny, tmp_path, mode):
 
 def test_panoptic_conversion_fuses_stuff_and_keeps_ids_unique(tiny):
     """Four queries: two persons, then sky twice; segcli fuses the skies into one segment."""
-    model, _ = hf_zoo.load(f"hf:{tiny}", "panoptic")
+    model = hf_zoo.load(f"hf:{tiny}", "panoptic")
     logits = torch.full((1, 8, len(NAMES) + 1), -20.0)
     for query, label in enumerate([0, 0, 2, 2]):
         logits[0, query, label] = 20.0
@@ -222,7 +222,7 @@ def test_default_panoptic_model_is_mask2former_when_the_extra_is_installed(monke
     from segcli.services import resolve
 
     asked = []
-    monkeypatch.setattr(hf_zoo, "load", lambda name, mode, device: asked.append((name, mode)) or (None, {}))
+    monkeypatch.setattr(resolve, "_hf_model", lambda mode, name, device: asked.append((name, mode)) or (None, {}))
     resolve.resolve_model("panoptic")
     assert asked == [(hf_zoo.DEFAULT_PANOPTIC, "panoptic")]
     monkeypatch.setattr(hf_zoo, "available", lambda: False)
@@ -385,7 +385,8 @@ def test_models_info_reads_the_checkpoint_here_and_downloads_nothing(tiny, tmp_p
 def test_without_the_extra_a_default_panoptic_run_says_how_to_get_stuff(tiny, photos, tmp_path, monkeypatch):
     from segcli.services import resolve
 
-    net, card = hf_zoo.load(f"hf:{tiny}", "panoptic")  # stands in for torchvision's Mask R-CNN (weights not here)
+    # Stands in for torchvision's Mask R-CNN (weights not here).
+    net, card = resolve.resolve_model("panoptic", f"hf:{tiny}")
     monkeypatch.setattr(resolve, "_library_model", lambda mode, model, device: (net, dict(card, model=model)))
     monkeypatch.setattr(hf_zoo, "available", lambda: False)
     monkeypatch.setenv("SEGCLI_WEIGHTS", "")

@@ -154,7 +154,7 @@ def test_sigint_during_training_is_exit_130_and_one_line(tmp_path):
 def test_a_loader_worker_stays_quiet_when_the_main_process_drops_its_connection(monkeypatch, capsys):
     # Ctrl-C while the main process fetched a batch: the worker's resource-sharer thread saw the connection reset
     # and printed a traceback under the one-line message (test_sigint_during_training_..., 1 run in 12).
-    from segcli.data.loader import quiet_when_orphaned
+    from segcli.training.loader import quiet_when_orphaned
 
     reported = []
     monkeypatch.setattr(sys, "excepthook", lambda *info: reported.append(info[0]))

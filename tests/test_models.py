@@ -1,69 +1,166 @@
-"""Every registered model builds, runs forward and backward, and the course's approaches learn."""
+"""Every registered model through the same checks (as segmentation_models_pytorch's tests/models/base.py), then the
+course's approaches one by one: the sliding window run naively and densely, bodies, upsampling."""
 
 from __future__ import annotations
+
+import copy
+import inspect
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from segcli.checkpoint import make_card, save_checkpoint
 from segcli.data.synth import render_sample, synth_label_space
-from segcli.models.registry import build_model, list_models
+from segcli.inference import InferenceOptions, dense_forward, predict_arrays, prepare_model
+from segcli.models.base import SegModel
+from segcli.models.bodies import build_body, list_bodies
+from segcli.models.fusion import FusionWarning, unfolded_batchnorms
+from segcli.models.registry import build_model, get_model_entry, list_models
 from segcli.preprocess import image_to_tensor
+from segcli.structures import Mode
 
-SEMANTIC_APPROACHES = ["sliding", "fullres", "fcn", "unet", "deeplab"]
-
-
-def _build(name: str, num_classes: int = 3):
-    kwargs = {"num_classes": num_classes}
-    if name.startswith("tv_"):
-        kwargs["pretrained"] = False
-    return build_model(name, **kwargs)
+SPACE = synth_label_space("shapes")  # stuff and things: every mode has something to find
+ODD = (37, 45)  # neither side a multiple of any stride: padded, then cropped back
 
 
-@pytest.mark.parametrize("name", [e.name for e in list_models("semantic")])
-def test_forward_backward_shapes_and_no_nans(name):
+def tiny_options(name: str, width: int = 4) -> dict:
+    """Builder options for a small, fast model: 4 channels of width, no pretrained weights, 64 px detector inputs."""
+    accepted = inspect.signature(get_model_entry(name).builder).parameters
+    wanted = {"num_classes": SPACE.num_classes, "width": width, "pretrained": False, "min_size": 64, "max_size": 64,
+              "thing_classes": SPACE.thing_indices}
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
+@pytest.fixture(scope="module", params=[entry.name for entry in list_models()])
+def zoo(request) -> tuple[str, SegModel]:
+    """(name, model) of every registered model, built once per module; each test works on its own copy."""
     torch.manual_seed(0)
-    model = _build(name).train()
-    images = torch.randn(2, 3, 64, 64)
-    outputs = model(images)
-    assert outputs["semantic"].shape == (2, 3, 64, 64)
-    targets = [{"semantic": torch.randint(0, 3, (64, 64))} for _ in range(2)]
-    loss = sum(model.compute_losses(images, targets).values())
-    loss.backward()
-    assert torch.isfinite(loss)
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    model.eval()
-    predictions = model.postprocess(model(images[:1]))
-    assert predictions[0].semantic.shape == (64, 64) and predictions[0].semantic.dtype == np.uint8
+    return request.param, build_model(request.param, **tiny_options(request.param))
 
 
-def _synthetic_batch(n: int = 4, size: int = 64):
+def _batch(n: int = 4, size: int = 64) -> tuple[torch.Tensor, list[dict]]:
+    """Synthetic shapes with every target a model may read: the semantic map, instance masks and labels."""
     rng = np.random.default_rng(0)
     samples = [render_sample("shapes", size, rng) for _ in range(n)]
     images = torch.stack([image_to_tensor(s.image) for s in samples])
-    targets = [{"semantic": torch.from_numpy(s.semantic.astype(np.int64))} for s in samples]
+    targets = [{"semantic": torch.from_numpy(s.semantic.astype(np.int64)),
+                "masks": torch.from_numpy(np.stack([i.mask for i in s.instances] or [np.zeros((size, size), bool)])),
+                "labels": torch.tensor([i.label for i in s.instances] or [0])} for s in samples]
     return images, targets
 
 
-@pytest.mark.parametrize("name", SEMANTIC_APPROACHES)
-def test_training_reduces_the_loss(name):
-    torch.manual_seed(0)
-    images, targets = _synthetic_batch()
-    model = build_model(name, num_classes=synth_label_space("shapes").num_classes, width=8).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+def _far_from_identity(model: nn.Module) -> nn.Module:
+    """An eval-mode copy whose BatchNorms are far from identity, so folding them has work to do."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for norm in model.modules():
+            if isinstance(norm, nn.BatchNorm2d):
+                norm.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                norm.running_var.uniform_(0.5, 2.0, generator=generator)
+                norm.weight.uniform_(0.5, 1.5, generator=generator)
+                norm.bias.uniform_(-0.2, 0.2, generator=generator)
+    return model.eval()
 
-    def loss_now() -> float:
-        torch.manual_seed(1)  # the sliding window samples windows: compare on the same ones
-        with torch.no_grad():
-            return float(sum(model.compute_losses(images, targets).values()))
 
-    before = loss_now()
-    for _ in range(15):
-        optimiser.zero_grad()
-        sum(model.compute_losses(images, targets).values()).backward()
-        optimiser.step()
-    assert loss_now() < 0.8 * before
+class TestEveryModel:
+    """The contract, shapes, gradients, export, fusion and learning of each registered model, tiny and at 64 px."""
+
+    def test_follows_the_contract(self, zoo):
+        name, model = zoo
+        assert isinstance(model, SegModel) and set(model.modes) == set(get_model_entry(name).modes)
+        assert model.size_multiple >= 1 and not model.prepared
+        assert (model.mean is None) == (model.std is None)
+
+    def test_predicts_every_mode_at_odd_sizes(self, zoo):
+        _, model = zoo
+        model = copy.deepcopy(model).eval()
+        image = np.random.default_rng(0).integers(0, 255, (*ODD, 3), dtype=np.uint8)
+        if model.dense:
+            outputs = dense_forward(model, image_to_tensor(image)[None], InferenceOptions(channels_last=False))
+            assert all(value.shape[-2:] == ODD for value in outputs.values())
+        for mode in model.modes:
+            prediction = predict_arrays(model, None, [image], "cpu", InferenceOptions(mode=Mode(mode)))[0]
+            if mode == Mode.SEMANTIC:
+                assert prediction.semantic.shape == ODD and prediction.semantic.dtype == np.uint8
+            elif mode == Mode.INSTANCE:
+                assert all(instance.mask.shape == ODD for instance in prediction.instances)
+            else:
+                assert prediction.panoptic.shape == ODD
+
+    def test_forward_and_backward_give_finite_losses_and_gradients(self, zoo):
+        _, model = zoo
+        model = copy.deepcopy(model).train()
+        images, targets = _batch(2)
+        losses = model.compute_losses(images, targets)
+        total = sum(losses.values())
+        total.backward()
+        assert losses and all(torch.isfinite(v) for v in losses.values())
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+    def test_every_batchnorm_is_folded_and_the_outputs_stay(self, zoo):
+        name, model = zoo
+        model = _far_from_identity(model)
+        fast = InferenceOptions(channels_last=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FusionWarning)  # a BatchNorm left unfolded fails here, by name
+            prepared = prepare_model(model, fast)  # folds (fusion.fold_batchnorm), then fuses
+        assert unfolded_batchnorms(model) and unfolded_batchnorms(prepared) == []
+        x = torch.randn(2 if model.dense else 1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+        if model.dense:
+            reference = dense_forward(model, x, InferenceOptions(channels_last=False))
+            outputs = dense_forward(prepared, x, fast)
+        else:  # detections come from thresholds on these scores; the class maps must agree
+            with torch.inference_mode():
+                reference, outputs = {"semantic": model(x)["semantic"]}, {"semantic": prepared(x)["semantic"]}
+        for key, value in reference.items():
+            torch.testing.assert_close(outputs[key], value, atol=1e-4, rtol=1e-4, msg=f"{name} {key}")
+
+    def test_exports_to_onnx_with_the_same_outputs(self, zoo, tmp_path):
+        name, model = zoo
+        ort = pytest.importorskip("onnxruntime")
+        from segcli.services.export import export_onnx
+
+        if not model.dense:
+            pytest.skip(f"{name} detects instances: its post-processing is not one ONNX graph (export refuses it)")
+        args = tiny_options(name)
+        weights = save_checkpoint(tmp_path / name, model, make_card(name, args, str(model.modes[-1]), SPACE))
+        session = ort.InferenceSession(str(export_onnx(weights, tmp_path / "m.onnx", size=64)))
+        x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))  # another size than traced
+        with torch.inference_mode():
+            expected = copy.deepcopy(model).eval()(x)
+        got = session.run(None, {"images": x.numpy()})
+        for key, value in zip(sorted(expected), got):
+            np.testing.assert_allclose(value, expected[key].numpy(), atol=1e-4, rtol=1e-3, err_msg=f"{name} {key}")
+
+    def test_a_few_steps_of_training_lower_the_loss(self, zoo):
+        name, _ = zoo
+        if "pretrained" in inspect.signature(get_model_entry(name).builder).parameters:
+            pytest.skip(f"{name} is fine-tuned from published weights (not here): from scratch its ResNet-50 would "
+                        "take minutes to move, and its losses and gradients are checked above")
+        torch.manual_seed(0)
+        model = build_model(name, **tiny_options(name, width=8)).train()  # 4 channels learn too slowly to tell
+        images, targets = _batch(4)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+        def loss_now() -> float:
+            torch.manual_seed(1)  # models that sample (windows, proposals): the same draws each time
+            with torch.no_grad():
+                return float(sum(model.compute_losses(images, targets).values()))
+
+        before = loss_now()
+        for _ in range(15):
+            optimiser.zero_grad()
+            sum(model.compute_losses(images, targets).values()).backward()
+            optimiser.step()
+        assert loss_now() < 0.8 * before
+
+
+# ---------------------------------------------------------------- the course's approaches
 
 
 def test_sliding_dense_training_is_the_loss_over_every_window():
@@ -106,13 +203,12 @@ def test_sliding_sees_only_its_window():
     assert torch.equal(a[..., :8, :], b[..., :8, :]) and not torch.equal(a, b)
 
 
-def test_bodies_report_their_shape():
-    from segcli.models.semantic import build_body
-
-    for approach, stride in [("fullres", 1), ("fcn", 8), ("unet", 1), ("deeplab", 4)]:
-        body = build_body(approach, width=8)
-        out = body(torch.randn(1, 3, 64, 64))
-        assert out.shape == (1, body.out_channels, 64 // stride, 64 // stride) and body.out_stride == stride
+@pytest.mark.parametrize("name", [entry.name for entry in list_bodies()])
+def test_bodies_give_the_shape_they_declare(name):
+    body = build_body(name, width=8)
+    out = body(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, body.out_channels, 64 // body.out_stride, 64 // body.out_stride)
+    assert body.size_multiple % body.out_stride == 0
 
 
 def test_unet_upsampling_gets_its_gradient_in_channels_last_and_the_gradients_stay_the_same(monkeypatch):
@@ -157,8 +253,6 @@ def test_few_channel_maps_are_upsampled_as_float32_nchw_and_many_channel_maps_ke
 
 @pytest.mark.parametrize("name", ["fcn", "deeplab"])
 def test_strided_models_prepared_in_bfloat16_give_float32_scores_at_full_size(name):
-    from segcli.inference import InferenceOptions, dense_forward, prepare_model
-
     model = build_model(name, num_classes=3, width=8).eval()
     options = InferenceOptions(dtype=torch.bfloat16, channels_last=True)
     x = torch.randn(1, 3, 64, 64)

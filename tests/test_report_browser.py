@@ -64,12 +64,13 @@ def reports(tmp_path_factory):
 def _compare_report(folder):
     """compare's report.html of the committed default run (its results.json and plots), written here."""
     from segcli.services.compare_report import write_html_report
+    from segcli.services.compare_results import load
 
     source = Path(__file__).resolve().parents[1] / "docs" / "compare"
     folder.mkdir()
     for name in ("grid.png", "scaling.png", "tradeoff.png"):
         shutil.copyfile(source / name, folder / name)
-    write_html_report(folder / "report.html", json.loads((source / "results.json").read_text()))
+    write_html_report(folder / "report.html", load(source / "results.json"))
     return folder
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from segcli.data.loader import TransformedDataset, collate
 from segcli.data.transforms import MIN_PIXELS, build_transform
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
 from segcli.structures import IGNORE_INDEX, Instance, Sample, masks_to_boxes
+from segcli.training.loader import TransformedDataset, collate
 
 H, W = 40, 56
 

@@ -1,3 +1,3 @@
-"""The model zoo: importing this package registers every builder."""
+"""The model zoo: importing this package registers every builder (one module per architecture)."""
 
-from segcli.models import contour, maskrcnn, panoptic_deeplab, semantic, star, torchvision_models  # noqa: F401
+from segcli.models import deeplab, fcn, fullres, maskrcnn, sliding, torchvision_models, unet  # noqa: F401

@@ -27,6 +27,10 @@ class FeatureInfo:
 class Encoder(nn.Module):
     """stem DoubleConv (stride 1) => [max-pool 2x2 => DoubleConv] * depth, channels doubling per stage up to 8x width."""
 
+    # Trained from scratch: no normalisation of its own (ImageNet encoders have one).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4, max_stride: int | None = None,
                  max_channels: int | None = None) -> None:
         super().__init__()

@@ -23,13 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segcli.models.base import SegModel
+from segcli.models.base import Body, SegModel
 from segcli.models.blocks import upsample_maps
 from segcli.models.losses import dense_losses
-from segcli.models.panoptic_deeplab import resolve_thing_classes
 from segcli.models.postprocess import contour_prediction
-from segcli.models.registry import register_model
-from segcli.models.semantic import build_body
 from segcli.structures import IGNORE_INDEX, Mode, Prediction
 
 
@@ -68,12 +65,10 @@ class ContourModel(SegModel):
     """body => 1x1 classifier to C classes + "boundary" (see the module docstring)."""
 
     modes = tuple(Mode)
-    dense = True
-    dice_weight: float = 0.0  # the trainer's --dice
-    class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto (C values; "boundary" gets the largest)
+    class_loss = True  # --class-weights auto gives C values; "boundary" gets the largest
     extra_channels = 0  # outputs of subclasses' heads after the C + 1 classes (their forward splits them off "contour")
 
-    def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], boundary_width: int = 1,
+    def __init__(self, body: Body, num_classes: int, thing_classes: list[int], boundary_width: int = 1,
                  contact_weight: float = 1.0) -> None:
         super().__init__()
         self.body = body
@@ -82,7 +77,7 @@ class ContourModel(SegModel):
         self.boundary_width = boundary_width
         self.contact_weight = contact_weight
         self.classifier = nn.Conv2d(body.out_channels, num_classes + 1 + self.extra_channels, 1)
-        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
+        self.size_multiple, self.mean, self.std = body.size_multiple, body.mean, body.std
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = self.classifier(self.body(images))
@@ -197,28 +192,3 @@ class DistanceModel(ContourModel):
             return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
                                        stuff_area=stuff_area, mode=mode, distance=d, distance_threshold=distance_threshold)
                     for p, d in zip(probabilities, distances)]
-
-
-@register_model("unet_contour", modes=tuple(Mode), description="U-Net predicting classes + object boundaries; instances are "
-                "interiors grown back over the mask (many small touching objects: nuclei)")
-def unet_contour(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                 thing_classes: list[int] | None = None, boundary_width: int = 1,
-                 contact_weight: float = 1.0) -> ContourModel:
-    return _on_unet(ContourModel, num_classes, in_channels, width, depth, thing_classes, boundary_width, contact_weight)
-
-
-@register_model("unet_distance", modes=tuple(Mode), description="unet_contour plus each pixel's distance to its object's "
-                "edge; instances grow from the deep cores (touching blobs whose shared edge is faint: nuclei)")
-def unet_distance(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                  thing_classes: list[int] | None = None, boundary_width: int = 1,
-                  contact_weight: float = 1.0) -> DistanceModel:
-    return _on_unet(DistanceModel, num_classes, in_channels, width, depth, thing_classes, boundary_width, contact_weight)
-
-
-def _on_unet(model_class: type[ContourModel], num_classes: int, in_channels: int, width: int, depth: int,
-             thing_classes: list[int] | None, boundary_width: int, contact_weight: float) -> ContourModel:
-    """A contour model (or subclass) on the zoo's U-Net body; the builders above keep their own signatures, which
-    the plan and the CLI read."""
-    body = build_body("unet", in_channels=in_channels, width=width, depth=depth)
-    return model_class(body, num_classes, resolve_thing_classes(thing_classes, num_classes), boundary_width,
-                       contact_weight)

@@ -155,7 +155,7 @@ def model_facts(name: str, size: int = 512, model: nn.Module | None = None, **bu
         "gflops": round(gflops(model, size, in_channels), 3),
         "gflops_at": size,
         "receptive_field": receptive_field(model, in_channels),
-        "size_multiple": getattr(model, "size_multiple", 1),  # input sides are padded to a multiple of it
+        "size_multiple": model.size_multiple,  # input sides are padded to a multiple of it
     }
 
 

@@ -9,9 +9,10 @@ map is gone. A ReLU right after a convolution is then applied by oneDNN while it
 convolution's output (`torch.ops.mkldnn._convolution_pointwise`, the kernel torch.compile's CPU
 backend emits for the same pattern), which saves another pass.
 
-Only convolutions and norms that are consecutive children of an `nn.Sequential` are rewritten:
-there the order of the children is the order of the computation. Modules whose `forward` wires
-their children by hand (torchvision's ResNet blocks) are left as they are. Each function returns a
+Only convolutions and norms whose order of computation is known are rewritten: consecutive children
+of an `nn.Sequential` (the order of the children is the order of the computation), and the named
+pairs of torchvision's ResNet blocks. Any other module whose `forward` wires its children by hand is
+left as it is, and `fold_batchnorm` says so (`FusionWarning`). Each function returns a
 rewritten copy and leaves its argument untouched (`inplace=True` rewrites the argument itself:
 `prepare_model` copies once, not once per rewrite, 25 ms each for the default U-Net); the result
 is for inference only (the fused kernel has no backward).
@@ -20,6 +21,8 @@ is for inference only (the fused kernel has no backward).
 from __future__ import annotations
 
 import copy
+import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +32,15 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from segcli.models.blocks import Up
 
 
+class FusionWarning(UserWarning):
+    """A rewrite left part of a model as it was: it runs correctly, only without that speed-up."""
+
+
 def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """A copy of `model` (in eval mode) with every BatchNorm2d that follows a Conv2d folded into it."""
+    """A copy of `model` (in eval mode) with every BatchNorm2d that follows a Conv2d folded into it: the consecutive
+    children of an nn.Sequential (or of torchvision's IntermediateLayerGetter, which runs its children in order), and
+    the named pairs of torchvision's ResNet blocks (conv1 => bn1, ...). Warns (`FusionWarning`) naming the
+    BatchNorms it could not fold, e.g. in a block whose `forward` wires its children by hand."""
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode: a training BatchNorm uses batch statistics")
     model = model if inplace else copy.deepcopy(model)
@@ -38,12 +48,44 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         i = 0
         while i + 1 < len(sequence):
             conv, norm = sequence[i], sequence[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats \
-                    and conv.out_channels == norm.num_features:
+            if _foldable(conv, norm):
                 sequence[i] = fuse_conv_bn_eval(conv, norm)
                 del sequence[i + 1]
             i += 1
+    for module in list(model.modules()):
+        for conv_name, norm_name in _wired_pairs(module):
+            conv, norm = module.get_submodule(conv_name), module.get_submodule(norm_name)
+            if _foldable(conv, norm):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(module, norm_name, nn.Identity())
+    left = unfolded_batchnorms(model)
+    if left:
+        warnings.warn(f"{len(left)} BatchNorm2d not folded into a convolution (not right after one in an "
+                      f"nn.Sequential): {', '.join(left[:3])}{', ...' if len(left) > 3 else ''}", FusionWarning,
+                      stacklevel=2)
     return model
+
+
+def unfolded_batchnorms(model: nn.Module) -> list[str]:
+    """The names of the BatchNorms in `model`: after `fold_batchnorm`, those it could not fold."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
+def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
+    return isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats \
+        and conv.out_channels == norm.num_features
+
+
+def _wired_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(convolution, norm) child names that `module`'s forward runs one after the other, outside an nn.Sequential."""
+    resnet = sys.modules.get("torchvision.models.resnet")  # not imported: no such blocks exist
+    if resnet is not None and isinstance(module, (resnet.BasicBlock, resnet.Bottleneck, resnet.ResNet)):
+        return [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(module, f"bn{i}")]  # ResNet's stem: conv1, bn1
+    getter = sys.modules.get("torchvision.models._utils")
+    if getter is not None and isinstance(module, getter.IntermediateLayerGetter):
+        names = list(module.keys())
+        return list(zip(names, names[1:]))
+    return []
 
 
 class ConvReLU(nn.Module):

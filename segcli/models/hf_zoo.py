@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from segcli.checkpoint import make_card
 from segcli.errors import ModelError
 from segcli.structures import LabelSpace, default_palette
 
@@ -210,18 +209,14 @@ def label_space(config, modes: tuple[str, ...]) -> LabelSpace:
 
 
 def load(name: str, mode: str, device="cpu"):
-    """(model, card) for `predict`, `eval` and the other services."""
+    """The model of an hf: name for `mode`, in eval mode on `device` (`services.resolve` writes its card)."""
     from segcli.models.hf_mask2former import HFMask2Former
 
     modes = modes_of(name)
     if mode not in modes:
         raise ModelError(f"{name} cannot do --mode {mode}; it does {', '.join(modes)}")
     processor, net = load_files(name)
-    space = label_space(net.config, modes)
-    model = HFMask2Former(net, processor, mode, space, modes).to(device).eval()
-    card = make_card(name, {}, mode, space, normalization={"mean": list(model.mean), "std": list(model.std)},
-                     source={"library": "transformers", "checkpoint": name[len(PREFIX):]})
-    return model, card
+    return HFMask2Former(net, processor, mode, label_space(net.config, modes), modes).to(device).eval()
 
 
 def facts(name: str) -> dict:

@@ -1,6 +1,6 @@
 """Bottom-up panoptic segmentation: Panoptic-DeepLab-style heads on any body of the zoo.
 
-Cheng et al., "Panoptic-DeepLab", CVPR 2020. One body (`segcli.models.semantic.build_body`)
+Cheng et al., "Panoptic-DeepLab", CVPR 2020. One body (`segcli.models.bodies`: `unet_panoptic`, ...)
 computes a feature map once; three light heads read it:
 
     body (B, F, H/s, W/s) ─┬─ semantic head => (B, C, H, W) class logits
@@ -20,13 +20,11 @@ import torch
 from torch import nn
 
 from segcli.errors import ModelError
-from segcli.models.base import SegModel
+from segcli.models.base import Body, SegModel
 from segcli.models.blocks import ConvBNReLU, upsample_maps
 from segcli.models.losses import dense_losses
 from segcli.models.panoptic_targets import TargetConfig, panoptic_targets
 from segcli.models.postprocess import bottom_up_prediction
-from segcli.models.registry import register_model
-from segcli.models.semantic import build_body, copy_normalisation
 from segcli.structures import Mode, Prediction
 
 
@@ -50,20 +48,19 @@ class PanopticDeepLab(SegModel):
     """Semantic, centre and offset heads on one shared body (see the module docstring)."""
 
     modes = tuple(Mode)
-    dense = True
+    class_loss = True
+    scalar_maps = False  # offsets are (dy, dx) vectors: test-time augmentation mirrors, never turns
     center_loss_weight = 200.0
     offset_loss_weight = 0.01
-    dice_weight: float = 0.0  # the trainer's --dice, as for semantic models
-    class_weights: torch.Tensor | None = None  # the trainer's --class-weights auto
 
-    def __init__(self, body: nn.Module, num_classes: int, thing_classes: list[int], head_channels: int = 32,
+    def __init__(self, body: Body, num_classes: int, thing_classes: list[int], head_channels: int = 32,
                  targets: TargetConfig = TargetConfig()) -> None:
         super().__init__()
         self.body = body
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
         self.target_config = targets
-        self.size_multiple = getattr(body, "size_multiple", body.out_stride)
+        self.size_multiple, self.mean, self.std = body.size_multiple, body.mean, body.std
         self.semantic_head = Head(body.out_channels, head_channels, num_classes)
         self.center_head = Head(body.out_channels, head_channels, 1)
         self.offset_head = Head(body.out_channels, head_channels, 2)
@@ -144,34 +141,3 @@ def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum(loss * weight) / sum(weight over the broadcast shape); zero (with a gradient) when every weight is 0."""
     weight = weight.expand_as(loss)
     return (loss * weight).sum() / weight.sum().clamp(min=1.0)
-
-
-def _panoptic(approach: str, num_classes: int, in_channels: int, width: int, thing_classes: list[int] | None,
-              center_sigma: float, **body_kwargs) -> PanopticDeepLab:
-    """The one wiring of every bottom-up model: a zoo body plus the three heads."""
-    body = build_body(approach, in_channels=in_channels, width=width, **body_kwargs)
-    things = resolve_thing_classes(thing_classes, num_classes)
-    model = PanopticDeepLab(body, num_classes, things, head_channels=max(16, 2 * width), targets=TargetConfig(sigma=center_sigma))
-    copy_normalisation(model, body)
-    return model
-
-
-@register_model("unet_panoptic", modes=tuple(Mode), description="U-Net body + Panoptic-DeepLab heads: semantic, centres, offsets (CPU default)")
-def unet_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                  thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
-    return _panoptic("unet", num_classes, in_channels, width, thing_classes, center_sigma, depth=depth, encoder=encoder,
-                     encoder_weights=encoder_weights)
-
-
-@register_model("fcn_panoptic", modes=tuple(Mode), description="FCN-8s body + Panoptic-DeepLab heads (stride-8 features)")
-def fcn_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, thing_classes: list[int] | None = None,
-                 center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
-    return _panoptic("fcn", num_classes, in_channels, width, thing_classes, center_sigma, encoder=encoder,
-                     encoder_weights=encoder_weights)
-
-
-@register_model("deeplab_panoptic", modes=tuple(Mode), description="DeepLabV3+ body + Panoptic-DeepLab heads (the paper's design)")
-def deeplab_panoptic(num_classes: int = 2, in_channels: int = 3, width: int = 16, output_stride: int = 16,
-                     thing_classes: list[int] | None = None, center_sigma: float = 4.0, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> PanopticDeepLab:
-    return _panoptic("deeplab", num_classes, in_channels, width, thing_classes, center_sigma, output_stride=output_stride,
-                     encoder=encoder, encoder_weights=encoder_weights)

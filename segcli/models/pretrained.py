@@ -13,8 +13,7 @@ import torch
 
 from segcli import hub
 from segcli.errors import ModelError
-
-load_state_dict = hub.load_state_dict
+from segcli.state_dict import load_state_dict
 
 
 def hub_checkpoint_path(url: str) -> Path:

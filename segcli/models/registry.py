@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -94,3 +95,8 @@ def list_models(mode: str | None = None) -> list[ModelEntry]:
 
 def models_for_mode(mode: str) -> list[str]:
     return [e.name for e in list_models(mode)]
+
+
+def models_taking(option: str) -> list[str]:
+    """The models whose builder takes `option` (e.g. "encoder"), sorted: what error messages list."""
+    return [e.name for e in list_models() if option in inspect.signature(e.builder).parameters]

@@ -15,16 +15,13 @@ probability and its L1 on the rays weighted by that probability (pixels near an 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segcli.models.blocks import upsample_maps
-from segcli.models.contour import ContourModel, DistanceModel, _on_unet, instance_ids
+from segcli.models.contour import ContourModel, DistanceModel, instance_ids
 from segcli.models.postprocess import ray_angles, star_prediction
-from segcli.models.registry import register_model
 from segcli.structures import Mode
 
 RAY_LOSS_WEIGHT = 0.2  # StarDist's train_loss_weights (1, 0.2): BCE of the probability, L1 (px) of the rays
@@ -62,6 +59,8 @@ def ray_lengths(ids: np.ndarray, n_rays: int, stride: int = 1) -> np.ndarray:
 class StarModel(DistanceModel):
     """A distance model (classes, boundary, object probability) with R more outputs, "rays": the lengths of the
     star-convex polygon of each pixel's object (see the module docstring)."""
+
+    scalar_maps = False  # rays point in directions: test-time augmentation mirrors (`flip_outputs`), never turns
 
     def __init__(self, *args, n_rays: int = 32, **kwargs) -> None:
         self.n_rays = n_rays
@@ -122,12 +121,3 @@ class StarModel(DistanceModel):
             return [star_prediction(p, self.thing_classes, object_probability=o, rays=r, prob_threshold=prob_threshold,
                                     nms_threshold=nms_threshold, min_area=min_area, stuff_area=stuff_area, mode=mode)
                     for p, o, r in zip(probabilities, objects, outputs["rays"].float())]
-
-
-@register_model("unet_stardist", modes=tuple(Mode), description="unet_contour plus StarDist's object probability and "
-                "star-convex polygons; instances by polygon suppression (touching blobs with faint seams: nuclei)")
-def unet_stardist(num_classes: int = 2, in_channels: int = 3, width: int = 16, depth: int = 4,
-                  thing_classes: list[int] | None = None, boundary_width: int = 1, contact_weight: float = 1.0,
-                  n_rays: int = 32) -> StarModel:
-    return _on_unet(functools.partial(StarModel, n_rays=n_rays), num_classes, in_channels, width, depth,
-                    thing_classes, boundary_width, contact_weight)

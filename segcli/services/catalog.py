@@ -16,11 +16,19 @@ from segcli.checkpoint import (
 )
 from segcli.errors import ModelError
 from segcli.models import hf_zoo
+from segcli.models.bodies import VARIANTS, list_bodies
 from segcli.models.encoders import ENCODERS
 from segcli.models.pretrained import required_weights
 from segcli.models.registry import get_model_entry, list_models
 from segcli.services.resolve import bundled_checkpoint, bundled_names, default_model, fetch_weights
 from segcli.structures import Mode
+
+
+def encoder_models() -> str:
+    """The models that take --encoder, from the registry, compressed: `deeplab|fcn|unet[_contour|_panoptic]`."""
+    bodies = [body for body in list_bodies() if body.takes_encoder]
+    suffixes = sorted({VARIANTS[key].suffix for body in bodies for key in body.variants} - {""})
+    return "|".join(body.name for body in bodies) + (f"[{'|'.join(suffixes)}]" if suffixes else "")
 
 
 def cache_folder() -> Path:
@@ -53,7 +61,7 @@ def list_catalog(mode: str | None = None) -> list[dict]:
     for name in ENCODERS:
         if mode is None:
             rows.append({"name": name, "modes": [], "description": "ImageNet encoder (torchvision): segcli train --model "
-                         "unet|fcn|deeplab[_panoptic] --encoder " + name, "default_for": [],
+                         f"{encoder_models()} --encoder {name}", "default_for": [],
                          "weights": [_weights_row(hub.torchvision_weights(name))]})
     rows += [row for row in map(_bundled_row, bundled_names()) if mode is None or mode in row["modes"]]
     return rows

@@ -27,6 +27,7 @@ from segcli.device import resolve_device
 from segcli.errors import UsageError, check_minimums
 from segcli.measure import latency_ms, peak_memory_mb
 from segcli.services import compare_report
+from segcli.services.compare_results import Approach, CompareResults, Environment, ImageCounts, Run, SlidingInference
 
 Callback = Callable[..., None]
 
@@ -96,10 +97,8 @@ def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
     """`NAME[:ENCODER]` or `LABEL=NAME[:ENCODER]` -> {label: NAME[:ENCODER]}, checked against the zoo before any work.
 
     `unet:resnet34` is U-Net with torchvision's ImageNet ResNet-34 encoder (downloaded on first use)."""
-    import inspect
-
     from segcli.models.encoders import ENCODERS
-    from segcli.models.registry import get_model_entry
+    from segcli.models.registry import get_model_entry, models_for_mode, models_taking
 
     approaches: dict[str, str] = {}
     for spec in specs:
@@ -113,8 +112,9 @@ def parse_approaches(specs: tuple[str, ...]) -> dict[str, str]:
         entry = get_model_entry(base)
         if "semantic" not in entry.modes:
             raise UsageError(f"--approaches: {base} is not a semantic model; compare measures semantic segmentation")
-        if encoder and "encoder" not in inspect.signature(entry.builder).parameters:
-            raise UsageError(f"--approaches {name}: {base} has a fixed encoder; give an encoder to unet, fcn or deeplab")
+        if encoder and base not in models_taking("encoder"):
+            takes = sorted(set(models_taking("encoder")) & set(models_for_mode("semantic")))
+            raise UsageError(f"--approaches {name}: {base} has a fixed encoder; give an encoder to {', '.join(takes)}")
         if encoder and encoder not in ENCODERS:
             raise UsageError(f"--approaches {name}: unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         approaches[label] = name
@@ -126,8 +126,8 @@ def _notify(callback: Callback | None, event: str, **info) -> None:
         callback(event, **info)
 
 
-def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
-    """Run the whole comparison; returns the results dict that results.json holds."""
+def compare(config: CompareConfig, callback: Callback | None = None) -> CompareResults:
+    """Run the whole comparison; returns its records (results.json holds `to_dict()`)."""
     approaches = parse_approaches(tuple(config.approaches))
     if not approaches:
         raise UsageError("--approaches: name at least one model, e.g. --approaches unet,fcn")
@@ -141,19 +141,11 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
     io.prepare_out_dir(config.out)
     data_path = config.data or _make_synthetic(config, preset, callback)
     seeds = _seeds(config, preset)
-    results = {
-        "command": shlex.join(config.command),
-        "data": str(data_path),
-        "seed": config.seed,
-        "seeds": seeds,
-        "quick": config.quick,
-        "img_size": preset.img_size,
-        "sizes": list(preset.sizes),
-        "budget": f"{config.epochs} epochs" if config.epochs else f"{preset.steps} steps of batch {preset.batch_size}",
-        "boundary_tolerances_px": list(BOUNDARY_TOLERANCES_PX),
-        "environment": _environment(device),
-        "approaches": {},
-    }
+    results = CompareResults(
+        command=shlex.join(config.command), data=str(data_path), seed=config.seed, seeds=seeds, quick=config.quick,
+        img_size=preset.img_size, sizes=list(preset.sizes),
+        budget=f"{config.epochs} epochs" if config.epochs else f"{preset.steps} steps of batch {preset.batch_size}",
+        boundary_tolerances_px=list(BOUNDARY_TOLERANCES_PX), environment=_environment(device))
     began = time.perf_counter()
     val_samples = None
     trained, timed = {}, {}
@@ -164,37 +156,30 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> dict:
                                                                              callback)
             if val_samples is None:
                 val_samples = _validation_samples(data_path, config)
-                results["train_images"], results["val_images"] = split_sizes[0], len(val_samples)
-                results["classes"] = _label_space(card).names
-                results["interior_pixels"] = _interior_pixels(val_samples, len(results["classes"]))
+                results.train_images, results.val_images = split_sizes[0], len(val_samples)
+                results.classes = _label_space(card).names
+                results.interior_pixels = _interior_pixels(val_samples, len(results.classes))
             _notify(callback, "evaluate", approach=label, seed=seed)
             scores, predictions = _score(model, card, val_samples, device)
-            runs.append({"seed": seed, "train_seconds": train_seconds, "reused": reused, **scores})
+            runs.append(Run(seed=seed, train_seconds=train_seconds, reused=reused, **scores))
             if len(runs) == 1:
                 first = (model, card, predictions)
         model, card, predictions = first
-        entry = _measure(label, name, model, preset, config, device, callback)
-        entry.update(compare_report.seed_summary(runs))
-        entry["runs"] = runs
-        results["approaches"][label] = entry
+        measured = _measure(label, name, model, preset, config, device, callback)
+        results.approaches[label] = Approach(**measured, **compare_report.seed_summary(runs), runs=runs)
         trained[label] = (card, predictions)
         timed[label] = model
-    _time_interleaved(timed, results["approaches"], preset.sizes, device, callback)
-    results["wall_seconds"] = time.perf_counter() - began
+    _time_interleaved(timed, results.approaches, preset.sizes, device, callback)
+    results.wall_seconds = time.perf_counter() - began
     _write_outputs(config.out, results, trained, val_samples, config.grid_images)
     _notify(callback, "done", out=str(config.out))
     return results
 
 
-def _environment(device: torch.device) -> dict:
-    return {
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-    }
+def _environment(device: torch.device) -> Environment:
+    return Environment(device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
+                       python=platform.python_version(), machine=platform.machine(),
+                       processor=platform.processor() or platform.machine())
 
 
 def _make_synthetic(config: CompareConfig, preset: ComparePreset, callback: Callback | None) -> Path:
@@ -281,7 +266,8 @@ def _validation_samples(data_path: Path, config: CompareConfig) -> list:
 
 
 def _measure(label, name, model, preset, config, device, callback) -> dict:
-    """What does not depend on the seed: size, receptive field and memory (of the first seed's model)."""
+    """What does not depend on the seed (`Approach`'s cost fields): size, receptive field and memory (of the first
+    seed's model); latency is timed later, every approach in turn."""
     from segcli.models.facts import model_facts
 
     facts = model_facts(name.partition(":")[0], size=preset.img_size, model=model)
@@ -301,7 +287,8 @@ def _measure(label, name, model, preset, config, device, callback) -> dict:
     return entry
 
 
-def _time_interleaved(models: dict, entries: dict, sizes: tuple[int, ...], device, callback, repeats: int = 5) -> None:
+def _time_interleaved(models: dict, entries: dict[str, Approach], sizes: tuple[int, ...], device, callback,
+                      repeats: int = 5) -> None:
     """Median batch-1 latency of every approach at every size, the approaches taken in turn within each repeat:
     on a shared CPU the load changes over minutes, and timing one approach after another would put the change
     into their ratios (the claims compare ratios)."""
@@ -312,7 +299,7 @@ def _time_interleaved(models: dict, entries: dict, sizes: tuple[int, ...], devic
             for label, model in models.items():
                 times[label].append(latency_ms(model, size, device, repeats=1, warmup=1 if repeat == 0 else 0))
         for label in models:
-            entries[label]["latency_ms"][str(size)] = float(np.median(times[label]))
+            entries[label].latency_ms[str(size)] = float(np.median(times[label]))
 
 
 def _score(model, card, samples, device) -> tuple[dict, list]:
@@ -353,7 +340,7 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
             if key.startswith("objects-"):  # thing vs stuff only: where objects end, whichever thing class they are
                 gt, pred = np.where(gt == 255, 255, things[gt]).astype(np.uint8), things[pred].astype(np.uint8)
             boundary[key].append(boundary_f1(gt, pred, tolerance, num_classes=num_classes))
-    images = {"confusion": confusion, "interior_hits": hits, "interior_totals": totals, "boundary_f1": boundary}
+    images = ImageCounts(confusion=confusion, interior_hits=hits, interior_totals=totals, boundary_f1=boundary)
     summed = ConfusionMatrix(num_classes)
     summed.merge(np.asarray(confusion, np.int64).sum(0))
     scores = {**compare_report.image_metrics(images), "per_class": summed.compute(space.names)["per_class"],
@@ -389,7 +376,7 @@ def _interior_pixels(samples: list, num_classes: int) -> list[int]:
     return counts.tolist()
 
 
-def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> dict:
+def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> SlidingInference:
     """Time the same weights run naively (every window cut out) and densely, and check they agree."""
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     outputs, times = {}, {}
@@ -404,18 +391,14 @@ def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> dict:
                 outputs[kind] = model(x)["semantic"]
     finally:
         model.inference = original
-    return {
-        "size": size,
-        "naive_ms": times["naive"],
-        "dense_ms": times["dense"],
-        "speedup": times["naive"] / times["dense"],
-        "max_abs_diff": float((outputs["naive"] - outputs["dense"]).abs().max()),
-    }
+    return SlidingInference(size=size, naive_ms=times["naive"], dense_ms=times["dense"],
+                            speedup=times["naive"] / times["dense"],
+                            max_abs_diff=float((outputs["naive"] - outputs["dense"]).abs().max()))
 
 
-def _write_outputs(out: Path, results: dict, trained: dict, samples: list, grid_images: int) -> None:
+def _write_outputs(out: Path, results: CompareResults, trained: dict, samples: list, grid_images: int) -> None:
     rows = compare_report.summary_rows(results)
-    io.write_json(out / "results.json", results, indent=2)
+    results.save(out / "results.json")
     compare_report.write_csv(out / "results.csv", rows)
     compare_report.write_report(out / "report.md", results, rows)
     compare_report.plot_scaling(out / "scaling.png", results)

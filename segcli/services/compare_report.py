@@ -1,4 +1,5 @@
-"""What `segcli compare` writes: results.json/csv, report.md with a verdict per claim, and the plots.
+"""What `segcli compare` writes: results.json/csv, report.md with a verdict per claim, and the plots, all read from
+the run's records (`segcli.services.compare_results`).
 
 Verdicts are computed from the measured numbers, and each one weighs a margin against its noise:
 - "held": the favoured approach's worst seed beats the other's best seed, and the paired bootstrap
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from segcli import io  # noqa: E402
+from segcli.services.compare_results import Approach, CompareResults, ImageCounts, Run, SlidingInference  # noqa: E402
 
 HELD, NOT_HELD, UNDECIDED, NOT_JUDGED = "held", "did not hold", "not decided", "not judged"
 SPEEDUP_TARGET = 100.0  # dense vs naive sliding window
@@ -48,12 +51,12 @@ METRIC_NAMES = {"miou": "mIoU", "class_accuracy": "class-balanced accuracy", "in
 # ---------------------------------------------------------------- numbers from per-image counts
 
 
-def _arrays(images: dict) -> dict:
-    return {"confusion": np.asarray(images["confusion"], np.float64),
-            "hits": np.asarray(images["interior_hits"], np.float64),
-            "totals": np.asarray(images["interior_totals"], np.float64),
+def _arrays(images: ImageCounts) -> dict:
+    return {"confusion": np.asarray(images.confusion, np.float64),
+            "hits": np.asarray(images.interior_hits, np.float64),
+            "totals": np.asarray(images.interior_totals, np.float64),
             "boundary": {k: np.array([np.nan if v is None else v for v in vals], np.float64)
-                         for k, vals in images["boundary_f1"].items()}}
+                         for k, vals in images.boundary_f1.items()}}
 
 
 def _class_mean(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -88,8 +91,8 @@ def _metric(name: str, a: dict, weights: np.ndarray) -> np.ndarray:
     raise KeyError(name)
 
 
-def image_metrics(images: dict) -> dict:
-    """A run's dataset-level numbers from its per-image counts (eval's definitions)."""
+def image_metrics(images: ImageCounts) -> dict:
+    """A run's dataset-level numbers from its per-image counts (eval's definitions): `Run`'s metric fields."""
     a = _arrays(images)
     ones = np.ones((1, a["confusion"].shape[0]))
     out = {name: _nan_to_none(_metric(name, a, ones)[0]) for name in SEED_METRICS}
@@ -97,9 +100,9 @@ def image_metrics(images: dict) -> dict:
     return out
 
 
-def majority(images: dict, names: list[str]) -> dict:
+def majority(images: ImageCounts, names: list[str]) -> dict:
     """The most predicted class and its share; `collapsed` when it is nearly all a model predicts but not all the truth."""
-    m = np.asarray(images["confusion"], np.float64).sum(0)
+    m = np.asarray(images.confusion, np.float64).sum(0)
     classes = m.shape[0]
     predicted, truth = m[:, :classes].sum(0), m.sum(1)
     share = predicted / max(predicted.sum(), 1)
@@ -113,12 +116,13 @@ def _nan_to_none(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) or np.isnan(value) else float(value)
 
 
-def seed_summary(runs: list[dict]) -> dict:
-    """An approach's numbers over its seeds: the mean (the table's number) and the min-max spread."""
+def seed_summary(runs: list[Run]) -> dict:
+    """An approach's numbers over its seeds (`Approach`'s fields): the mean (the table's number) and the min-max
+    spread."""
     out: dict = {"spread": {}}
-    keys = list(SEED_METRICS) + [f"boundary_f1@{k}px" for k in runs[0]["boundary_f1_px"]]
+    keys = list(SEED_METRICS) + [f"boundary_f1@{k}px" for k in runs[0].boundary_f1_px]
     for key in keys:
-        values = [_run_value(run, key) for run in runs]
+        values = [run.value(key) for run in runs]
         values = [v for v in values if v is not None]
         mean = float(np.mean(values)) if values else None
         if key.startswith("boundary_f1@"):
@@ -126,25 +130,41 @@ def seed_summary(runs: list[dict]) -> dict:
         else:
             out[key] = mean
         out["spread"][key] = [min(values), max(values)] if values else None
-    out["per_class"] = runs[0]["per_class"]  # the first seed's
-    out["train_seconds"] = float(np.mean([run["train_seconds"] for run in runs]))
-    out["collapsed"] = any(run["collapsed"] for run in runs)
+    out["per_class"] = runs[0].per_class  # the first seed's
+    out["train_seconds"] = float(np.mean([run.train_seconds for run in runs]))
+    out["collapsed"] = any(run.collapsed for run in runs)
     return out
-
-
-def _run_value(run: dict, key: str) -> float | None:
-    if key.startswith("boundary_f1@"):
-        return run["boundary_f1_px"][key.partition("@")[2].removesuffix("px")]
-    return run[key]
 
 
 # ---------------------------------------------------------------- verdicts
 
 
-def judge(results: dict, better: str, worse: str, metric: str) -> dict:
+@dataclass(frozen=True)
+class Judgement:
+    """`better` against `worse` on one metric: the verdict, the mean margin, its bootstrap interval over images."""
+
+    verdict: str  # HELD, NOT_HELD or UNDECIDED
+    margin: float  # mean over seeds of better minus mean of worse
+    interval: list[float]  # INTERVAL bootstrap interval of the margin over validation images
+    better: list[float]  # the metric of each seed of `better`
+    worse: list[float]
+    text: str  # the numbers in one sentence
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the course's claims (or a ranking) judged on a run: what the report, the CLI and the README show."""
+
+    claim: str
+    verdict: str  # HELD, NOT_HELD, UNDECIDED or NOT_JUDGED
+    evidence: str
+    reason: str | None = None  # why NOT_JUDGED
+
+
+def judge(results: CompareResults, better: str, worse: str, metric: str) -> Judgement:
     """Is `better` above `worse` on `metric`, beyond the spread over seeds and over validation images?"""
-    runs_a, runs_b = results["approaches"][better]["runs"], results["approaches"][worse]["runs"]
-    arrays_a, arrays_b = [_arrays(r["images"]) for r in runs_a], [_arrays(r["images"]) for r in runs_b]
+    runs_a, runs_b = results.approaches[better].runs, results.approaches[worse].runs
+    arrays_a, arrays_b = [_arrays(r.images) for r in runs_a], [_arrays(r.images) for r in runs_b]
     n = arrays_a[0]["confusion"].shape[0]
     ones = np.ones((1, n))
     values_a = np.array([_metric(metric, a, ones)[0] for a in arrays_a])
@@ -165,8 +185,7 @@ def judge(results: dict, better: str, worse: str, metric: str) -> dict:
             f"margin {margin:+.3f}, {INTERVAL:.0%} interval over {n} images [{low:+.3f}, {high:+.3f}]")
     if len(values_a) == 1 and len(values_b) == 1:
         text += " (one seed: the spread between seeds is not measured)"
-    return {"verdict": verdict, "margin": margin, "interval": [low, high], "better": values_a.tolist(),
-            "worse": values_b.tolist(), "text": text}
+    return Judgement(verdict, margin, [low, high], values_a.tolist(), values_b.tolist(), text)
 
 
 def _mean_range(values: np.ndarray) -> str:
@@ -182,42 +201,42 @@ def _combine(verdicts: list[str]) -> str:
     return HELD if all(v == HELD for v in verdicts) else UNDECIDED
 
 
-def not_judged(results: dict, labels: list[str]) -> str | None:
+def not_judged(results: CompareResults, labels: list[str]) -> str | None:
     """Why this run cannot judge a claim about these approaches' accuracy, or None."""
-    if results.get("quick"):
+    if results.quick:
         return QUICK_REASON
-    if results["val_images"] < MIN_VAL_IMAGES:
-        return f"only {results['val_images']} validation images (at least {MIN_VAL_IMAGES} needed)"
+    if results.val_images < MIN_VAL_IMAGES:
+        return f"only {results.val_images} validation images (at least {MIN_VAL_IMAGES} needed)"
     for label in labels:
-        for run in results["approaches"][label]["runs"]:
-            if run["collapsed"]:
-                seed = "" if run["seed"] is None else f" (seed {run['seed']})"
-                return (f"{label}{seed} predicts {run['majority_class']} on {run['majority_share']:.1%} of the validation "
+        for run in results.approaches[label].runs:
+            if run.collapsed:
+                seed = "" if run.seed is None else f" (seed {run.seed})"
+                return (f"{label}{seed} predicts {run.majority_class} on {run.majority_share:.1%} of the validation "
                         f"pixels: it collapsed to one class; give it a larger budget")
     for label in labels:
-        runs = results["approaches"][label]["runs"]
+        runs = results.approaches[label].runs
         # A model given by --weights (seed None) is one model, not a sample of a training's outcomes.
-        if len(runs) < MIN_SEEDS and runs[0]["seed"] is not None:
+        if len(runs) < MIN_SEEDS and runs[0].seed is not None:
             return (f"{label} was trained with {len(runs)} seed: the spread between seeds is not measured, and one "
                     f"seed's luck can pass for a margin; give --seeds {MIN_SEEDS} or more")
     return None
 
 
-def _by_model(results: dict) -> dict[str, str]:
+def _by_model(results: CompareResults) -> dict[str, str]:
     """The first approach label of each zoo model: the course's claims are about architectures."""
     found: dict[str, str] = {}
-    for label, entry in results["approaches"].items():
-        found.setdefault(entry.get("model", label), label)
+    for label, entry in results.approaches.items():
+        found.setdefault(entry.model or label, label)
     return found
 
 
-def claims(results: dict) -> list[dict]:
+def claims(results: CompareResults) -> list[Claim]:
     """Each course claim the run's approaches allow: `verdict` (HELD, NOT_HELD, UNDECIDED, NOT_JUDGED), `evidence`."""
     m = _by_model(results)
     found = []
     if "sliding" in m and "unet" in m:
         found.append(_context_claim(results, m["unet"], m["sliding"]))
-    sliding = results["approaches"][m["sliding"]].get("sliding_inference") if "sliding" in m else None
+    sliding = results.approaches[m["sliding"]].sliding_inference if "sliding" in m else None
     if sliding:
         found.append(_speed_claim(results, sliding))
     if "fullres" in m and "unet" in m:
@@ -232,28 +251,28 @@ def _shown(verdict: str, reason: str | None) -> str:
     return "" if reason else f" ({verdict})"
 
 
-def _claim(text: str, verdict: str, evidence: str, reason: str | None = None) -> dict:
+def _claim(text: str, verdict: str, evidence: str, reason: str | None = None) -> Claim:
     if reason:
-        return {"claim": text, "verdict": NOT_JUDGED, "reason": reason, "evidence": evidence}
-    return {"claim": text, "verdict": verdict, "evidence": evidence}
+        return Claim(text, NOT_JUDGED, evidence, reason)
+    return Claim(text, verdict, evidence)
 
 
-def _context_claim(results: dict, unet: str, sliding: str) -> dict:
+def _context_claim(results: CompareResults, unet: str, sliding: str) -> Claim:
     parts = [judge(results, unet, sliding, metric) for metric in ("miou", "interior_accuracy", "interior_gain")]
-    counts = dict(zip(results["classes"], results["interior_pixels"]))
+    counts = dict(zip(results.classes, results.interior_pixels))
     enough = [name for name, count in counts.items() if count >= MIN_INTERIOR_PIXELS]
     reason = not_judged(results, [unet, sliding])
     if reason is None and len(enough) < MIN_INTERIOR_CLASSES:
         reason = (f"the validation images have too few pixels at least {INTERIOR_MARGIN} px from a class boundary "
                   f"({', '.join(f'{k} {v}' for k, v in counts.items())}; {MIN_INTERIOR_PIXELS} per class in at least "
                   f"{MIN_INTERIOR_CLASSES} classes needed): the claim is about the inside of large objects")
-    shown = [_shown(p["verdict"], reason) for p in parts]
-    evidence = (f"Overall: {parts[0]['text']}{shown[0]}. Inside objects (at least {INTERIOR_MARGIN} px "
-                f"from a class boundary, class-balanced): {parts[1]['text']}{shown[1]}. Most of all inside "
-                f"(the lead inside minus the lead in class-balanced accuracy over all pixels): {parts[2]['text']}"
+    shown = [_shown(p.verdict, reason) for p in parts]
+    evidence = (f"Overall: {parts[0].text}{shown[0]}. Inside objects (at least {INTERIOR_MARGIN} px "
+                f"from a class boundary, class-balanced): {parts[1].text}{shown[1]}. Most of all inside "
+                f"(the lead inside minus the lead in class-balanced accuracy over all pixels): {parts[2].text}"
                 f"{shown[2]}.")
     return _claim("A sliding window has no global context: it loses to an encoder-decoder, most of all inside large objects.",
-                  _combine([p["verdict"] for p in parts]), evidence, reason)
+                  _combine([p.verdict for p in parts]), evidence, reason)
 
 
 def _timing_verdict(ratio: float, threshold: float) -> str:
@@ -262,20 +281,21 @@ def _timing_verdict(ratio: float, threshold: float) -> str:
     return NOT_HELD if ratio <= threshold / TIMING_TOLERANCE else UNDECIDED
 
 
-def _speed_claim(results: dict, sliding: dict) -> dict:
-    speedup = sliding["naive_ms"] / sliding["dense_ms"]
-    same = sliding["max_abs_diff"] <= 1e-4
+def _speed_claim(results: CompareResults, sliding: SlidingInference) -> Claim:
+    speedup = sliding.naive_ms / sliding.dense_ms
+    same = sliding.max_abs_diff <= 1e-4
     verdict = _timing_verdict(speedup, SPEEDUP_TARGET) if same else NOT_HELD
-    reason = QUICK_REASON if results.get("quick") else None
-    if reason is None and sliding["size"] < MIN_NAIVE_SIZE:
-        reason = (f"timed at {sliding['size']} px, barely larger than the 32 px window, where fixed per-call costs hide "
+    reason = QUICK_REASON if results.quick else None
+    if reason is None and sliding.size < MIN_NAIVE_SIZE:
+        reason = (f"timed at {sliding.size} px, barely larger than the 32 px window, where fixed per-call costs hide "
                   f"the cost of the windows; the claim is about images of {MIN_NAIVE_SIZE} px or more")
     return _claim(
         "A naive sliding window is slow; run densely (as one convolution over the image) it is the same model, fast.",
         verdict,
-        f"At {sliding['size']} px: naive {sliding['naive_ms']:.0f} ms, dense {sliding['dense_ms']:.1f} ms, "
+        f"At {sliding.size} px: naive {sliding.naive_ms:.0f} ms, dense {sliding.dense_ms:.1f} ms, "
         f"{speedup:.0f}x faster (target {SPEEDUP_TARGET:.0f}x, decided beyond a factor {TIMING_TOLERANCE} of timing "
-        f"noise); outputs differ by at most {sliding['max_abs_diff']:.1e} ({'the same model' if same else 'NOT the same model'}).",
+        f"noise); outputs differ by at most {sliding.max_abs_diff:.1e} "
+        f"({'the same model' if same else 'NOT the same model'}).",
         reason)
 
 
@@ -290,19 +310,19 @@ def _slope(sizes: list[int], values: list[float]) -> float | None:
     return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
 
 
-def _fullres_claim(results: dict, fullres: str, unet: str) -> dict:
-    a, sizes = results["approaches"], results["sizes"]
+def _fullres_claim(results: CompareResults, fullres: str, unet: str) -> Claim:
+    a, sizes = results.approaches, results.sizes
     full, enc = a[fullres], a[unet]
-    slope = _slope(sizes, [full["latency_ms"][str(s)] for s in sizes])
+    slope = _slope(sizes, [full.latency_ms[str(s)] for s in sizes])
     largest = str(max(sizes))
-    ratio = full["latency_ms"][largest] / enc["latency_ms"][largest]
+    ratio = full.latency_ms[largest] / enc.latency_ms[largest]
     parts = [
-        HELD if full["receptive_field"] < enc["receptive_field"] else NOT_HELD,
+        HELD if full.receptive_field < enc.receptive_field else NOT_HELD,
         # About proportional to the pixel count (1 = proportional): held from 0.7 (room for fixed costs), failed below 0.45.
         UNDECIDED if slope is None else _timing_verdict(slope, 0.7 / TIMING_TOLERANCE),
         _timing_verdict(ratio, 1.0),
     ]
-    reason = QUICK_REASON if results.get("quick") else None
+    reason = QUICK_REASON if results.quick else None
     if reason is None and (max(sizes) < MIN_LARGE_SIZE or max(sizes) < 4 * min(sizes)):
         reason = (f"latency measured at {', '.join(map(str, sizes))} px: the claim is about growth up to large images "
                   f"(at least {MIN_LARGE_SIZE} px and 16x the smallest size's pixels)")
@@ -310,69 +330,62 @@ def _fullres_claim(results: dict, fullres: str, unet: str) -> dict:
         "A CNN without downsampling keeps a small receptive field, and its cost grows with the pixel count "
         "until it is more expensive than an encoder-decoder on large images.",
         _combine(parts),
-        f"Receptive field: {fullres} {full['receptive_field']} px vs {unet} {enc['receptive_field']} px"
+        f"Receptive field: {fullres} {full.receptive_field} px vs {unet} {enc.receptive_field} px"
         f"{_shown(parts[0], reason)}. {fullres} latency grows with pixel count with log-log slope "
         f"{'-' if slope is None else f'{slope:.2f}'} (1 = proportional; at least 0.7 needed){_shown(parts[1], reason)}; "
-        f"at {largest} px {fullres} {full['latency_ms'][largest]:.0f} ms vs {unet} {enc['latency_ms'][largest]:.0f} ms, "
+        f"at {largest} px {fullres} {full.latency_ms[largest]:.0f} ms vs {unet} {enc.latency_ms[largest]:.0f} ms, "
         f"{ratio:.2f}x{_shown(parts[2], reason)}, decided beyond a factor {TIMING_TOLERANCE} of timing noise.",
         reason)
 
 
-def _boundary_claim(results: dict, unet: str, fcn: str) -> dict:
+def _boundary_claim(results: CompareResults, unet: str, fcn: str) -> Claim:
     main = judge(results, unet, fcn, "boundary_f1")
     reason = not_judged(results, [unet, fcn])
     others = [f"{k} px: {_fmt_pair(results, unet, fcn, f'boundary_f1@{k}px', reason)}"
-              for k in results.get("boundary_tolerances_px", [])]
-    evidence = f"{main['text']} (eval's tolerance, 2% of the image diagonal)."
+              for k in results.boundary_tolerances_px]
+    evidence = f"{main.text} (eval's tolerance, 2% of the image diagonal)."
     if others:
         evidence += " At fixed tolerances: " + "; ".join(others) + "."
     return _claim("Skip connections from the early high-resolution layers recover boundaries (U-Net vs FCN's coarse upsampling).",
-                  main["verdict"], evidence, reason)
+                  main.verdict, evidence, reason)
 
 
-def _fmt_pair(results: dict, a: str, b: str, metric: str, reason: str | None) -> str:
+def _fmt_pair(results: CompareResults, a: str, b: str, metric: str, reason: str | None) -> str:
     verdict = judge(results, a, b, metric)
-    return (f"{a} {_mean_range(np.array(verdict['better']))} vs {b} {_mean_range(np.array(verdict['worse']))}"
-            f"{_shown(verdict['verdict'], reason)}")
+    return (f"{a} {_mean_range(np.array(verdict.better))} vs {b} {_mean_range(np.array(verdict.worse))}"
+            f"{_shown(verdict.verdict, reason)}")
 
 
-def ranking(results: dict) -> list[dict]:
+def ranking(results: CompareResults) -> list[Claim]:
     """The approach with the best mean mIoU against each other one: is it better beyond the spread?"""
-    labels = sorted(results["approaches"], key=lambda k: -(results["approaches"][k]["miou"] or 0))
+    labels = sorted(results.approaches, key=lambda k: -(results.approaches[k].miou or 0))
     found = []
     for other in labels[1:]:
         verdict = judge(results, labels[0], other, "miou")
         reason = not_judged(results, [labels[0], other])
-        found.append(_claim(f"{labels[0]} is more accurate than {other} (mIoU).", verdict["verdict"], verdict["text"] + ".",
+        found.append(_claim(f"{labels[0]} is more accurate than {other} (mIoU).", verdict.verdict, verdict.text + ".",
                             reason))
     return found
 
 
-def without_seed(results: dict, seed: int) -> dict:
-    """The run as if `seed` had not been trained (models given by --weights, seed None, stay)."""
-    approaches = {label: {**entry, "runs": [run for run in entry["runs"] if run["seed"] != seed]}
-                  for label, entry in results["approaches"].items()}
-    return {**results, "seeds": [s for s in results["seeds"] if s != seed], "approaches": approaches}
-
-
-def seed_stability(results: dict) -> str | None:
+def seed_stability(results: CompareResults) -> str | None:
     """Each verdict again with each seed left out, as a markdown table: does a verdict rest on one seed?"""
     rows = seed_stability_rows(results)
     return None if rows is None else _markdown_table(rows)
 
 
-def seed_stability_rows(results: dict) -> list[dict] | None:
+def seed_stability_rows(results: CompareResults) -> list[dict] | None:
     """The rows of seed_stability: each claim, its verdict with every seed and with each seed left out."""
-    seeds = results.get("seeds", [])
-    if len(seeds) <= MIN_SEEDS or results.get("quick"):  # leaving one out would leave too few to judge
+    seeds = results.seeds
+    if len(seeds) <= MIN_SEEDS or results.quick:  # leaving one out would leave too few to judge
         return None
-    judged = [claims(results) + ranking(results)] + [claims(without_seed(results, s)) + ranking(without_seed(results, s))
+    judged = [claims(results) + ranking(results)] + [claims(results.without_seed(s)) + ranking(results.without_seed(s))
                                                       for s in seeds]
     rows = []
     for i, item in enumerate(judged[0]):
-        row = {"claim": item["claim"].split(":")[0].split(",")[0].split(";")[0].removesuffix("."),
-               f"all {len(seeds)} seeds": item["verdict"]}
-        row.update({f"without seed {s}": found[i]["verdict"] for s, found in zip(seeds, judged[1:])})
+        row = {"claim": item.claim.split(":")[0].split(",")[0].split(";")[0].removesuffix("."),
+               f"all {len(seeds)} seeds": item.verdict}
+        row.update({f"without seed {s}": found[i].verdict for s, found in zip(seeds, judged[1:])})
         rows.append(row)
     return rows
 
@@ -389,53 +402,53 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def summary_rows(results: dict) -> list[dict]:
+def summary_rows(results: CompareResults) -> list[dict]:
     """One flat row per approach (means over seeds, with min and max): the CSV and report.md."""
     rows = []
-    for name, r in results["approaches"].items():
-        row = {"approach": name, "model": r.get("model", name), "seeds": len(r["runs"]),
-               "params_m": round(r["params"] / 1e6, 3), "gflops": round(r["gflops"], 3),
-               "receptive_field_px": r["receptive_field"]}
+    for name, r in results.approaches.items():
+        row = {"approach": name, "model": r.model or name, "seeds": len(r.runs),
+               "params_m": round(r.params / 1e6, 3), "gflops": round(r.gflops, 3),
+               "receptive_field_px": r.receptive_field}
         for key in ("miou", "interior_accuracy", "boundary_f1"):
-            row[key] = _round(r.get(key))
-            spread = r["spread"].get(key) or [None, None]
+            row[key] = _round(r.value(key))
+            spread = r.spread.get(key) or [None, None]
             row[f"{key}_min"], row[f"{key}_max"] = _round(spread[0]), _round(spread[1])
-        for tolerance, value in r.get("boundary_f1_px", {}).items():
+        for tolerance, value in r.boundary_f1_px.items():
             row[f"boundary_f1@{tolerance}px"] = _round(value)
-        row["train_seconds"] = round(r["train_seconds"], 1)
-        for size, ms in r["latency_ms"].items():
+        row["train_seconds"] = round(r.train_seconds, 1)
+        for size, ms in r.latency_ms.items():
             row[f"latency_ms@{size}"] = round(ms, 2)
-        for size, mb in r["peak_memory_mb"].items():
+        for size, mb in r.peak_memory_mb.items():
             row[f"memory_mb@{size}"] = _round(mb, 1)
         rows.append(row)
     return rows
 
 
-def _with_spread(r: dict, key: str) -> str | None:
-    value, spread = _run_value(r, key) if key.startswith("boundary_f1@") else r.get(key), r["spread"].get(key)
+def _with_spread(r: Approach, key: str) -> str | None:
+    value, spread = r.value(key), r.spread.get(key)
     if value is None:
         return None
-    if len(r["runs"]) == 1 or spread is None:
+    if len(r.runs) == 1 or spread is None:
         return f"{value:.3f}"
     return f"{value:.3f} ({spread[0]:.3f}-{spread[1]:.3f})"
 
 
-def terminal_tables(results: dict) -> list[tuple[str, list[dict]]]:
+def terminal_tables(results: CompareResults) -> list[tuple[str, list[dict]]]:
     """The summary split in two narrow tables (quality, cost) so that both fit a terminal."""
     quality, cost = [], []
-    for name, r in results["approaches"].items():
+    for name, r in results.approaches.items():
         quality.append({"approach": name, "mIoU": _with_spread(r, "miou"), "inside acc": _with_spread(r, "interior_accuracy"),
-                        "boundary F1": _with_spread(r, "boundary_f1"), "RF px": r["receptive_field"],
-                        "params M": round(r["params"] / 1e6, 2), "train s/seed": round(r["train_seconds"], 1)})
-        row = {"approach": name, "GFLOPs": round(r["gflops"], 2)}
-        row.update({f"ms@{size}": round(ms, 1) for size, ms in r["latency_ms"].items()})
-        largest = max(r["peak_memory_mb"], key=int, default=None)
+                        "boundary F1": _with_spread(r, "boundary_f1"), "RF px": r.receptive_field,
+                        "params M": round(r.params / 1e6, 2), "train s/seed": round(r.train_seconds, 1)})
+        row = {"approach": name, "GFLOPs": round(r.gflops, 2)}
+        row.update({f"ms@{size}": round(ms, 1) for size, ms in r.latency_ms.items()})
+        largest = max(r.peak_memory_mb, key=int, default=None)
         if largest is not None:
-            row[f"MB@{largest}"] = _round(r["peak_memory_mb"][largest], 1)
+            row[f"MB@{largest}"] = _round(r.peak_memory_mb[largest], 1)
         cost.append(row)
-    seeds = len(results.get("seeds", [results["seed"]]))
+    seeds = len(results.seeds or [results.seed])
     title = "quality: mean (min-max) over seeds" if seeds > 1 else "quality (one seed)"
-    return [(title, quality), (f"cost per image, batch 1, {results['environment']['device']}", cost)]
+    return [(title, quality), (f"cost per image, batch 1, {results.environment.device}", cost)]
 
 
 def tolerance_label(key: str) -> str:
@@ -445,12 +458,12 @@ def tolerance_label(key: str) -> str:
     return f"objects, {text}" if key.startswith("objects-") else text
 
 
-def boundary_table(results: dict) -> list[dict]:
+def boundary_table(results: CompareResults) -> list[dict]:
     """Boundary F1 of each approach at each tolerance: the numbers the boundary study rests on."""
     rows = []
-    for name, r in results["approaches"].items():
+    for name, r in results.approaches.items():
         row = {"approach": name, "2% diagonal": _with_spread(r, "boundary_f1")}
-        for key in r.get("boundary_f1_px", {}):
+        for key in r.boundary_f1_px:
             row[tolerance_label(key)] = _with_spread(r, f"boundary_f1@{key}px")
         rows.append(row)
     return rows
@@ -460,18 +473,18 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _header(results: dict) -> str:
-    env, seeds = results["environment"], results.get("seeds", [results["seed"]])
-    wall = f"; wall time {results['wall_seconds'] / 60:.1f} min" if results.get("wall_seconds") else ""
-    runs = [run for r in results["approaches"].values() for run in r["runs"]]
-    reused = [run for run in runs if run.get("reused")]
+def _header(results: CompareResults) -> str:
+    env, seeds = results.environment, results.seeds or [results.seed]
+    wall = f"; wall time {results.wall_seconds / 60:.1f} min" if results.wall_seconds else ""
+    runs = [run for r in results.approaches.values() for run in r.runs]
+    reused = [run for run in runs if run.reused]
     if wall and reused:
         wall += (f" ({len(reused)} of {len(runs)} trainings reused from OUT/runs, which took "
-                 f"{sum(run['train_seconds'] for run in reused) / 60:.1f} min of training)")
-    return (f"`{results['data']}`: {results['train_images']} training / {results['val_images']} validation images, "
-            f"training crops of {results['img_size']} px, {results['budget']} per approach and seed, "
-            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); {env['device']}, "
-            f"{env['threads']} threads, torch {env['torch']}{wall}.")
+                 f"{sum(run.train_seconds for run in reused) / 60:.1f} min of training)")
+    return (f"`{results.data}`: {results.train_images} training / {results.val_images} validation images, "
+            f"training crops of {results.img_size} px, {results.budget} per approach and seed, "
+            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); {env.device}, "
+            f"{env.threads} threads, torch {env.torch}{wall}.")
 
 
 RULE = (f"A claim **held** when the favoured approach's worst seed beats the other's best seed *and* the paired "
@@ -479,17 +492,17 @@ RULE = (f"A claim **held** when the favoured approach's worst seed beats the oth
         f"the other way round; **not decided** otherwise; **not judged** when the run cannot support a verdict.")
 
 
-def _verdict_lines(items: list[dict], markdown: bool) -> list[str]:
+def _verdict_lines(items: list[Claim], markdown: bool) -> list[str]:
     lines = []
     for item in items:
-        why = f" ({item['reason']})" if item.get("reason") else ""
-        lines.append(f"- *{item['claim']}* **{item['verdict']}**{why}: {item['evidence']}" if markdown
-                     else f"{item['verdict']}{why}: {item['claim']}\n  {item['evidence']}")
+        why = f" ({item.reason})" if item.reason else ""
+        lines.append(f"- *{item.claim}* **{item.verdict}**{why}: {item.evidence}" if markdown
+                     else f"{item.verdict}{why}: {item.claim}\n  {item.evidence}")
     return lines
 
 
-def write_report(path: Path, results: dict, rows: list[dict]) -> Path:
-    lines = ["# segcli compare", "", f"`{results.get('command', 'segcli compare')}`", "", _header(results), "",
+def write_report(path: Path, results: CompareResults, rows: list[dict]) -> Path:
+    lines = ["# segcli compare", "", f"`{results.command or 'segcli compare'}`", "", _header(results), "",
              _markdown_table(rows), "",
              "## The course's claims on this data", "", RULE, "", *_verdict_lines(claims(results), True), "",
              "## Which approach is most accurate here", "", *_verdict_lines(ranking(results), True), "",
@@ -508,16 +521,15 @@ PLOTS = (("grid.png", "validation images: input, ground truth, then each approac
          ("tradeoff.png", "accuracy against speed at the largest size"))
 
 
-def write_html_report(path: Path, results: dict) -> Path:
+def write_html_report(path: Path, results: CompareResults) -> Path:
     """report.md's content as one page that opens offline (html_page): the tables, each verdict with its evidence,
     the seed check, boundary F1 at every tolerance, and the three plots beside it."""
-    from segcli.html_page import Page, badge, figure, heading, items, paragraph, table
+    from segcli.html_page import Page, figure, heading, items, paragraph, table
 
     page = Page(title="segcli compare", subtitle=_header(results).replace("`", ""))
-    page.cards = [(f"{name} mIoU", "–" if r.get("miou") is None else f"{r['miou']:.3f}")
-                  for name, r in results["approaches"].items()]
+    page.cards = [(f"{name} mIoU", "–" if r.miou is None else f"{r.miou:.3f}") for name, r in results.approaches.items()]
     blocks = page.section("results", "Results")
-    blocks.append(paragraph(f"Command: {results.get('command', 'segcli compare')}", note=True))
+    blocks.append(paragraph(f"Command: {results.command or 'segcli compare'}", note=True))
     for title, rows in terminal_tables(results):
         blocks += [heading(title), table(rows, text_columns=("approach",))]
     rule = RULE.replace("**", "").replace("*", "")
@@ -526,10 +538,7 @@ def write_html_report(path: Path, results: dict) -> Path:
         blocks = page.section(anchor, title)
         if anchor == "claims":
             blocks.append(paragraph(rule, note=True))
-        blocks.append(items([f"{badge(item['verdict'], VERDICT_KINDS.get(item['verdict'], ''))} <em>"
-                             f"{_escaped(item['claim'])}</em>" + (f" ({_escaped(item['reason'])})" if item.get('reason')
-                                                                  else "") + f"<br>{_escaped(item['evidence'])}"
-                             for item in found]))
+        blocks.append(items([_verdict_item(item) for item in found]))
     stability = seed_stability_rows(results)
     if stability is not None:
         page.section("seeds", "Do the verdicts rest on one seed?").append(
@@ -544,13 +553,22 @@ def write_html_report(path: Path, results: dict) -> Path:
                                    "holds the same as Markdown.")
 
 
+def _verdict_item(item: Claim) -> str:
+    """A claim as one HTML list item: its verdict as a badge, the claim, why it was not judged, the evidence."""
+    from segcli.html_page import badge
+
+    why = f" ({_escaped(item.reason)})" if item.reason else ""
+    return (f"{badge(item.verdict, VERDICT_KINDS.get(item.verdict, ''))} <em>{_escaped(item.claim)}</em>{why}"
+            f"<br>{_escaped(item.evidence)}")
+
+
 def _escaped(text: str) -> str:
     import html
 
     return html.escape(text.replace("**", "").replace("`", ""))
 
 
-def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:
+def _stability_lines(results: CompareResults, heading: str = "## {}") -> list[str]:
     table = seed_stability(results)
     if table is None:
         return []
@@ -558,7 +576,7 @@ def _stability_lines(results: dict, heading: str = "## {}") -> list[str]:
             "", table, ""]
 
 
-def readme_section(results: dict, folder: str) -> str:
+def readme_section(results: CompareResults, folder: str) -> str:
     """The docs' view of a run (docs/comparing.md): the two narrow tables, each claim's verdict, the three plots in `folder`."""
     lines = [_header(results), ""]
     for title, rows in terminal_tables(results):
@@ -577,13 +595,13 @@ def _markdown_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def plot_scaling(path: Path, results: dict) -> Path:
+def plot_scaling(path: Path, results: CompareResults) -> Path:
     """Latency and memory against image size, log-log, one line per approach."""
-    sizes = results["sizes"]
+    sizes = results.sizes
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, r in results["approaches"].items():
-        ax_time.plot(sizes, [r["latency_ms"][str(s)] for s in sizes], marker="o", label=name)
-        memory = [r["peak_memory_mb"].get(str(s)) for s in sizes]
+    for name, r in results.approaches.items():
+        ax_time.plot(sizes, [r.latency_ms[str(s)] for s in sizes], marker="o", label=name)
+        memory = [r.peak_memory_mb.get(str(s)) for s in sizes]
         if all(m is not None and m > 0 for m in memory):
             ax_mem.plot(sizes, memory, marker="o", label=name)
     for ax, label in ((ax_time, "latency per image (ms)"), (ax_mem, "peak extra memory (MB)")):
@@ -599,14 +617,14 @@ def plot_scaling(path: Path, results: dict) -> Path:
     return _save(fig, path)
 
 
-def plot_tradeoff(path: Path, results: dict) -> Path:
+def plot_tradeoff(path: Path, results: CompareResults) -> Path:
     """mIoU against latency at the largest measured size, where the costs differ most: up and left is better."""
-    size = str(max(results["sizes"]))
+    size = str(max(results.sizes))
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, r in results["approaches"].items():
-        low, high = r["spread"]["miou"]
-        ax.errorbar(r["latency_ms"][size], r["miou"], yerr=[[r["miou"] - low], [high - r["miou"]]], fmt="o", ms=7, capsize=4)
-        ax.annotate(name, (r["latency_ms"][size], r["miou"]), textcoords="offset points", xytext=(6, 4))
+    for name, r in results.approaches.items():
+        low, high = r.spread["miou"]
+        ax.errorbar(r.latency_ms[size], r.miou, yerr=[[r.miou - low], [high - r.miou]], fmt="o", ms=7, capsize=4)
+        ax.annotate(name, (r.latency_ms[size], r.miou), textcoords="offset points", xytext=(6, 4))
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1-2-5 steps: readable over any range
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))

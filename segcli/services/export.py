@@ -43,7 +43,7 @@ def export_onnx(weights: Path, out: Path | None = None, opset: int = 17, size: i
     """Export a segcli checkpoint to ONNX (TorchScript exporter, traced at size x size); returns the file written."""
     _check_size(size)
     model, card = load_checkpoint(weights, device="cpu")  # the graph is device-independent; trace on the CPU
-    if getattr(model, "dense", True) is False:
+    if not model.dense:
         raise ModelError(f"{weights}: {card['model']} is a sparse (Mask R-CNN-style) model; its post-processing cannot "
                          "be exported as one ONNX graph. Export a semantic or panoptic model instead")
     try:

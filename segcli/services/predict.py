@@ -196,7 +196,7 @@ def run_settings(config: PredictConfig, card: dict, options: InferenceOptions, p
 def check_tile(tile: int | None, net, card: dict) -> None:
     """Tiles must hold the model's stride a few times over: a tile under twice it is mostly padding, and its many
     passes ran 15x slower (--tile 8 on a stride-16 model)."""
-    stride = int(getattr(net, "size_multiple", 1) or 1)
+    stride = net.size_multiple
     smallest = max(MIN_TILE, 2 * stride)
     if tile is not None and tile < smallest:
         raise UsageError(f"--tile {tile}: tiles under {smallest} px multiply the passes for nothing ({card['model']} "
@@ -222,7 +222,7 @@ def _backend(config: PredictConfig, net, device: torch.device, options: Inferenc
     or its exported graph in an ONNX Runtime session."""
     if config.backend == "torch":
         return prepare_model(net, options)
-    from segcli.onnx_runtime import onnxruntime_model
+    from segcli.services.onnx_runtime import onnxruntime_model
 
     # A bundled model is a checkpoint like any other: its file is exported as --weights' would be.
     weights = config.weights if config.weights is not None else bundled_checkpoint(config.model) if config.model else None
@@ -303,7 +303,7 @@ def _tile(tile: int | None, net=None) -> int | None:
     if tile is None:
         # A model that resizes every image to its own input size (hf:) runs in bounded memory whole: tiling
         # would only multiply its passes (and blend one class-score map per class over the image).
-        return None if getattr(net, "resizes_input", False) else DEFAULT_TILE
+        return None if net is not None and net.resizes_input else DEFAULT_TILE
     return tile or None  # 0: never tile
 
 

@@ -129,7 +129,7 @@ def resolve_model(mode: str, model: str | None = None, weights: Path | None = No
         _check_mode(card["model"], mode)
         return net, card
     if hf_zoo.is_hf_name(model):
-        return hf_zoo.load(model, mode, device)
+        return _hf_model(mode, model, device)
     check_model_name(model)
     return _library_model(mode, model, device)
 
@@ -146,6 +146,13 @@ def weights_identity(model: str | None, weights: Path | None, card: dict) -> str
         return f"{source.get('library', 'library')}:{source['checkpoint']}"
     files = [Path(f.strip()).name for f in str(card.get("weights") or "").split(",") if f.strip()]
     return ", ".join(files) or card["model"]
+
+
+def _hf_model(mode: str, model: str, device) -> tuple[torch.nn.Module, dict]:
+    net = hf_zoo.load(model, mode, device)
+    card = make_card(model, {}, mode, net.label_space, normalization={"mean": list(net.mean), "std": list(net.std)},
+                     source={"library": "transformers", "checkpoint": model[len(hf_zoo.PREFIX):]})
+    return net, card
 
 
 def _from_file(mode: str, model: str | None, weights: Path, device) -> tuple[torch.nn.Module, dict]:

@@ -32,7 +32,7 @@ from segcli.errors import ModelError, UsageError, check_minimums
 from segcli.inference import postprocess_defaults
 from segcli.io import write_json
 from segcli.models.pretrained import load_into
-from segcli.models.registry import build_model, get_model_entry, models_for_mode
+from segcli.models.registry import build_model, get_model_entry, models_for_mode, models_taking
 from segcli.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segcli.services.resolve import bundled_checkpoint, check_model_name, fetch_weights
 from segcli.structures import IGNORE_INDEX
@@ -132,7 +132,8 @@ def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
     if channels != 3:
         if "in_channels" not in accepted or config.encoder is not None:
             raise UsageError(f"--channels: {config.encoder or config.model} takes RGB images (3 channels), not "
-                             f"{channels}; choose 3 channels, or a model of segcli's own (unet, fcn, deeplab, ...)")
+                             f"{channels}; choose 3 channels, or a model that takes them: "
+                             f"{', '.join(models_taking('in_channels'))}")
         args["in_channels"] = channels
     if config.width is not None:
         if "width" not in accepted:
@@ -155,7 +156,7 @@ def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
     if config.encoder is not None:
         if "encoder" not in accepted:
             raise UsageError(f"--encoder: {config.model} has a fixed encoder; models that take one: "
-                             "unet, fcn, deeplab and their _panoptic versions")
+                             f"{', '.join(models_taking('encoder'))}")
         args["encoder"] = config.encoder
         args["encoder_weights"] = "imagenet" if config.pretrained else "none"
     return {k: v for k, v in args.items() if k in accepted}
@@ -244,7 +245,7 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
     model_args = _model_args(config, label_space, train_set.channels.count)
     fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
     model = build_model(config.model, **model_args).to(device)
-    if getattr(model, "dense", True):
+    if model.dense:
         model = model.to(memory_format=TRAINING_LAYOUT)  # the Trainer's batches follow
     _set_loss_options(model, config, train_set)
     return model, model_args
@@ -253,9 +254,8 @@ def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.
 def _set_loss_options(model: torch.nn.Module, config: TrainConfig, train_set) -> None:
     """--dice and --class-weights act on the class cross-entropy of semantic and panoptic models; a model
     without one (Mask R-CNN) refuses them rather than record options it would not use."""
-    for option, attribute, wanted in (("--dice", "dice_weight", bool(config.dice)),
-                                      ("--class-weights auto", "class_weights", config.class_weights == "auto")):
-        if wanted and not hasattr(model, attribute):
+    for option, wanted in (("--dice", bool(config.dice)), ("--class-weights auto", config.class_weights == "auto")):
+        if wanted and not model.class_loss:
             raise UsageError(f"{option}: {config.model} has no per-pixel class loss to weight; leave {option.split()[0]} out")
     if config.dice:
         model.dice_weight = config.dice
@@ -270,7 +270,7 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
     training = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"}
     card = make_card(config.model, model_args, config.mode, train_set.label_space, img_size=config.img_size,
                      command=config.command, data=data, training=training)
-    if getattr(model, "mean", None) is not None:
+    if model.mean is not None:
         card["normalization"] = {"mean": list(model.mean), "std": list(model.std)}
     channels = train_set.channels
     if channels.count != 3:  # not RGB: ImageNet's grey level (the mean of its channels) for each channel, as timm does
@@ -284,7 +284,7 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
     if config.crop is not None:
         # Predict, eval and validation resize every image by the card's scale, then predict it whole (tiled).
         card["scale"], card["crop"] = config.scale or 1.0, config.crop
-        if card["scale"] != 1.0 and not getattr(model, "dense", True):
+        if card["scale"] != 1.0 and not model.dense:
             raise UsageError(f"--scale: {config.model} detects instances; train it at --scale 1")
     return card
 

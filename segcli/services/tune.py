@@ -189,7 +189,7 @@ def _scorer(net, card: dict, samples: list, mode: str, label_space, metric: str)
 
     options = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode))
     images = [s.image for s in samples]
-    if getattr(net, "dense", True):
+    if net.dense:
         prepared, batches = dense_outputs(net, card, images, options=options)
 
         def predict(values: dict) -> list:

@@ -49,7 +49,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
     amp: bool = False  # float16 autocast with gradient scaling on CUDA
-    workers: int | None = None  # DataLoader worker processes (None: data.loader.default_workers(), 1 on 2 cores)
+    workers: int | None = None  # DataLoader worker processes (None: training.loader.default_workers(), 1 on 2 cores)
     val_limit: int | None = None  # validate on at most this many images (speed)
     channels: str | None = None  # "2,0": these image channels, in order; "all": every one (the count from the data)
     classes: Path | None = None
@@ -60,6 +60,6 @@ class TrainConfig:
     pretrained: bool = True  # start from the library's weights (tv_* COCO, --encoder ImageNet), fetched on first use
     weights: Path | None = None  # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
     init: Path | None = None  # the segcli checkpoint training starts from (a bundled --model, or --weights with a card)
-    encoder: str | None = None  # ImageNet encoder under unet/fcn/deeplab(_panoptic), e.g. resnet34
+    encoder: str | None = None  # ImageNet encoder under a model that takes one (segcli models), e.g. resnet34
     log: str = "tensorboard"  # where to log for watching: tensorboard, mlflow, both (comma-separated) or none
     command: list[str] = field(default_factory=lambda: list(sys.argv))

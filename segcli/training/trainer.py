@@ -26,14 +26,6 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from segcli import distributed
 from segcli.checkpoint import card_scaling, load_checkpoint, load_training_state, save_checkpoint, save_training_state
-from segcli.data.loader import (
-    SeededSampler,
-    TransformedDataset,
-    cache_budget,
-    collate,
-    default_workers,
-    quiet_when_orphaned,
-)
 from segcli.data.transforms import Packed, build_transform
 from segcli.errors import ModelError, UsageError
 from segcli.inference import DEFAULT_TILE, InferenceOptions, predict_arrays
@@ -42,6 +34,14 @@ from segcli.preprocess import on_dark_ground
 from segcli.structures import Sample
 from segcli.training.config import TrainConfig
 from segcli.training.ema import ema_model
+from segcli.training.loader import (
+    SeededSampler,
+    TransformedDataset,
+    cache_budget,
+    collate,
+    default_workers,
+    quiet_when_orphaned,
+)
 from segcli.training.seeding import epoch_seed, restore_rng, rng_state
 
 Callback = Callable[..., None]
@@ -158,7 +158,7 @@ class Trainer:
         self._trained = [0.0, 0]  # seconds spent in training steps, pixels trained (to predict validation's cost)
         self._losses = [0.0, 0]  # sum and count of the step losses since the last validation (metrics.jsonl)
         self.examples: list = []  # the last validation's (Sample, Prediction) pairs of the first images
-        self.dense = getattr(model, "dense", True)  # the service converted a dense model to TRAINING_LAYOUT
+        self.dense = model.dense  # the service converted a dense model to TRAINING_LAYOUT
         self._build_loader(train_set)
         self._build_optimizer()
         # --ema: the average is what validation scores and checkpoints hold; the optimiser trains `model`.

@@ -1,9 +1,9 @@
 """`predict --backend onnxruntime`: a dense checkpoint's forward pass run by ONNX Runtime on the CPU.
 
 The graph is the one `segcli export` writes (`<checkpoint>.onnx` beside the checkpoint when it is newer than the
-weights, otherwise exported for this run into a temporary folder, removed once the session has read it). Everything around the forward pass, padding
-to the stride, tiling, flips, resizing and post-processing, stays segcli's: the wrapper is a module whose
-forward calls the session and whose other attributes are the torch model's.
+weights, otherwise exported for this run into a temporary folder, removed once the session has read it). Everything
+around the forward pass, padding to the stride, tiling, flips, resizing and post-processing, stays segcli's: the
+wrapper is a `SegModel` whose forward calls the session and whose contract is the torch model's.
 """
 
 from __future__ import annotations
@@ -12,26 +12,28 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from segcli.checkpoint import checkpoint_paths
 from segcli.errors import ModelError, UsageError
-from segcli.inference import PREPARED
+from segcli.models.base import SegModel
 
 INSTALL_HINT = "pip install 'segcli[onnx]'"
-DELEGATED = ("postprocess", "flip_outputs", "resize_outputs", "output_stride", "thing_classes", "class_names")
 
 
-class OnnxRuntimeModel(nn.Module):
-    """model(images) -> dict of dense outputs, computed by an ONNX Runtime session of the exported graph."""
+class OnnxRuntimeModel(SegModel):
+    """model(images) -> dict of dense outputs, computed by an ONNX Runtime session of the exported graph; the rest of
+    the contract (stride, normalisation, flips, resizing, post-processing) is the torch model's."""
 
-    dense = True
+    prepared = True  # prepare_model leaves it as it is: the graph is what runs
 
-    def __init__(self, model: nn.Module, path: Path, threads: int) -> None:
+    def __init__(self, model: SegModel, path: Path, threads: int) -> None:
         super().__init__()
         import onnxruntime as ort
 
         self.model = model  # not run: its post-processing, stride and flips serve the session's outputs
+        self.modes, self.size_multiple, self.scalar_maps = model.modes, model.size_multiple, model.scalar_maps
+        self.in_channels = model.in_channels
+        self.mean, self.std, self.class_names = model.mean, model.std, model.class_names
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # ONNX Runtime's threads spin for a while after each run by default: on a CPU shared with predict's reading,
@@ -40,21 +42,30 @@ class OnnxRuntimeModel(nn.Module):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [output.name for output in self.session.get_outputs()]
-        setattr(self, PREPARED, True)  # prepare_model leaves it as it is: the graph is what runs
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         arrays = self.session.run(None, {"images": images.float().contiguous().numpy()})
         return {name: torch.from_numpy(array) for name, array in zip(self.names, arrays)}
 
-    def __getattr__(self, name: str):
-        if name in DELEGATED:
-            return getattr(self.model, name)
-        return super().__getattr__(name)
+    @property
+    def postprocess(self):
+        """The torch model's post-processing itself: its thresholds and their defaults are what the card records."""
+        return self.model.postprocess
+
+    def flip_outputs(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.flip_outputs(outputs)
+
+    def resize_outputs(self, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return self.model.resize_outputs(outputs, size)
+
+    def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        raise UsageError("an ONNX Runtime session runs a model; train the torch model (--backend torch)")
 
 
-def onnxruntime_model(model: nn.Module, weights: Path | None, device: torch.device, dtype: torch.dtype) -> OnnxRuntimeModel:
+def onnxruntime_model(model: SegModel, weights: Path | None, device: torch.device,
+                      dtype: torch.dtype) -> OnnxRuntimeModel:
     """The checkpoint `weights` (whose torch model is `model`) run by ONNX Runtime."""
-    if weights is None or not getattr(model, "dense", True):
+    if weights is None or not model.dense:
         raise UsageError("--backend onnxruntime runs a dense segcli checkpoint: give --weights FILE or a bundled "
                          "--model (Mask R-CNN-style and library models stay on --backend torch)")
     if device.type != "cpu" or dtype != torch.float32:
