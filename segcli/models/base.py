@@ -91,7 +91,7 @@ class SegModel(nn.Module, ABC):
     def assemble(self, semantic_scores: torch.Tensor, instances: list[Instance], **thresholds) -> Prediction:
         """A sparse model's tiled image: the blended (C, H, W) class scores and the tiles' merged instances -> one
         `Prediction`. Dense models are post-processed whole and never assembled."""
-        raise NotImplementedError(f"{type(self).__name__} is dense: its tiles are blended, not assembled")
+        raise TypeError(f"{type(self).__name__} is dense: its tiles are blended, not assembled")
 
 
 class SemanticModel(SegModel):
