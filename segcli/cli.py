@@ -116,12 +116,13 @@ app = typer.Typer(
     add_completion=False,
     help="Semantic, instance and panoptic image segmentation. Run `segcli COMMAND --help` for each command.",
 )
-data_app = typer.Typer(cls=SegcliGroup, no_args_is_help=True, help="Datasets: generate synthetic data, convert formats.")
+data_app = typer.Typer(cls=SegcliGroup, no_args_is_help=True,
+                       help="Datasets: generate synthetic data, convert formats.")
 app.add_typer(data_app, name="data")
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present, else CPU), cpu, cuda[:N] or mps.")]
-# Commands whose work is CPU-only still take --device (every command does: scripts pass it to all) and check its spelling.
+# CPU-only commands still take --device (every command does: scripts pass it to all) and check its spelling.
 CpuDeviceOpt = Annotated[str, typer.Option("--device", help="Checked like every command's (auto, cpu, cuda[:N], mps), "
                                                             "but this command runs on the CPU whatever it says.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
@@ -130,29 +131,35 @@ OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download weig
                                                             "missing weights are named with where to put them.")]
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average with the mirrored image (2x the "
                                       "time), over all 8 turns and mirrors for models trained with --rotate (8x).")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")]
 # Post-processing thresholds (default: the values recorded in the checkpoint's card); each applies to some models only.
 CenterThresholdOpt = Annotated[float | None, typer.Option("--center-threshold", help="Panoptic-DeepLab models: minimum "
                                                           "centre heatmap value of an instance (card: 0.1).")]
 NmsKernelOpt = Annotated[int | None, typer.Option("--nms-kernel", help="Panoptic-DeepLab models: odd window of the "
                                                   "centre non-maximum suppression, px (card: 7).")]
-TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Panoptic-DeepLab models: at most this many centres per image.")]
-InteriorThresholdOpt = Annotated[float | None, typer.Option("--interior-threshold", help="Contour models: object-interior "
-                                                            "probability that seeds an instance (card: 0.5).")]
-DistanceThresholdOpt = Annotated[float | None, typer.Option("--distance-threshold", help="Distance models: seeds are the "
-                                                            "interior pixels deeper than this share of their object's "
-                                                            "depth (card: 0.4).")]
+TopKOpt = Annotated[int | None, typer.Option(
+    "--top-k", help="Panoptic-DeepLab models: at most this many centres per image.")]
+InteriorThresholdOpt = Annotated[float | None, typer.Option(
+    "--interior-threshold", help="Contour models: object-interior probability that seeds an instance (card: 0.5).")]
+DistanceThresholdOpt = Annotated[float | None, typer.Option(
+    "--distance-threshold", help="Distance models: seeds are the interior pixels deeper than this share of their "
+                                 "object's depth (card: 0.4).")]
 ProbThresholdOpt = Annotated[float | None, typer.Option("--prob-threshold", help="Star-convex (StarDist) models: "
-                                                        "minimum object probability of a polygon's centre (card: 0.5).")]
+                                                        "minimum object probability of a polygon's centre "
+                                                        "(card: 0.5).")]
 NmsThresholdOpt = Annotated[float | None, typer.Option("--nms-threshold", help="Star-convex (StarDist) models: drop a "
                                                        "polygon more than this share of which is claimed by likelier "
                                                        "ones (card: 0.4).")]
-MinAreaOpt = Annotated[int | None, typer.Option("--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
-ScoreThresholdOpt = Annotated[float | None, typer.Option("--score-threshold", help="Mask R-CNN: minimum detection score.")]
-StuffAreaOpt = Annotated[int | None, typer.Option("--stuff-area", help="Stuff segments smaller than this (px) become void.")]
+MinAreaOpt = Annotated[int | None, typer.Option(
+    "--min-area", help="Contour and star-convex models: drop instances smaller than this, px.")]
+ScoreThresholdOpt = Annotated[float | None, typer.Option(
+    "--score-threshold", help="Mask R-CNN: minimum detection score.")]
+StuffAreaOpt = Annotated[int | None, typer.Option(
+    "--stuff-area", help="Stuff segments smaller than this (px) become void.")]
 # Objects: measurements and the files other tools open (docs/measure.md).
-MeasureOpt = Annotated[bool, typer.Option("--measure", help="Write objects.csv (and objects.parquet with pyarrow): one row "
-                                          "per object with class, score, shape and per-channel intensities; --json "
-                                          "lines count the objects per class.")]
+MeasureOpt = Annotated[bool, typer.Option("--measure", help="Write objects.csv (and objects.parquet with pyarrow): "
+                                          "one row per object with class, score, shape and per-channel intensities; "
+                                          "--json lines count the objects per class.")]
 ExportOpt = Annotated[list[str] | None, typer.Option("--export", help="Also write each image's objects as geojson "
                                                      "(QuPath), imagej (Fiji ROI set) and/or yolo (polygons): "
                                                      "comma-separated or repeated, under export/<format>/.")]
@@ -228,12 +235,14 @@ def _root(
 @app.command("models")
 def models_command(
     mode: Annotated[Mode | None, typer.Option("--mode", help="Only models that support this mode.")] = None,
-    info: Annotated[str | None, typer.Option("--info", help="Details of one model: parameters, GFLOPs, receptive field.")] = None,
+    info: Annotated[str | None, typer.Option(
+        "--info", help="Details of one model: parameters, GFLOPs, receptive field.")] = None,
     size: Annotated[int, typer.Option("--size", help="Input size in pixels for --info's GFLOPs.")] = 512,
     fetch: Annotated[list[str] | None, typer.Option("--fetch", help="Download these models' (or encoders') weights "
                                                                    "now, for later offline use; repeatable.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="The list (with which weights are on this machine), or --info's "
-                                                          "facts, as JSON on stdout instead of a table.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="The list (with which weights are on this machine), or --info's facts, as JSON on stdout "
+                       "instead of a table.")] = False,
     offline: OfflineOpt = False,
     device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -281,14 +290,14 @@ def _render_models(rows: list[dict]) -> None:
     bundled = [row for row in rows if "architecture" in row]
     if zoo:
         table = _text_table(("name", "modes", "weights", "about"), [
-            (row["name"], _mode_letters(row["modes"]), catalog.weights_summary(row), row["description"]) for row in zoo],
-            width)
+            (row["name"], _mode_letters(row["modes"]), catalog.weights_summary(row), row["description"])
+            for row in zoo], width)
         lines += ["model zoo (modes: S semantic, I instance, P panoptic)", *table,
                   "weights: the download ('here': on this machine); -: trained with segcli train"]
     if bundled:
         table = _text_table(("name", "modes", "test scores", "training data licence"), [
-            (row["name"], _mode_letters(row["modes"]), row["headline"] or "-", row["licence"]) for row in bundled], width,
-            wrap=True)  # every word of a licence: a non-commercial one must say so wherever the model is listed
+            (row["name"], _mode_letters(row["modes"]), row["headline"] or "-", row["licence"]) for row in bundled],
+            width, wrap=True)  # every word of a licence: a non-commercial one must say so wherever the model is listed
         lines += ["", "bundled models (ship with segcli, work offline; scores on held-out test images)", *table]
     sys.stdout.write("\n".join(lines).lstrip("\n") + "\n")
 
@@ -371,48 +380,66 @@ PageOpt = Annotated[int | None, typer.Option("--page", help="Predict this plane 
                                              "which are refused without it or --stack.")]
 StackOpt = Annotated[bool, typer.Option("--stack", help="Predict every plane of TIFF stacks; their labels and overlays "
                                         "become multi-page TIFFs.")]
-StitchOpt = Annotated[float | None, typer.Option("--stitch", help="With --stack: link objects of consecutive planes that "
-                                                 "overlap by this mask IoU into 3D objects with one id.")]
+StitchOpt = Annotated[float | None, typer.Option(
+    "--stitch", help="With --stack: link objects of consecutive planes that overlap by this mask IoU into 3D objects "
+                     "with one id.")]
 VidStrideOpt = Annotated[int, typer.Option("--vid-stride", help="Videos: predict every Nth frame.")]
 SaveVideoOpt = Annotated[bool, typer.Option("--save-video", help="Videos: also write overlays/<stem>.mp4, the overlays "
                                             "at the source's frame rate.")]
-TrackOpt = Annotated[bool, typer.Option("--track", help="Instance and panoptic ids that persist across a video's frames "
-                                        "(mask IoU matching, a short memory for hidden objects).")]
-MaxDownloadOpt = Annotated[str, typer.Option("--max-download", help="URLs: refuse files larger than this (e.g. 500M, 2G).")]
+TrackOpt = Annotated[bool, typer.Option("--track", help="Instance and panoptic ids that persist across a video's "
+                                        "frames (mask IoU matching, a short memory for hidden objects).")]
+MaxDownloadOpt = Annotated[str, typer.Option(
+    "--max-download", help="URLs: refuse files larger than this (e.g. 500M, 2G).")]
 DownloadTimeoutOpt = Annotated[float, typer.Option("--download-timeout", help="URLs: seconds without an answer before "
                                                    "one fails.")]
+# The rest of predict's options, here so that predict_command stays a screen long.
+PredictInputsArg = Annotated[list[str], typer.Argument(
+    help="Images and videos: files, folders, http(s) URLs, quoted globs, or - (one path per line on stdin).",
+    show_default=False)]
+PredictModeOpt = Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")]
+PredictModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A bundled model or one with library weights (tv_*), downloaded on first use (default: the mode's, "
+                    "see docs/models.md).")]
+PredictWeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json), or with --model tv_* a torchvision "
+                      "state dict.")]
+PredictOutOpt = Annotated[Path, typer.Option(
+    "--out", help="Output folder: <mode>/<stem>.png, overlays/, instances.json, panoptic.json.")]
+JsonLinesOpt = Annotated[bool, typer.Option(
+    "--json", help="One JSON line per input on stdout (outputs, segments, errors).")]
+NoOverlayOpt = Annotated[bool, typer.Option("--no-overlay", help="Do not write overlays/<stem>.jpg.")]
+SkipExistingOpt = Annotated[bool, typer.Option("--skip-existing", help="Resume: keep the images a run of the same "
+                                               "settings finished in --out, predict the rest.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Remove the results --out holds first (a folder "
+                                            "holding other results is refused without it).")]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", help="I/N: predict only the I-th (0-based) of N stable shares.")]
+TileOpt = Annotated[int | None, typer.Option(
+    "--tile", help="Tile images larger than this many px (default 1024; 0: never).")]
+OverlapOpt = Annotated[float, typer.Option("--overlap", help="Fraction of a tile shared with each neighbour.")]
+PredictBatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")]
+HalfOpt = Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")]
+PredictBf16Opt = Annotated[bool, typer.Option(
+    "--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="torch, or onnxruntime (dense checkpoints, CPU float32).")]
+OverlayAlphaOpt = Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")]
+MaxPixelsOpt = Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more "
+                                                  "pixels (default 2^28, 16384 x 16384), before decoding them.")]
 
 
 @app.command("predict")
 @_with_thresholds
 def predict_command(
-    inputs: Annotated[list[str], typer.Argument(help="Images and videos: files, folders, http(s) URLs, quoted globs, or - "
-                                                "(one path per line on stdin).", show_default=False)],
-    mode: Annotated[Mode, typer.Option("--mode", help="What to predict: semantic, instance or panoptic.")] = Mode.SEMANTIC,
-    model: Annotated[str | None, typer.Option("--model", help="A bundled model or one with library weights (tv_*), "
-                                                             "downloaded on first use (default: the mode's, see docs/models.md).")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json), "
-                                                                  "or with --model tv_* a torchvision state dict.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder: <mode>/<stem>.png, overlays/, instances.json, panoptic.json.")] = Path("runs/predict"),
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per input on stdout (outputs, segments, errors).")] = False,
-    no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlays/<stem>.jpg.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: keep the images a run of the same "
-                                                "settings finished in --out, predict the rest.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Remove the results --out holds first (a folder "
-                                            "holding other results is refused without it).")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
-    shard: Annotated[str | None, typer.Option("--shard", help="I/N: predict only the I-th (0-based) of N stable shares.")] = None,
-    tile: Annotated[int | None, typer.Option("--tile", help="Tile images larger than this many px (default 1024; 0: never).")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="Fraction of a tile shared with each neighbour.")] = 0.25,
-    tta: TtaOpt = False,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Same-size images (or tiles) per forward pass (default: 4 on a GPU, 1 on a CPU).")] = None,
-    half: Annotated[bool, typer.Option("--half", help="float16 autocast (GPUs).")] = False,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime (dense checkpoints, CPU float32).")] = "torch",
-    alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the overlay colours, 0..1.")] = 0.5,
-    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images whose header declares more pixels "
-                                                   "(default 2^28, 16384 x 16384), before decoding them.")] = None,
+    inputs: PredictInputsArg,
+    mode: PredictModeOpt = Mode.SEMANTIC, model: PredictModelOpt = None, weights: PredictWeightsOpt = None,
+    out: PredictOutOpt = Path("runs/predict"), recursive: RecursiveOpt = False, json_lines: JsonLinesOpt = False,
+    no_overlay: NoOverlayOpt = False, skip_existing: SkipExistingOpt = False, overwrite: OverwriteOpt = False,
+    fail_fast: FailFastOpt = False, shard: ShardOpt = None, tile: TileOpt = None, overlap: OverlapOpt = 0.25,
+    tta: TtaOpt = False, batch_size: PredictBatchSizeOpt = None, half: HalfOpt = False, bf16: PredictBf16Opt = False,
+    backend: BackendOpt = "torch", alpha: OverlayAlphaOpt = 0.5, max_pixels: MaxPixelsOpt = None,
     measure: MeasureOpt = False, export: ExportOpt = None, pixel_size: PixelSizeOpt = None,
     object_size: ObjectSizeOpt = None, channels: ChannelsOpt = None, page: PageOpt = None, stack: StackOpt = False,
     stitch: StitchOpt = None, vid_stride: VidStrideOpt = 1, save_video: SaveVideoOpt = False, track: TrackOpt = False,
@@ -426,10 +453,11 @@ def predict_command(
         raise UsageError("--half and --bf16: choose one precision")
     from segcli.services.predict import PredictConfig, predict
 
+    precision = "float16" if half else "bfloat16" if bf16 else "float32"
     config = PredictConfig(
-        inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive, overlay=not no_overlay,
-        alpha=alpha, skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast, shard=shard, tile=tile,
-        overlap=overlap, tta=tta, batch_size=batch_size, precision="float16" if half else "bfloat16" if bf16 else "float32", device=device,
+        inputs=inputs, mode=mode.value, model=model, weights=weights, out=out, recursive=recursive,
+        overlay=not no_overlay, alpha=alpha, skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
+        shard=shard, tile=tile, overlap=overlap, tta=tta, batch_size=batch_size, precision=precision, device=device,
         backend=backend, max_pixels=max_pixels, thresholds=thresholds, measure=measure, exports=export or [],
         pixel_size=pixel_size, object_size=object_size, channels=channels, page=page, stack=stack, stitch=stitch,
         vid_stride=vid_stride, save_video=save_video, track=track, max_download=max_download,
@@ -481,13 +509,15 @@ SynthKind = _choices("SynthKind", "shapes", "context")
 
 @data_app.command("synth")
 def synth_command(
-    kind: Annotated[SynthKind, typer.Option("--kind", help="shapes: stuff + circles/squares/triangles; context: cow vs goat.")],
+    kind: Annotated[SynthKind, typer.Option(
+        "--kind", help="shapes: stuff + circles/squares/triangles; context: cow vs goat.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to.")],
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 64,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images in the val split.")] = 0.25,
-    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder that is not a synthetic dataset.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a non-empty folder that is not a synthetic dataset.")] = False,
     device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -509,7 +539,8 @@ def _sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in _split_list(text))
     except ValueError:
-        raise UsageError(f"--sizes {text!r}: write image sides in pixels separated by commas, e.g. 128,256,512") from None
+        raise UsageError(f"--sizes {text!r}: write image sides in pixels separated by commas, "
+                         "e.g. 128,256,512") from None
 
 
 def _parse_weights(items: list[str]) -> dict[str, Path]:
@@ -559,7 +590,8 @@ def convert_command(
                                            metavar="SRC", show_default=False)],
     to: Annotated[ConvertTarget, typer.Option("--to", help="The format to write.")],
     out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the converted dataset.")],
-    data_format: Annotated[Format, typer.Option("--format", help="SRC's format; auto recognises the layout.")] = Format.auto,
+    data_format: Annotated[Format, typer.Option(
+        "--format", help="SRC's format; auto recognises the layout.")] = Format.auto,
     classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt for SRC: names (and thing/stuff flags) "
                                                  "in index order.")] = None,
     binary: Annotated[bool, typer.Option("--binary", help="SRC's masks are 0/255: read 255 as class 1.")] = False,
@@ -589,28 +621,29 @@ def convert_command(
 
 
 
-# Training options whose help does not fit on one line (train_command stays a screen long).
+# Training options, declared here so that train_command stays a screen long (FormatOpt: tune's too).
 TimeOpt = Annotated[str | None, typer.Option("--time", help="Train for this long (e.g. 90s, 20m, 1h30m), validation "
                                              "included; the learning-rate schedule ends with it.")]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step (per process under torchrun; "
                                                   "default: the plan's).")]
-ImgSizeOpt = Annotated[int | None, typer.Option("--img-size", help="Resize training: random crops resized to this side, "
-                                                "in pixels. No size option: the plan's crop and scale.")]
+ImgSizeOpt = Annotated[int | None, typer.Option("--img-size", help="Resize training: random crops resized to this "
+                                                "side, in pixels. No size option: the plan's crop and scale.")]
 CropOpt = Annotated[int | None, typer.Option("--crop", help="Crop training: random PX-wide windows at the images' own "
                                              "scale (or --scale); validation and predict use whole images.")]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", help="Resize images by F first (0.5: half size) for crop "
                                                 "training; predict and eval apply it too.")]
 ZoomOpt = Annotated[float | None, typer.Option("--zoom", help="Crop training: zoom windows by a random factor up to "
                                               "1+F either way (e.g. 0.25; default 0: off).")]
-RotateOpt = Annotated[bool | None, typer.Option("--rotate/--no-rotate", help="Crop training: vertical flips and quarter "
-                                                "turns too (default: the plan's, on for grey or deep images).")]
+RotateOpt = Annotated[bool | None, typer.Option("--rotate/--no-rotate", help="Crop training: vertical flips and "
+                                                "quarter turns too (default: the plan's, on for grey or deep images).")]
 InvertOpt = Annotated[bool | None, typer.Option("--invert/--no-invert", help="Crop training: invert the intensities "
                                                 "of half the windows (default: off; docs/training.md).")]
 StainOpt = Annotated[bool | None, typer.Option("--stain/--no-stain", help="Crop training: H&E stain jitter "
                                               "(default: the plan's, on for stained histology).")]
-DarkGroundOpt = Annotated[bool | None, typer.Option("--dark-ground/--no-dark-ground", help="Invert the images on bright "
-                                                    "ground, in training and at inference (default: the plan's, on for "
-                                                    "microscopy mixing fluorescence and brightfield).")]
+DarkGroundOpt = Annotated[bool | None, typer.Option(
+    "--dark-ground/--no-dark-ground", help="Invert the images on bright ground, in training and at inference "
+                                           "(default: the plan's, on for microscopy mixing fluorescence and "
+                                           "brightfield).")]
 ClassWeightsOpt = Annotated[str | None, typer.Option("--class-weights", help="auto (inverse sqrt frequency) or none "
                                                      "(default: the plan's).")]
 CenterSigmaOpt = Annotated[float | None, typer.Option("--center-sigma", help="Panoptic-DeepLab centre Gaussian, px "
@@ -620,82 +653,96 @@ BoundaryWidthOpt = Annotated[int | None, typer.Option("--boundary-width", help="
 LogOpt = Annotated[str, typer.Option("--log", help="Log for watching: tensorboard (OUT/tb), mlflow "
                                                   "(MLFLOW_TRACKING_URI or ./mlruns), tensorboard,mlflow, or none. "
                                                   "curves.png is always written.")]
-PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from library weights (tv_*: "
-                                             "COCO, --encoder: ImageNet), fetched on first use; new heads for the data's classes.")]
+PretrainedOpt = Annotated[bool, typer.Option(
+    "--pretrained/--no-pretrained", help="Start from library weights (tv_*: COCO, --encoder: ImageNet), fetched on "
+                                         "first use; new heads for the data's classes.")]
 EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="ImageNet encoder under the model's decoder, "
                                                 "e.g. resnet34 (segcli models lists the encoders and the models "
                                                 "that take one).")]
 ContactWeightOpt = Annotated[float | None, typer.Option("--contact-weight", help="Contour models: loss weight where "
                                                         "objects touch (1: off; default: the plan's).")]
-TrainPixelSizeOpt = Annotated[float | None, typer.Option("--pixel-size", help="The training images' pixel size in µm, "
-                                                          "recorded in the card: predict --pixel-size resamples to it.")]
-EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights with "
-                                      "this decay per step, e.g. 0.999 (default: off).")]
-TrainChannelsOpt = Annotated[str | None, typer.Option("--channels", help="Train on these image channels, in order, from "
-                                                      "0 (e.g. 2,0), or on all of them (all; TIFFs keep every channel).")]
+TrainPixelSizeOpt = Annotated[float | None, typer.Option(
+    "--pixel-size", help="The training images' pixel size in µm, recorded in the card: predict --pixel-size "
+                         "resamples to it.")]
+EmaOpt = Annotated[float | None, typer.Option("--ema", help="Validate, save and ship a moving average of the weights "
+                                              "with this decay per step, e.g. 0.999 (default: off).")]
+TrainChannelsOpt = Annotated[str | None, typer.Option(
+    "--channels", help="Train on these image channels, in order, from 0 (e.g. 2,0), or on all of them (all; TIFFs "
+                       "keep every channel).")]
 TrainClassesOpt = Annotated[Path | None, typer.Option("--classes", help="classes.txt: names (and thing/stuff flags) in "
                                                       "index order.")]
 BinaryOpt = Annotated[bool, typer.Option("--binary", help="Masks are 0/255: read 255 as class 1.")]
+TrainModelOpt = Annotated[str, typer.Option(
+    "--model", help="Zoo model name, or a bundled model to fine-tune (segcli models).")]
+TrainModeOpt = Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+TrainBf16Opt = Annotated[bool, typer.Option(
+    "--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")]
+ScheduleOpt = Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")]
+ValEveryOpt = Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (default: automatic, at "
+                                                 "most 10% of the time; 0: only at the end).")]
+PatienceOpt = Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.")]
+TrainWorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")]
+TrainWeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state "
+                      "dict.")]
 
 
 @app.command("train")
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or COCO json (formats: docs/training.md).")],
-    model: Annotated[str, typer.Option("--model", help="Zoo model name, or a bundled model to fine-tune (segcli models).")],
-    mode: Annotated[Mode, typer.Option("--mode", help="What to learn: semantic, instance or panoptic.")] = Mode.SEMANTIC,
-    data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
+    model: TrainModelOpt,
+    mode: TrainModeOpt = Mode.SEMANTIC,
+    data_format: FormatOpt = Format.auto,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split (default 30).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps instead of epochs.")] = None,
-    time_budget: TimeOpt = None,
-    batch_size: BatchSizeOpt = None,
+    time_budget: TimeOpt = None, batch_size: BatchSizeOpt = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
     img_size: ImgSizeOpt = None,
     crop: CropOpt = None, scale: ScaleOpt = None, pixel_size: TrainPixelSizeOpt = None,  # the training images' scale
     zoom: ZoomOpt = None,
     rotate: RotateOpt = None, invert: InvertOpt = None, stain: StainOpt = None, dark_ground: DarkGroundOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-MODE).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: ResumeOpt = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same run on a CPU.")] = 0,
     val: Annotated[Path | None, typer.Option("--val", help="COCO: the validation json.")] = None,
-    classes: TrainClassesOpt = None, channels: TrainChannelsOpt = None, binary: BinaryOpt = False,  # what the data holds
+    classes: TrainClassesOpt = None, channels: TrainChannelsOpt = None, binary: BinaryOpt = False,  # what the data is
     images: Annotated[Path | None, typer.Option("--images", help="COCO: folder of the images.")] = None,
     masks: Annotated[Path | None, typer.Option("--masks", help="COCO panoptic: folder of the PNGs.")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Base channel width of the model.")] = None,
     dice: Annotated[float, typer.Option("--dice", help="Weight of a Dice loss added to cross-entropy.")] = 0.0,
-    class_weights: ClassWeightsOpt = None,
-    center_sigma: CenterSigmaOpt = None,
-    boundary_width: BoundaryWidthOpt = None,
+    class_weights: ClassWeightsOpt = None, center_sigma: CenterSigmaOpt = None, boundary_width: BoundaryWidthOpt = None,
     contact_weight: ContactWeightOpt = None, ema: EmaOpt = None,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan from the data and stop.")] = False,
-    schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate decay after warm-up: poly or cosine.")] = "poly",
+    schedule: ScheduleOpt = "poly",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps (default 5% of the run).")] = None,
     clip: Annotated[float, typer.Option("--clip", help="Gradient-norm clipping (0: off).")] = 1.0,
-    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (default: automatic, at most "
-                                                                     "10% of the time; 0: only at the end).")] = None,
-    patience: Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.")] = None,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (about 2x on CPUs with AVX-512 BF16).")] = False,
+    val_every: ValEveryOpt = None, patience: PatienceOpt = None,
+    bf16: TrainBf16Opt = False,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision on CUDA.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes (default: one per two cores, at most 4; 0: the main process).")] = None,
+    workers: TrainWorkersOpt = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validate on at most N images.")] = None,
-    pretrained: PretrainedOpt = True,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Start from: a segcli checkpoint (its card gives the model), or for tv_* a torchvision state dict.")] = None,
+    pretrained: PretrainedOpt = True, weights: TrainWeightsOpt = None,
     encoder: EncoderOpt = None, log: LogOpt = "tensorboard",
-    offline: OfflineOpt = False, device: DeviceOpt = "auto",
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    offline: OfflineOpt = False, device: DeviceOpt = "auto", quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train a zoo model on a dataset, with validation, checkpoints (best, last) and --resume."""
     from segcli.distributed import launch_rank
     _setup(debug, quiet or launch_rank() > 0, device, offline)  # under torchrun only rank 0 talks
     from segcli.services.train import TrainConfig
 
+    time_limit = parse_duration(time_budget) if time_budget is not None else None  # seconds
     config = TrainConfig(
         data=data, model=model, mode=mode.value, data_format=data_format.value, out=out, epochs=epochs, steps=steps,
-        time=parse_duration(time_budget) if time_budget is not None else None, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom, rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device, width=width, dice=dice,
-        class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width, contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every, patience=patience,
-        bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit, classes=classes, binary=binary, val=val, images=images,
-        masks=masks, pretrained=pretrained, weights=weights, encoder=encoder, channels=channels, log=log,
-        command=["segcli", *sys.argv[1:]])
+        time=time_limit, batch_size=batch_size, lr=lr, img_size=img_size, crop=crop, scale=scale, zoom=zoom,
+        rotate=rotate, invert=invert, stain=stain, dark_ground=dark_ground, seed=seed, resume=resume, device=device,
+        width=width, dice=dice, class_weights=class_weights, center_sigma=center_sigma, boundary_width=boundary_width,
+        contact_weight=contact_weight, schedule=schedule, warmup=warmup, clip=clip, ema=ema, val_every=val_every,
+        patience=patience, bf16=bf16, amp=amp, workers=workers, pixel_size=pixel_size, val_limit=val_limit,
+        classes=classes, binary=binary, val=val, images=images, masks=masks, pretrained=pretrained, weights=weights,
+        encoder=encoder, channels=channels, log=log, command=["segcli", *sys.argv[1:]])
     _run_training(config, plan_only)
 
 
@@ -741,7 +788,8 @@ def _print_plan(rows: list, fingerprint: dict, force: bool = False) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    sizes = f"{fingerprint['images']} images, height {fingerprint['height']}, width {fingerprint['width']} (min/median/max)"
+    sizes = (f"{fingerprint['images']} images, height {fingerprint['height']}, width {fingerprint['width']} "
+             "(min/median/max)")
     objects = ", ".join(f"{k} {v:g} px" for k, v in fingerprint["object_diameter"].items()) or "none"
     classes = ", ".join(f"{k} {100 * v:.1f}%" for k, v in fingerprint["class_frequency"].items())
     table.caption = (f"data: {sizes}; {fingerprint['bit_depth']}-bit, values {fingerprint['intensity_range'][0]:g}.."
@@ -769,7 +817,8 @@ def _train_progress(progress):
             tasks["steps"] = progress.add_task("steps", total=info["total_steps"], completed=info["resumed_at"])
         elif event == "step":
             if "epochs" in tasks:
-                progress.update(tasks["epochs"], completed=round(min(info["epochs"], info["step"] / info["steps_per_epoch"]), 2),
+                epochs_done = min(info["epochs"], info["step"] / info["steps_per_epoch"])
+                progress.update(tasks["epochs"], completed=round(epochs_done, 2),
                                 description=f"epoch {info['epoch']}/{info['epochs']}")
             else:
                 progress.update(tasks["time"], completed=round(100 * info["progress"], 1))
@@ -789,33 +838,58 @@ def _train_progress(progress):
     return update
 
 
+# eval's options, here so that eval_command stays a screen long.
+EvalModeOpt = Annotated[Mode, typer.Option(
+    "--mode", help="semantic (PNG folders), instance (COCO jsons), panoptic (COCO panoptic).")]
+GtOpt = Annotated[Path | None, typer.Option(
+    "--gt", help="Ground truth: a folder of class PNGs, or a COCO / COCO panoptic json.")]
+PredOpt = Annotated[Path | None, typer.Option(
+    "--pred", help="Predictions, in the same form as --gt (predict's output).")]
+GtDirOpt = Annotated[Path | None, typer.Option(
+    "--gt-dir", help="Panoptic ground-truth PNGs (default: the json path without .json).")]
+PredDirOpt = Annotated[Path | None, typer.Option(
+    "--pred-dir", help="Panoptic prediction PNGs (default: the json path without .json).")]
+EvalDataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="A dataset: predict its validation split and score it.")]
+EvalModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Model for --data: bundled, or library weights (tv_*) fetched on first use.")]
+EvalWeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="Checkpoint for --data (or with --model tv_* a torchvision state dict).")]
+EvalFormatOpt = Annotated[str | None, typer.Option("--format", help="Dataset format for --data (default auto).")]
+EvalSplitOpt = Annotated[str | None, typer.Option("--split", help="Split of --data to score (default val).")]
+NumClassesOpt = Annotated[int | None, typer.Option(
+    "--num-classes", help="Semantic: number of classes (default: from --classes or the data).")]
+IgnoreIndexOpt = Annotated[int | None, typer.Option(
+    "--ignore-index", help="Semantic: ground-truth label to ignore (default 255).")]
+EvalClassesOpt = Annotated[Path | None, typer.Option(
+    "--classes", help="classes.txt: one class name per line, in index order.")]
+BoundaryPxOpt = Annotated[float | None, typer.Option(
+    "--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")]
+EvalWorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")]
+EvalJsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a report folder: report.html (opens "
+                                                "offline), confusion matrix, per-class tables, PR curves, worst "
+                                                "images.")]
+WorstOpt = Annotated[int | None, typer.Option("--worst", help="With --report: how many of the worst images to "
+                                              "draw (default 8).")]
+ReportImagesOpt = Annotated[Path | None, typer.Option("--images", help="With --report on files: the images' folder "
+                                                      "(default: images/ beside the ground truth).")]
+
+
 @app.command("eval")
 @_with_thresholds
 def eval_command(
-    mode: Annotated[Mode, typer.Option("--mode", help="semantic (PNG folders), instance (COCO jsons), panoptic (COCO panoptic).")],
-    gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a folder of class PNGs, or a COCO / COCO panoptic json.")] = None,
-    pred: Annotated[Path | None, typer.Option("--pred", help="Predictions, in the same form as --gt (predict's output).")] = None,
-    gt_dir: Annotated[Path | None, typer.Option("--gt-dir", help="Panoptic ground-truth PNGs (default: the json path without .json).")] = None,
-    pred_dir: Annotated[Path | None, typer.Option("--pred-dir", help="Panoptic prediction PNGs (default: the json path without .json).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="A dataset: predict its validation split and score it.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model for --data: bundled, or library weights (tv_*) fetched on first use.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint for --data (or with --model tv_* a torchvision state dict).")] = None,
-    data_format: Annotated[str | None, typer.Option("--format", help="Dataset format for --data (default auto).")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split of --data to score (default val).")] = None,
-    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Semantic: number of classes (default: from --classes or the data).")] = None,
-    ignore_index: Annotated[int | None, typer.Option("--ignore-index", help="Semantic: ground-truth label to ignore (default 255).")] = None,
-    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: one class name per line, in index order.")] = None,
-    boundary_px: Annotated[float | None, typer.Option("--boundary-px", help="Boundary F1 tolerance in pixels (default 2% of the diagonal).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Semantic/panoptic files: parallel worker processes (default: by image count).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics (docs/evaluating.md) to this JSON file (- for stdout).")] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the per-class rows to this CSV file.")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write a report folder: report.html (opens "
-                                                "offline), confusion matrix, per-class tables, PR curves, worst "
-                                                "images.")] = None,
-    worst: Annotated[int | None, typer.Option("--worst", help="With --report: how many of the worst images to "
-                                              "draw (default 8).")] = None,
-    images: Annotated[Path | None, typer.Option("--images", help="With --report on files: the images' folder "
-                                                "(default: images/ beside the ground truth).")] = None,
+    mode: EvalModeOpt,
+    gt: GtOpt = None, pred: PredOpt = None, gt_dir: GtDirOpt = None, pred_dir: PredDirOpt = None,
+    data: EvalDataOpt = None, model: EvalModelOpt = None, weights: EvalWeightsOpt = None,
+    data_format: EvalFormatOpt = None, split: EvalSplitOpt = None,
+    num_classes: NumClassesOpt = None, ignore_index: IgnoreIndexOpt = None, classes: EvalClassesOpt = None,
+    boundary_px: BoundaryPxOpt = None, workers: EvalWorkersOpt = None,
+    json_out: EvalJsonOpt = None, csv_out: CsvOpt = None,
+    report: ReportOpt = None, worst: WorstOpt = None, images: ReportImagesOpt = None,
     tta: TtaOpt = False,
     pixel_size: PixelSizeOpt = None,
     object_size: ObjectSizeOpt = None,
@@ -830,12 +904,13 @@ def eval_command(
     from segcli.services.evaluate import evaluate
 
     if thresholds and data is None:
-        raise UsageError(f"--{next(iter(thresholds)).replace('_', '-')} post-processes a model's outputs: it goes with --data")
+        option = "--" + next(iter(thresholds)).replace("_", "-")
+        raise UsageError(f"{option} post-processes a model's outputs: it goes with --data")
     result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
                       weights=weights, data_format=data_format, split=split, num_classes=num_classes,
-                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers, device=device,
-                      thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
-                      callback=_warnings, report=report, worst=worst, images=images)
+                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers,
+                      device=device, thresholds=thresholds, tta=tta or None, pixel_size=pixel_size,
+                      object_size=object_size, callback=_warnings, report=report, worst=worst, images=images)
     if report is not None:
         _say(f"report: {report / 'report.html'}")
     if json_out and str(json_out) == "-":  # stdout carries the JSON only
@@ -863,16 +938,20 @@ def tune_command(
     data: Annotated[Path, typer.Option("--data", help="A dataset with the model's classes: its --split is scored.")],
     weights: Annotated[Path | None, typer.Option("--weights", help="The checkpoint to tune: its card is rewritten "
                                                                   "(or a copy at --out).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="A bundled model to tune; its tuned copy goes to --out.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="A bundled model to tune; its tuned copy goes to --out.")] = None,
     mode: Annotated[Mode | None, typer.Option("--mode", help="The mode to tune for, by its metric (PQ, mask AP, mIoU); "
                                                              "default: the card's.")] = None,
-    grid: Annotated[list[str] | None, typer.Option("--grid", help="NAME=V1,V2,...: values of one threshold, searched "
-                                                                 "in the order given; repeatable (default: per model).")] = None,
-    split: Annotated[str, typer.Option("--split", help="The split to choose on (keep test for the final score).")] = "val",
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="NAME=V1,V2,...: values of one threshold, searched in the order given; repeatable "
+                       "(default: per model).")] = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="The split to choose on (keep test for the final score).")] = "val",
     out: Annotated[Path | None, typer.Option("--out", help="Write the tuned checkpoint here (weights copied, new card) "
                                                           "instead of rewriting the card of --weights.")] = None,
-    data_format: Annotated[Format, typer.Option("--format", help="Dataset format; auto recognises the layout.")] = Format.auto,
-    json_out: Annotated[bool, typer.Option("--json", help="The search as JSON on stdout instead of the table.")] = False,
+    data_format: FormatOpt = Format.auto,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="The search as JSON on stdout instead of the table.")] = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -920,8 +999,8 @@ def _tune_progress(progress):
     def update(event: str, **info) -> None:
         if event == "start":
             progress.start()
-            tasks["settings"] = progress.add_task(f"tune: {info['metric']} on {info['split']} ({info['images']} images)",
-                                                  total=info["settings"])
+            description = f"tune: {info['metric']} on {info['split']} ({info['images']} images)"
+            tasks["settings"] = progress.add_task(description, total=info["settings"])
         elif event == "setting":
             progress.advance(tasks["settings"])
 
@@ -980,40 +1059,55 @@ def _render_metrics(mode: str, result: dict) -> None:
     _show(table)
 
 
+# compare's options, here so that compare_command stays a screen long.
+ApproachesOpt = Annotated[str, typer.Option(
+    "--approaches", help="Comma-separated zoo names, e.g. sliding,fullres,fcn,unet,deeplab; LABEL=NAME runs NAME under "
+                         "another label (e.g. unet,unet2=unet).")]
+CompareDataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Dataset to train and score on (default: synthetic 'context' data).")]
+CompareFormatOpt = Annotated[str, typer.Option("--format", help="Dataset format (auto detects).")]
+CompareBinaryOpt = Annotated[bool, typer.Option(
+    "--binary", help="Masks are 0/255 (ISBI membranes): read 255 as class 1.")]
+BudgetStepsOpt = Annotated[int | None, typer.Option("--budget-steps", help="Optimiser steps per approach.")]
+CompareEpochsOpt = Annotated[int | None, typer.Option(
+    "--epochs", help="Epochs per approach instead of a step budget.")]
+SizesOpt = Annotated[str | None, typer.Option(
+    "--sizes", help="Image sides for latency and memory, e.g. 128,256,512,1024.")]
+CompareImgSizeOpt = Annotated[int | None, typer.Option("--img-size", help="Training crop size in pixels.")]
+CompareWeightsOpt = Annotated[list[str] | None, typer.Option(
+    "--weights", help="NAME=FILE: use this checkpoint instead of training NAME.")]
+CompareOutOpt = Annotated[Path, typer.Option(
+    "--out", help="Folder for results.json/csv, report.md and the plots.")]
+CompareSeedOpt = Annotated[int, typer.Option(
+    "--seed", help="First seed; also seeds the synthetic data and the validation hold-out.")]
+SeedsOpt = Annotated[int | None, typer.Option(
+    "--seeds", min=1, help="Train each approach with this many seeds (SEED, SEED+1, ...); verdicts weigh margins "
+                           "against their spread. Default 3 (1 with --quick).")]
+QuickOpt = Annotated[bool, typer.Option(
+    "--quick", help="A one-minute smoke test on tiny data; its claims are not judged.")]
+
+
 @app.command("compare")
 def compare_command(
-    approaches: Annotated[
-        str, typer.Option("--approaches", help="Comma-separated zoo names, e.g. sliding,fullres,fcn,unet,deeplab; "
-                                               "LABEL=NAME runs NAME under another label (e.g. unet,unet2=unet).")
-    ] = "sliding,fullres,fcn,unet",
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Dataset to train and score on (default: synthetic 'context' data).")
-    ] = None,
-    data_format: Annotated[str, typer.Option("--format", help="Dataset format (auto detects).")] = "auto",
-    binary: Annotated[bool, typer.Option("--binary", help="Masks are 0/255 (ISBI membranes): read 255 as class 1.")] = False,
-    budget_steps: Annotated[int | None, typer.Option("--budget-steps", help="Optimiser steps per approach.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per approach instead of a step budget.")] = None,
-    sizes: Annotated[
-        str | None, typer.Option("--sizes", help="Image sides for latency and memory, e.g. 128,256,512,1024.")
-    ] = None,
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Training crop size in pixels.")] = None,
-    weights: Annotated[
-        list[str] | None, typer.Option("--weights", help="NAME=FILE: use this checkpoint instead of training NAME.")
-    ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for results.json/csv, report.md and the plots.")] = Path(
-        "runs/compare"
-    ),
-    seed: Annotated[int, typer.Option("--seed", help="First seed; also seeds the synthetic data and the validation hold-out.")] = 0,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Train each approach with this many seeds (SEED, "
-                                                                    "SEED+1, ...); verdicts weigh margins against their "
-                                                                    "spread. Default 3 (1 with --quick).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A one-minute smoke test on tiny data; its claims are not judged.")] = False,
+    approaches: ApproachesOpt = "sliding,fullres,fcn,unet",
+    data: CompareDataOpt = None,
+    data_format: CompareFormatOpt = "auto",
+    binary: CompareBinaryOpt = False,
+    budget_steps: BudgetStepsOpt = None,
+    epochs: CompareEpochsOpt = None,
+    sizes: SizesOpt = None,
+    img_size: CompareImgSizeOpt = None,
+    weights: CompareWeightsOpt = None,
+    out: CompareOutOpt = Path("runs/compare"),
+    seed: CompareSeedOpt = 0,
+    seeds: SeedsOpt = None,
+    quick: QuickOpt = False,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train the course's approaches on the same data and measure accuracy, boundaries, speed, memory, receptive field."""
+    """Train the course's approaches on the same data; measure accuracy, boundaries, speed, memory, receptive field."""
     _setup(debug, quiet, device, offline)
     from segcli.services.compare import CompareConfig, compare
 
@@ -1065,7 +1159,8 @@ def _compare_progress(progress):
             key = f"train {approach}" + ("" if info.get("seed") is None else f" seed {info['seed']}")
             if key not in tasks:
                 tasks[key] = progress.add_task(key, total=info.get("total_steps"))
-            progress.update(tasks[key], completed=info.get("step", 0), description=f"{key} loss {info.get('loss', 0):.3f}")
+            progress.update(tasks[key], completed=info.get("step", 0),
+                            description=f"{key} loss {info.get('loss', 0):.3f}")
         elif event in ("evaluate", "time", "data", "reuse"):
             detail = f" at {info['size']} px" if "size" in info else ""
             detail += f" seed {info['seed']}" if info.get("seed") is not None else ""
@@ -1081,17 +1176,21 @@ ImageExt = _choices("ImageExt", "png", "jpg")
 def visualize_command(
     inputs: Annotated[list[str], typer.Argument(help="Images: files, folders, quoted globs, or - (paths on stdin).",
                                                 metavar="IMAGE", show_default=False)],
-    pred: Annotated[Path | None, typer.Option("--pred", help="A `segcli predict --out` folder holding the predictions.")] = None,
+    pred: Annotated[Path | None, typer.Option(
+        "--pred", help="A `segcli predict --out` folder holding the predictions.")] = None,
     mask: Annotated[Path | None, typer.Option("--mask", help="Instead of --pred: one label PNG for one image.")] = None,
     mask_kind: Annotated[Mode | None, typer.Option(
         "--mask-kind", help="What --mask holds: class indices (default), instance ids, or COCO panoptic ids "
                             "(drawn as classless segments: the PNG alone has no classes).")] = None,
-    mode: Annotated[Mode | None, typer.Option("--mode", help="Which prediction of --pred to draw (default: panoptic, "
-                                                             "else instance, else semantic, whichever it has).")] = None,
+    mode: Annotated[Mode | None, typer.Option(
+        "--mode", help="Which prediction of --pred to draw (default: panoptic, else instance, else semantic, "
+                       "whichever it has).")] = None,
     gt: Annotated[Path | None, typer.Option("--gt", help="Ground truth: a label PNG, or a folder of <stem>.png. "
                                                          "Draws TP/FP/FN and the image's IoU.")] = None,
-    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: names and colours in index order.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for <stem>.png per image (and grid.png).")] = Path("runs/visualize"),
+    classes: Annotated[Path | None, typer.Option(
+        "--classes", help="classes.txt: names and colours in index order.")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for <stem>.png per image (and grid.png).")] = Path("runs/visualize"),
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the label colours over the image, 0..1.")] = 0.5,
     contours: Annotated[bool | None, typer.Option(
         "--contours/--no-contours", help="Outline regions (default: instances and things yes, semantic classes no).",
@@ -1099,10 +1198,11 @@ def visualize_command(
     legend: Annotated[bool, typer.Option("--legend/--no-legend", help="A legend of the classes present.")] = True,
     side_by_side: Annotated[bool, typer.Option(
         "--side-by-side", help="Panels image | prediction (| ground truth | errors with --gt).")] = False,
-    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png: a contact sheet of every picture.")] = False,
+    grid: Annotated[bool, typer.Option(
+        "--grid", help="Also write grid.png: a contact sheet of every picture.")] = False,
     cols: Annotated[int, typer.Option("--cols", help="Columns of the --grid contact sheet.")] = 4,
     ext: Annotated[ImageExt, typer.Option("--ext", help="Output format: png (exact) or jpg (smaller).")] = ImageExt.png,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    recursive: RecursiveOpt = False,
     device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -1112,15 +1212,16 @@ def visualize_command(
     from segcli.services.visualize import VisualizeConfig, visualize
 
     config = VisualizeConfig(
-        inputs=inputs, out=out, pred=pred, mask=mask, mask_kind=mask_kind.value if mask_kind else None, mode=mode.value if mode else None,
-        gt=gt, classes=classes, alpha=alpha, contours=contours, legend=legend, side_by_side=side_by_side, grid=grid,
-        cols=cols, ext=ext.value, recursive=recursive,
+        inputs=inputs, out=out, pred=pred, mask=mask, mask_kind=mask_kind.value if mask_kind else None,
+        mode=mode.value if mode else None, gt=gt, classes=classes, alpha=alpha, contours=contours, legend=legend,
+        side_by_side=side_by_side, grid=grid, cols=cols, ext=ext.value, recursive=recursive,
     )
     with _progress() as progress:
         summary = visualize(config, callback=_visualize_progress(progress))
     for _input, message in summary.failures:  # each message names its input
         err_console.print(f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True)
-    _say(f"wrote {len(summary.outputs)} {summary.mode} pictures to {out}/" + (f" and {summary.grid.name}" if summary.grid else ""))
+    grid_note = f" and {summary.grid.name}" if summary.grid else ""
+    _say(f"wrote {len(summary.outputs)} {summary.mode} pictures to {out}/{grid_note}")
     if summary.failures:
         raise typer.Exit(1)
 
@@ -1142,18 +1243,21 @@ LabelKind = _choices("LabelKind", "auto", "instance", "semantic", "panoptic")
 
 @app.command("measure")
 def measure_command(
-    labels: Annotated[list[str], typer.Argument(help="Label images: files, folders, quoted globs, or - (paths on stdin).",
-                                                metavar="LABELS", show_default=False)],
+    labels: Annotated[list[str], typer.Argument(
+        help="Label images: files, folders, quoted globs, or - (paths on stdin).", metavar="LABELS",
+        show_default=False)],
     images: Annotated[Path | None, typer.Option("--images", help="Folder of the images (same stems) whose stored "
                                                 "values give the intensity columns.")] = None,
-    kind: Annotated[LabelKind, typer.Option("--kind", help="What the labels hold; auto: RGB = COCO panoptic, palette PNG "
-                                            "= class indices, other grey images = instance ids.")] = LabelKind.auto,
-    classes: Annotated[Path | None, typer.Option("--classes", help="classes.txt: class names (and thing flags) in index "
-                                                 "order (default: predict's json beside the labels, else 'object').")] = None,
+    kind: Annotated[LabelKind, typer.Option(
+        "--kind", help="What the labels hold; auto: RGB = COCO panoptic, palette PNG = class indices, other grey "
+                       "images = instance ids.")] = LabelKind.auto,
+    classes: Annotated[Path | None, typer.Option(
+        "--classes", help="classes.txt: class names (and thing flags) in index order (default: predict's json beside "
+                          "the labels, else 'object').")] = None,
     pixel_size: PixelSizeOpt = None,
     out: Annotated[Path, typer.Option("--out", help="The table: a .csv, a .parquet (needs pyarrow), or - for CSV on "
                                       "stdout.")] = Path("objects.csv"),
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders of folder inputs.")] = False,
+    recursive: RecursiveOpt = False,
     device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -1206,11 +1310,14 @@ def report_command(
 
 @app.command("export")
 def export_command(
-    weights: Annotated[Path, typer.Option("--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json).")],
+    weights: Annotated[Path, typer.Option(
+        "--weights", help="A segcli checkpoint (NAME.safetensors beside NAME.json).")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format; onnx is the only one so far.")],
-    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: the weights path with .onnx).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="File to write (default: the weights path with .onnx).")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
-    size: Annotated[int, typer.Option("--size", help="Example input side in pixels for tracing (a multiple of 32).")] = 256,
+    size: Annotated[int, typer.Option(
+        "--size", help="Example input side in pixels for tracing (a multiple of 32).")] = 256,
     device: CpuDeviceOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
