@@ -94,7 +94,8 @@ def read_card(path: str | Path) -> dict:
     check_weights_path(path)
     _, card_path = checkpoint_paths(path)
     if not card_path.is_file():
-        raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside NAME.json")
+        raise ModelError(f"{card_path}: checkpoint card missing; "
+                         "a segcli checkpoint is NAME.safetensors beside NAME.json")
     card = io.read_json(card_path)
     for key in ("model", "model_args", "mode", "label_space"):
         if not isinstance(card, dict) or key not in card:
@@ -168,8 +169,8 @@ def card_data_sources(card: dict | None) -> list[dict]:
     datasets), else its `data` itself. A source with no stated licence says "unknown"."""
     data = (card or {}).get("data") or {}
     sources = data.get("sources") or ([data] if data.get("name") or data.get("licence") else [])
-    return [{"name": s.get("name") or s.get("path") or "?", "licence": s.get("licence") or "unknown", "url": s.get("url")}
-            for s in sources]
+    return [{"name": s.get("name") or s.get("path") or "?", "licence": s.get("licence") or "unknown",
+             "url": s.get("url")} for s in sources]
 
 
 def card_licences(card: dict | None) -> str:
@@ -197,7 +198,8 @@ def card_object_diameter(card: dict | None) -> float | None:
     value = (card or {}).get("object_diameter")
     if value:
         return float(value)
-    sides = [v for v in ((((card or {}).get("plan") or {}).get("fingerprint") or {}).get("object_diameter") or {}).values() if v]
+    fingerprint = ((card or {}).get("plan") or {}).get("fingerprint") or {}
+    sides = [v for v in (fingerprint.get("object_diameter") or {}).values() if v]
     return round(circle_diameter(statistics.median(sides) ** 2), 1) if sides else None
 
 
@@ -246,7 +248,8 @@ def save_training_state(stem: str | Path, state: dict) -> None:
 def training_state_paths(stem: str | Path) -> tuple[Path, Path]:
     """(tensors, plain values) of a training state, checked to exist: --resume without them is one clear line."""
     stem = Path(stem)
-    tensor_path, plain_path = stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
+    tensor_path = stem.with_name(stem.name + ".state.safetensors")
+    plain_path = stem.with_name(stem.name + ".state.json")
     if not tensor_path.is_file() or not plain_path.is_file():
         raise ModelError(f"{stem}: no training state to resume from ({tensor_path.name} / {plain_path.name} missing)")
     return tensor_path, plain_path

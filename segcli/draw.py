@@ -50,7 +50,8 @@ def colorize(labels: np.ndarray, colors: list[tuple[int, int, int]]) -> np.ndarr
 def blend(image: np.ndarray, colored: np.ndarray, alpha: float, where: np.ndarray | None = None) -> np.ndarray:
     """alpha * colours + (1 - alpha) * image, only where `where` is True (everywhere by default)."""
     # uint8 arithmetic in OpenCV: float copies of a 10000 px photo would cost 1.2 GB each.
-    mix = cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, np.ascontiguousarray(colored, dtype=np.uint8), alpha, 0)
+    mix = cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha,
+                          np.ascontiguousarray(colored, dtype=np.uint8), alpha, 0)
     if where is None:
         return mix
     out = image.copy()
@@ -155,7 +156,8 @@ def overlay_panoptic(image: np.ndarray, panoptic: np.ndarray, segment_labels: di
                      class_colors, alpha: float = 0.5, contours: bool = True, tracked: bool = False) -> np.ndarray:
     colors = panoptic_colors(segment_labels, isthing, class_colors, tracked)
     out = blend(image, colorize_ids(panoptic, colors), alpha, panoptic > 0)
-    return draw_contours(out, panoptic, colors, only={s for s, lab in segment_labels.items() if isthing[lab]}) if contours else out
+    thing_segments = {s for s, lab in segment_labels.items() if isthing[lab]}
+    return draw_contours(out, panoptic, colors, only=thing_segments) if contours else out
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
@@ -345,7 +347,8 @@ def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def grid(images: list[np.ndarray], cols: int, labels: list[str] | None = None, cell: int | None = None, gap: int = 4) -> np.ndarray:
+def grid(images: list[np.ndarray], cols: int, labels: list[str] | None = None, cell: int | None = None,
+         gap: int = 4) -> np.ndarray:
     """A contact sheet in rows of `cols`, each image labelled.
 
     With `cell`, images are scaled to fit cell x cell squares; without, cells are as tall as the

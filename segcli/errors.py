@@ -36,4 +36,5 @@ def check_minimums(*bounds: tuple[str, float | None, float], above: bool = False
     above it), as one line naming the option: such a number would crash deep inside or be silently ignored."""
     for option, value, smallest in bounds:
         if value is not None and (value <= smallest if above else value < smallest):
-            raise UsageError(f"{option} {value}: " + (f"must be above {smallest}" if above else f"use {smallest} or more"))
+            requirement = f"must be above {smallest}" if above else f"use {smallest} or more"
+            raise UsageError(f"{option} {value}: {requirement}")

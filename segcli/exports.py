@@ -33,7 +33,8 @@ NOT_MEASUREMENTS = ("image", "id", "class", "class_id", "is_thing")
 
 
 def parse_exports(values: list[str] | str | None) -> tuple[str, ...]:
-    """--export geojson,imagej,yolo (commas or repeats) -> the formats in EXPORT_FORMATS order; unknown names refused."""
+    """--export geojson,imagej,yolo (commas or repeats) -> the formats in EXPORT_FORMATS order; unknown names
+    refused."""
     if not values:
         return ()
     words = [w.strip().lower() for value in ([values] if isinstance(values, str) else values) for w in value.split(",")]

@@ -87,7 +87,8 @@ def _truncation(data: np.ndarray) -> str | None:
 
 
 def _checked_bytes(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """The file's bytes, refused before decoding when its header declares too many pixels, or it is empty or cut short."""
+    """The file's bytes, refused before decoding when its header declares too many pixels, or it is empty or cut
+    short."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     size = _declared_pixels(path)
     if size is not None and size[0] * size[1] > limit:
@@ -580,7 +581,8 @@ def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
         os.close(probe)
         os.unlink(name)
     except OSError as error:
-        raise UsageError(f"{option} {path}: cannot write there ({error.strerror or error}); choose another folder") from None
+        raise UsageError(f"{option} {path}: cannot write there ({error.strerror or error}); "
+                         "choose another folder") from None
     remove_stale_temporaries(path)  # what a run killed mid-write left behind
     return path
 
@@ -603,7 +605,8 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> Path:
 
 
 def write_class_png(path: str | Path, classmap: np.ndarray, palette: Iterable[tuple[int, int, int]]) -> Path:
-    """Class-index PNG (uint8, 255 = ignore) with the palette attached, so viewers show colours and readers get indices."""
+    """Class-index PNG (uint8, 255 = ignore) with the palette attached, so viewers show colours and readers get
+    indices."""
     from PIL import Image
 
     path = Path(path)
@@ -700,7 +703,8 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False, stdin: TextIO 
         elif path.is_dir():
             found = _expand_folder(path, recursive, media)
             if not found:
-                raise UsageError(f"{item}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); use --recursive for subfolders")
+                raise UsageError(f"{item}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); "
+                                 "use --recursive for subfolders")
             items.extend(found)
         elif not path.exists() and glob.has_magic(item):
             # `**` spans any depth, as bash's globstar and Python's glob(recursive=True) have it, with or without -r.

@@ -286,7 +286,8 @@ def prediction_objects(prediction: Prediction, mode: str, shape: tuple[int, int]
     a thing class."""
     if mode == Mode.INSTANCE:
         instances = ranked_instances(prediction)
-        return regions.Objects(instance_id_map(instances, shape), {n: inst.label for n, inst in enumerate(instances, 1)},
+        return regions.Objects(instance_id_map(instances, shape),
+                               {n: inst.label for n, inst in enumerate(instances, 1)},
                                {n: float(inst.score) for n, inst in enumerate(instances, 1)})
     if mode == Mode.PANOPTIC:
         return regions.Objects(prediction.panoptic, {s.id: s.label for s in prediction.segments},
@@ -543,7 +544,8 @@ def claim_out_dir(out: Path, settings: dict, *, resume: bool = False, overwrite:
         if overwrite:
             clear_results(out)
         elif held is None:
-            raise UsageError(f"--out {out} holds results of an earlier segcli that did not record their settings: {again}")
+            raise UsageError(f"--out {out} holds results of an earlier segcli that did not record their settings: "
+                             f"{again}")
         elif held and (difference := settings_difference(held, settings)):
             raise UsageError(f"--out {out} holds results made with {difference}: {again}")
         elif held and not (resume or shard):

@@ -104,13 +104,15 @@ def _channels(intensities: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
     if intensities is None:
         return None
     if intensities.shape[:2] != shape:
-        raise DataError(f"the image is {intensities.shape[1]}x{intensities.shape[0]} px, its labels {shape[1]}x{shape[0]}")
+        raise DataError(f"the image is {intensities.shape[1]}x{intensities.shape[0]} px, "
+                        f"its labels {shape[1]}x{shape[0]}")
     return intensities
 
 
 def _shape(table: dict, i: int) -> dict:
     x0, y0 = int(table["bbox-1"][i]), int(table["bbox-0"][i])
-    computed = {"bbox_x": x0, "bbox_y": y0, "bbox_w": int(table["bbox-3"][i]) - x0, "bbox_h": int(table["bbox-2"][i]) - y0,
+    computed = {"bbox_x": x0, "bbox_y": y0,
+                "bbox_w": int(table["bbox-3"][i]) - x0, "bbox_h": int(table["bbox-2"][i]) - y0,
                 "area": int(table["area"][i]),
                 # pixel centres lie half a pixel from their edges
                 "centroid_x": float(table["centroid-1"][i]) + 0.5, "centroid_y": float(table["centroid-0"][i]) + 0.5}

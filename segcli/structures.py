@@ -175,7 +175,8 @@ class Prediction:
 
 @dataclass
 class LabelMap:
-    """One image's labels as files hold them: class indices (semantic), instance ids or panoptic segment ids (0 = none)."""
+    """One image's labels as files hold them: class indices (semantic), instance ids or panoptic segment ids
+    (0 = none)."""
 
     kind: str  # semantic | instance | panoptic
     values: np.ndarray  # (H, W)
@@ -218,8 +219,10 @@ def id_map_boxes(ids: np.ndarray, count: int) -> np.ndarray:
     import numpy as np
 
     h, w = ids.shape
-    rows = np.bincount((ids * h + np.arange(h)[:, None]).ravel(), minlength=(count + 1) * h).reshape(count + 1, h)[1:] > 0
-    cols = np.bincount((ids * w + np.arange(w)[None, :]).ravel(), minlength=(count + 1) * w).reshape(count + 1, w)[1:] > 0
+    row_counts = np.bincount((ids * h + np.arange(h)[:, None]).ravel(), minlength=(count + 1) * h)
+    col_counts = np.bincount((ids * w + np.arange(w)[None, :]).ravel(), minlength=(count + 1) * w)
+    rows = row_counts.reshape(count + 1, h)[1:] > 0  # rows[k - 1, y]: id k has a pixel in row y
+    cols = col_counts.reshape(count + 1, w)[1:] > 0
     y0, x0 = rows.argmax(1), cols.argmax(1)
     y1, x1 = h - rows[:, ::-1].argmax(1), w - cols[:, ::-1].argmax(1)
     return np.stack([x0, y0, x1, y1], 1)

@@ -83,12 +83,14 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         h, w = image.shape[:2]
         info = record.files["info"]
         if (info.get("height", h), info.get("width", w)) != (h, w):
-            raise DataError(f"{record.image}: image is {w}x{h} px, {json_path} says {info.get('width')}x{info.get('height')}")
+            raise DataError(f"{record.image}: image is {w}x{h} px, "
+                            f"{json_path} says {info.get('width')}x{info.get('height')}")
         instances, stuff = [], []
         for ann in record.files["anns"]:
             if ann["category_id"] not in index:
                 raise DataError(f"{json_path}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
-            mask = decode_segmentation(ann["segmentation"], h, w, f"{json_path}: annotation {ann.get('id')} ({record.image.name})")
+            what = f"{json_path}: annotation {ann.get('id')} ({record.image.name})"
+            mask = decode_segmentation(ann["segmentation"], h, w, what)
             label = index[ann["category_id"]]
             target = instances if label_space.isthing[label] else stuff
             target.append(Instance(mask=mask, label=label, iscrowd=bool(ann.get("iscrowd", 0))))
@@ -129,7 +131,8 @@ def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
         for mask, label, crowd in _regions(sample, space, kept):
             data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id,
                                         "category_id": category[label], "segmentation": mask_to_rle(mask),
-                                        "area": int(mask.sum()), "bbox": list(mask_to_xywh(mask)), "iscrowd": int(crowd)})
+                                        "area": int(mask.sum()), "bbox": list(mask_to_xywh(mask)),
+                                        "iscrowd": int(crowd)})
     for path, data in files.items():
         io.write_json(path, data)
     return losses

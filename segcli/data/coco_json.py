@@ -103,7 +103,8 @@ def check_keys(json_path: Path, items: object, section: str, kind: str | None = 
 
 def written_json(out: Path, kind: str, split: str | None) -> Path:
     """Where a converted dataset's json goes: <out>/<kind>.json for a dataset without splits (found as the single
-    json of the folder), else <out>/annotations/<kind>_<split>.json (found by the split's name); images in <out>/images."""
+    json of the folder), else <out>/annotations/<kind>_<split>.json (found by the split's name); images in
+    <out>/images."""
     return Path(out) / f"{kind}.json" if split is None else Path(out) / "annotations" / f"{kind}_{split}.json"
 
 

@@ -58,7 +58,8 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
         image = safe_join(folder, file_name, json_path)
         if not image.is_file():
             image = next((p for p in image.parent.glob(image.stem + ".*")), image)
-        records.append(Record(Path(file_name).stem, image, {"png": safe_join(png_dir, ann["file_name"], json_path), "ann": ann}))
+        png = safe_join(png_dir, ann["file_name"], json_path)
+        records.append(Record(Path(file_name).stem, image, {"png": png, "ann": ann}))
 
     def load(record: Record) -> Sample:
         image = io.read_image(record.image, channels=options.channels)
@@ -81,7 +82,8 @@ def read(path: Path, split: str, options: DatasetOptions) -> SegDataset:
             if label_space.isthing[label]:
                 instances.append(Instance(mask=mask, label=label, iscrowd=crowd))
             segments.append(Segment(info["id"], label, int(info.get("area", mask.sum())), mask_to_xywh(mask), crowd))
-        return Sample(image=image, name=record.name, semantic=semantic, instances=instances, panoptic=ids, segments=segments)
+        return Sample(image=image, name=record.name, semantic=semantic, instances=instances, panoptic=ids,
+                      segments=segments)
 
     chosen = records if own_split or split == "all" else select_split(records, json_path.parent, split, options.seed)
     return SegDataset(json_path.parent, "coco-panoptic", label_space, chosen, load, split)

@@ -71,7 +71,8 @@ class SegDataset(Sequence):
         for record in self.records:
             for path in [record.image, *[p for p in record.files.values() if isinstance(p, Path)]]:
                 stat = path.stat() if path.exists() else None
-                digest.update(f"{record.name}|{path.name}|{stat.st_size if stat else -1}|{int(stat.st_mtime) if stat else -1}".encode())
+                size, mtime = (stat.st_size, int(stat.st_mtime)) if stat else (-1, -1)
+                digest.update(f"{record.name}|{path.name}|{size}|{mtime}".encode())
         return digest.hexdigest()[:16]
 
 
@@ -111,7 +112,8 @@ def complete_sample(sample: Sample, label_space: LabelSpace) -> Sample:
         # Instance formats: pixels outside every object are the first stuff class (background), even
         # in an image without objects.
         stuff = label_space.stuff_indices
-        sample.semantic = semantic_from_instances(sample.image.shape[:2], sample.instances, stuff[0] if stuff else IGNORE_INDEX)
+        background = stuff[0] if stuff else IGNORE_INDEX
+        sample.semantic = semantic_from_instances(sample.image.shape[:2], sample.instances, background)
     elif not sample.instances and sample.panoptic is None:
         sample.instances = instances_from_semantic(sample.semantic, label_space)
     if sample.panoptic is None:
@@ -142,7 +144,8 @@ def select_split(records: list[Record], root: Path, split: str, seed: int) -> li
         by_name = {r.name: r for r in records}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise DataError(f"{Path(root) / 'splits' / (split + '.txt')}: {len(missing)} listed image(s) not found, e.g. {missing[0]!r}")
+            raise DataError(f"{Path(root) / 'splits' / (split + '.txt')}: {len(missing)} listed image(s) not found, "
+                            f"e.g. {missing[0]!r}")
         return [by_name[n] for n in names]
     if split == "test":
         raise DataError(f"{root}: no splits/test.txt, so there is no test split; use --split val or all")
@@ -168,9 +171,11 @@ def check_dataset(dataset: SegDataset, mode: str) -> list[str]:
         if sample.semantic is not None:
             valid = sample.semantic[sample.semantic != IGNORE_INDEX]
             if valid.size and int(valid.max()) >= dataset.label_space.num_classes:
-                raise DataError(f"{sample.path}: class id {int(valid.max())} beyond the {dataset.label_space.num_classes} classes")
+                raise DataError(f"{sample.path}: class id {int(valid.max())} "
+                                f"beyond the {dataset.label_space.num_classes} classes")
     if not dataset.label_space.thing_indices and mode in ("instance", "panoptic"):
-        raise DataError(f"{dataset.root}: no class is marked as a thing, so there are no instances; mark them in classes.txt")
+        raise DataError(f"{dataset.root}: no class is marked as a thing, so there are no instances; "
+                        "mark them in classes.txt")
     if empty:
         warnings.append(f"{empty} of {len(dataset)} images have no instances")
     return warnings
@@ -192,7 +197,8 @@ def image_mask_pairs(image_dir: Path, mask_dir: Path) -> list[Record]:
 
 def check_same_size(image: np.ndarray, label: np.ndarray, label_path: Path) -> None:
     if image.shape[:2] != label.shape[:2]:
-        raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} px, its image {image.shape[1]}x{image.shape[0]}")
+        raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} px, "
+                        f"its image {image.shape[1]}x{image.shape[0]}")
 
 
 def instances_by_majority_class(ids: np.ndarray, semantic: np.ndarray, skip_ids: tuple[int, ...] = (0,),
@@ -221,7 +227,7 @@ def class_list(root: Path, options: DatasetOptions) -> tuple[LabelSpace, Path] |
 
 
 
-# ---------------------------------------------------------------- writing (segcli data convert): what every writer shares
+# ---------------------------------------------------------------- writing (segcli data convert): shared by every writer
 
 
 @dataclass

@@ -61,13 +61,15 @@ def _label_space(root: Path, options: DatasetOptions, records: list[Record]) -> 
     return LabelSpace([f"class{i}" for i in range(largest + 1)], isthing=[i > 0 for i in range(largest + 1)])
 
 
-def read_class_mask(path: Path, binary: bool, num_classes: int, palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+def read_class_mask(path: Path, binary: bool, num_classes: int,
+                    palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:
     """A class-index map from a label PNG; RGB colour masks are decoded with `palette` (the classes.txt colours)."""
     mask = io.read_label_png(path)
     if mask.ndim == 3:
         if palette is None:
-            raise DataError(f"{path}: an RGB colour mask without a palette; add a classes.txt (its colours, or the default "
-                            "VOC colours, decode the mask) or save class indices (a palette PNG or greyscale)")
+            raise DataError(f"{path}: an RGB colour mask without a palette; add a classes.txt (its colours, "
+                            "or the default VOC colours, decode the mask) or save class indices (a palette PNG or "
+                            "greyscale)")
         return colors_to_classes(mask, palette, path)
     if binary:
         return (mask > 127).astype(np.uint8)
@@ -88,8 +90,8 @@ def colors_to_classes(rgb: np.ndarray, palette: list[tuple[int, int, int]], path
     unknown = [int(v) for v in values if int(v) not in table]
     if unknown:
         v = unknown[0]
-        raise DataError(f"{path}: colour ({v >> 16}, {(v >> 8) & 255}, {v & 255}) is not a class colour of the class list; "
-                        "give each class its colour in classes.txt (color=r,g,b)")
+        raise DataError(f"{path}: colour ({v >> 16}, {(v >> 8) & 255}, {v & 255}) is not a class colour of the "
+                        "class list; give each class its colour in classes.txt (color=r,g,b)")
     lookup = np.array([table[int(v)] for v in values], np.uint8)
     return lookup[inverse.reshape(codes.shape)]
 

@@ -46,7 +46,8 @@ def dsb_root(root: Path) -> Path | None:
     """The folder holding `<id>/images` + `<id>/masks` subfolders, if this is the DSB layout."""
     for candidate in (root / "stage1_train", root):
         if candidate.is_dir():
-            sub = next((p for p in sorted(candidate.iterdir()) if p.is_dir() and p.name not in ("splits", "images")), None)
+            subfolders = (p for p in sorted(candidate.iterdir()) if p.is_dir() and p.name not in ("splits", "images"))
+            sub = next(subfolders, None)
             if sub is not None and (sub / "images").is_dir() and (sub / "masks").is_dir():
                 return candidate
     return None
@@ -61,7 +62,8 @@ def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     if nested is not None:
         return _read_dsb(root, nested, split, options)
     if not (root / "images").is_dir() or not (root / "instances").is_dir():
-        raise DataError(f"{root}: an idmap dataset needs images/ and instances/ (or the DSB <id>/images, <id>/masks layout)")
+        raise DataError(f"{root}: an idmap dataset needs images/ and instances/ "
+                        "(or the DSB <id>/images, <id>/masks layout)")
     records = image_mask_pairs(root / "images", root / "instances")
     label_space = _label_space(root, options, "object")
     thing = label_space.thing_indices[0]
@@ -103,8 +105,8 @@ def check_can_hold(space: LabelSpace, source: str) -> None:
     """idmap holds the objects of one thing class on one background."""
     things, stuff = [space.names[i] for i in space.thing_indices], [space.names[i] for i in space.stuff_indices]
     if len(things) != 1:
-        raise UsageError(f"--to idmap holds one thing class; {source} has {len(things)} ({', '.join(things[:4]) or 'none'})"
-                         "; convert to coco, yolo or folder")
+        raise UsageError(f"--to idmap holds one thing class; {source} has {len(things)} "
+                         f"({', '.join(things[:4]) or 'none'}); convert to coco, yolo or folder")
     if len(stuff) > 1:
         raise UsageError(f"--to idmap holds objects on one background; {source} has {len(stuff)} stuff classes "
                          f"({', '.join(stuff[:4])}); convert to folder or coco-panoptic")
@@ -115,7 +117,8 @@ def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
     losses = Losses("idmap")
     if not space.stuff_indices:  # objects on nothing: the reader's background, named
         thing = space.thing_indices[0]
-        space = LabelSpace(["background", space.names[thing]], [False, True], category_ids=[0, space.category_ids[thing]])
+        space = LabelSpace(["background", space.names[thing]], [False, True],
+                           category_ids=[0, space.category_ids[thing]])
     for entry in entries:
         sample = entry.load()
         copy_image(entry.image, out / "images", entry.name)

@@ -141,8 +141,8 @@ def detect_format(path: Path) -> str:
         if jsons_in_folder(path, fmt):
             return fmt
     raise DataError(
-        f"--data {path}: no known dataset layout (folder: images/ + masks/; idmap: images/ + instances/; yolo: images/ + labels/; "
-        "voc; cityscapes; or a COCO json); pass --format to say which"
+        f"--data {path}: no known dataset layout (folder: images/ + masks/; idmap: images/ + instances/; "
+        "yolo: images/ + labels/; voc; cityscapes; or a COCO json); pass --format to say which"
     )
 
 

@@ -93,7 +93,8 @@ def _stuff_layout(rng: np.random.Generator, size: int) -> np.ndarray:
     if rng.random() < 0.6:
         y = rows[:, 0]
         shore = size * rng.uniform(0.35, 0.65) + size * 0.08 * np.sin(y / size * rng.uniform(2, 5) + rng.uniform(0, 6))
-        water = (np.arange(size)[None, :] > shore[:, None]) if rng.random() < 0.5 else (np.arange(size)[None, :] < shore[:, None])
+        columns = np.arange(size)[None, :]
+        water = (columns > shore[:, None]) if rng.random() < 0.5 else (columns < shore[:, None])
         layout[(layout == 1) & water] = 2
     return layout
 
@@ -132,7 +133,8 @@ def _place_objects(rng: np.random.Generator, size: int, count: int, radius_range
     return placed
 
 
-def _paste(image: np.ndarray, masks: list[np.ndarray], labels: list[int], new_mask: np.ndarray, label: int, texture: np.ndarray) -> None:
+def _paste(image: np.ndarray, masks: list[np.ndarray], labels: list[int], new_mask: np.ndarray, label: int,
+           texture: np.ndarray) -> None:
     """Paint an object over the image; it occludes earlier objects, whose masks lose those pixels."""
     image[new_mask] = texture[new_mask]
     for mask in masks:
@@ -247,11 +249,12 @@ def generate(kind: str, out: Path, n: int = 64, size: int = 128, seed: int = 0, 
             tmp.write_text("".join(f"{s}\n" for s in stems))
         io.write_json(out / "annotations" / f"instances_{split}.json", coco[split])
         io.write_json(out / "annotations" / f"panoptic_{split}.json", panoptic[split])
+    class_lines = [f"{name} {'thing' if thing else 'stuff'} color={','.join(map(str, color))}\n"
+                   for name, thing, color in zip(label_space.names, label_space.isthing, label_space.colors)]
     with io.atomic_path(out / "classes.txt") as tmp:
-        tmp.write_text("".join(f"{name} {'thing' if thing else 'stuff'} color={','.join(map(str, color))}\n"
-                               for name, thing, color in zip(label_space.names, label_space.isthing, label_space.colors)))
-    io.write_json(out / "dataset.json", {"generator": "segcli data synth", "kind": kind, "n": n, "size": size, "seed": seed,
-                                         "label_space": label_space.to_dict()}, indent=2)
+        tmp.write_text("".join(class_lines))
+    io.write_json(out / "dataset.json", {"generator": "segcli data synth", "kind": kind, "n": n, "size": size,
+                                         "seed": seed, "label_space": label_space.to_dict()}, indent=2)
     return out
 
 
@@ -266,7 +269,8 @@ def _check_arguments(kind: str, out: Path, n: int, size: int, val_fraction: floa
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: this is a file; name a folder (it is created if missing)")
     if out.exists() and any(out.iterdir()) and not (out / "dataset.json").exists() and not force:
-        raise UsageError(f"--out {out}: folder exists and is not a segcli synthetic dataset; choose another or pass --force")
+        raise UsageError(f"--out {out}: folder exists and is not a segcli synthetic dataset; "
+                         "choose another or pass --force")
 
 
 def _write_sample(out: Path, sample: Sample, split: str, label_space: LabelSpace) -> None:
@@ -293,13 +297,15 @@ def _add_coco(coco: dict, panoptic: dict, sample: Sample, image_id: int, label_s
     for inst in sample.instances:
         rle = mask_to_rle(inst.mask)
         coco["annotations"].append({
-            "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": label_space.category_ids[inst.label],
+            "id": len(coco["annotations"]) + 1, "image_id": image_id,
+            "category_id": label_space.category_ids[inst.label],
             "segmentation": rle, "area": inst.area, "bbox": list(inst.bbox), "iscrowd": 0,
         })
     panoptic["annotations"].append({
         "image_id": image_id, "file_name": f"{sample.name}.png",
         "segments_info": [
-            {"id": s.id, "category_id": label_space.category_ids[s.label], "area": s.area, "bbox": list(s.bbox), "iscrowd": 0}
+            {"id": s.id, "category_id": label_space.category_ids[s.label], "area": s.area, "bbox": list(s.bbox),
+             "iscrowd": 0}
             for s in sample.segments
         ],
     })

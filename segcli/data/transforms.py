@@ -42,7 +42,8 @@ def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
 
-def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+def build_transform(mode: str, train: bool, img_size: int | tuple[int, int] | None,
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     *, crop: int | None = None, scale: float = 1.0, zoom: float = 0.0,
                     rotate: bool = False, invert: bool = False,
                     stain: bool = False) -> Callable[[Sample], tuple[torch.Tensor, dict]]:
@@ -196,7 +197,8 @@ class Packed:
             ids = cv2.resize(ids, (size, size), interpolation=cv2.INTER_NEAREST)
         if turns:
             image, semantic, ids = (_turned(a, turns) for a in (image, semantic, ids))
-        instances = [Instance(ids == number, int(self.labels[number - 1]), iscrowd=bool(self.crowd[number - 1]), bbox=(0, 0, 0, 0))
+        instances = [Instance(ids == number, int(self.labels[number - 1]), iscrowd=bool(self.crowd[number - 1]),
+                              bbox=(0, 0, 0, 0))
                      for number in np.unique(ids).tolist() if number]
         return Sample(image=image, name="", semantic=semantic, instances=instances)
 

@@ -13,12 +13,14 @@ from segcli.errors import DataError
 from segcli.structures import IGNORE_INDEX, LabelSpace, Sample
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor"]
 
 
 def read(root: Path, split: str, options: DatasetOptions) -> SegDataset:
     sets = root / "ImageSets" / "Segmentation"
-    names_by_split = {s: (sets / f"{s}.txt").read_text().split() for s in ("train", "val", "trainval") if (sets / f"{s}.txt").is_file()}
+    split_files = {s: sets / f"{s}.txt" for s in ("train", "val", "trainval")}
+    names_by_split = {s: path.read_text().split() for s, path in split_files.items() if path.is_file()}
     if split == "all":
         names = sorted({n for ns in names_by_split.values() for n in ns})
     elif split in names_by_split:

@@ -85,12 +85,13 @@ def check_can_hold(space: LabelSpace, source: str) -> None:
     if not space.thing_indices:
         raise UsageError(f"--to yolo holds objects; {source} has no thing class; convert to folder or coco-panoptic")
     if len(stuff) > 1:
-        raise UsageError(f"--to yolo holds objects only; {source} has {len(stuff)} stuff classes ({', '.join(stuff[:4])}) "
-                         "with no place there; convert to folder or coco-panoptic")
+        raise UsageError(f"--to yolo holds objects only; {source} has {len(stuff)} stuff classes "
+                         f"({', '.join(stuff[:4])}) with no place there; convert to folder or coco-panoptic")
 
 
 def write(out: Path, space: LabelSpace, entries: list[Entry]) -> Losses:
-    """images/, labels/<name>.txt (one normalised polygon per thing object), data.yaml (the thing classes) and splits/."""
+    """images/, labels/<name>.txt (one normalised polygon per thing object), data.yaml (the thing classes) and
+    splits/."""
     from segcli.exports import yolo_data_yaml, yolo_line
 
     losses = Losses("yolo")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 class ImageIndex:
-    """Finds the ground-truth image a prediction is for: by image_id, else by file stem (predict's image_id is the stem)."""
+    """Finds the ground-truth image a prediction is for: by image_id, else by file stem (predict's image_id is the
+    stem)."""
 
     def __init__(self, entries: Iterable[tuple[object, str]]) -> None:
         self.ids: set = set()

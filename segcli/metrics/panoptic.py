@@ -100,7 +100,8 @@ def _check_segments(areas: dict[int, int], segments: dict[int, dict], categories
         if label not in segments:
             raise PanopticFormatError(f"{what}: segment id {label} is in the PNG but not in the json's segments_info")
         if categories is not None and segments[label]["category_id"] not in categories:
-            raise PanopticFormatError(f"{what}: segment id {label} has unknown category_id {segments[label]['category_id']}")
+            raise PanopticFormatError(f"{what}: segment id {label} "
+                                      f"has unknown category_id {segments[label]['category_id']}")
     unseen = sorted(set(segments) - set(areas))
     if unseen:
         raise PanopticFormatError(f"{what}: segment ids {unseen} are in the json's segments_info but not in the PNG")
@@ -174,8 +175,8 @@ def pq_summary(stat: PQStat, categories: dict[int, dict]) -> dict:
         "things": things,
         "stuff": stuff,
         "per_class": [
-            {"id": cid, "name": categories[cid].get("name", str(cid)), "isthing": categories[cid].get("isthing", 0) == 1,
-             **per_class[cid]}
+            {"id": cid, "name": categories[cid].get("name", str(cid)),
+             "isthing": categories[cid].get("isthing", 0) == 1, **per_class[cid]}
             for cid in categories
         ],
     }
@@ -192,7 +193,8 @@ class PanopticQuality:
     def _segments(self, segments: list[Segment], gt: bool) -> dict[int, dict]:
         ids = self.label_space.category_ids
         if gt:
-            return {s.id: {"category_id": ids[s.label], "iscrowd": int(s.iscrowd), "area": int(s.area)} for s in segments}
+            return {s.id: {"category_id": ids[s.label], "iscrowd": int(s.iscrowd), "area": int(s.area)}
+                    for s in segments}
         return {s.id: {"category_id": ids[s.label]} for s in segments}
 
     def update(self, gt_map: np.ndarray, gt_segments: list[Segment], pred_map: np.ndarray,

@@ -25,7 +25,8 @@ def _annotations(data: object, source: Path) -> list[dict]:
     for ann in data["annotations"]:
         missing = {"image_id", "file_name", "segments_info"} - set(ann)
         if missing:
-            raise DataError(f"{source}: annotation {ann.get('image_id', ann.get('file_name', '?'))!r} has no {sorted(missing)}")
+            image = ann.get("image_id", ann.get("file_name", "?"))
+            raise DataError(f"{source}: annotation {image!r} has no {sorted(missing)}")
         if any(not isinstance(s, dict) or "id" not in s for s in ann["segments_info"]):
             raise DataError(f"{source}: image {ann['image_id']!r} has a segments_info entry without an 'id'")
     return data["annotations"]

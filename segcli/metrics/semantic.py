@@ -32,10 +32,12 @@ class ConfusionMatrix:
             raise ValueError(f"ground-truth class {bad} is outside 0..{self.num_classes - 1}")
         pred[(pred < 0) | (pred >= self.num_classes)] = self.num_classes  # wrong, whatever it is
         width = self.num_classes + 1
-        self.matrix += np.bincount(gt * width + pred, minlength=self.num_classes * width).reshape(self.num_classes, width)
+        counts = np.bincount(gt * width + pred, minlength=self.num_classes * width)
+        self.matrix += counts.reshape(self.num_classes, width)
 
     def add_counts(self, counts: np.ndarray) -> None:
-        """Add a (G, P) matrix of pixel counts (row: ground-truth label, column: predicted label), e.g. `label_counts`'s."""
+        """Add a (G, P) matrix of pixel counts (row: ground-truth label, column: predicted label),
+        e.g. `label_counts`'s."""
         n = self.num_classes
         if counts.shape[0] > n and counts[n:].any():
             bad = n + int(np.flatnonzero(counts[n:].any(1))[-1])

@@ -25,7 +25,8 @@ class FeatureInfo:
 
 
 class Encoder(nn.Module):
-    """stem DoubleConv (stride 1) => [max-pool 2x2 => DoubleConv] * depth, channels doubling per stage up to 8x width."""
+    """stem DoubleConv (stride 1) => [max-pool 2x2 => DoubleConv] * depth, channels doubling per stage up to 8x
+    width."""
 
     # Trained from scratch: no normalisation of its own (ImageNet encoders have one).
     mean: tuple[float, ...] | None = None
@@ -50,7 +51,8 @@ class Encoder(nn.Module):
                 stage = DoubleConv(channels, out, dilation=dilation)
             self.stages.append(stage)
             channels = out
-            info.append(FeatureInfo(f"s{stride}" if info[-1].stride != stride else f"s{stride}d{dilation}", out, stride))
+            name = f"s{stride}" if info[-1].stride != stride else f"s{stride}d{dilation}"
+            info.append(FeatureInfo(name, out, stride))
         self.feature_info = info
 
     @property

@@ -9,7 +9,8 @@ from torch import nn
 class ConvBNReLU(nn.Sequential):
     """convolution (k x k, dilation d, stride s) => BN => ReLU; "same" padding unless padding=0."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, padding: int | None = None) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
+                 padding: int | None = None) -> None:
         if padding is None:
             padding = dilation * (kernel - 1) // 2
         super().__init__(

@@ -130,8 +130,8 @@ class ContourModel(SegModel):
         masks = self._thing_masks(target)
         return torch.zeros(size, dtype=torch.bool) if masks is None else contact_map(masks, self.boundary_width + 1)
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
-                    min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC,
+                    interior_threshold: float = 0.5, min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
         """One `Prediction` per image; thresholds as in `segcli.models.postprocess.contour_prediction`."""
         with torch.inference_mode():
             probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
@@ -183,12 +183,14 @@ class DistanceModel(ContourModel):
         masks = self._thing_masks(target)
         return torch.zeros(size) if masks is None else distance_map(masks)
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, interior_threshold: float = 0.5,
-                    distance_threshold: float = 0.4, min_area: int = 10, stuff_area: int = 64) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC,
+                    interior_threshold: float = 0.5, distance_threshold: float = 0.4, min_area: int = 10,
+                    stuff_area: int = 64) -> list[Prediction]:
         """As ContourModel's, seeds narrowed to the pixels whose predicted distance exceeds `distance_threshold`."""
         with torch.inference_mode():
             probabilities = torch.cat([outputs["semantic"], outputs["contour"]], dim=1).float().softmax(1)
             distances = outputs["distance"][:, 0].float().sigmoid()
             return [contour_prediction(p, self.thing_classes, interior_threshold=interior_threshold, min_area=min_area,
-                                       stuff_area=stuff_area, mode=mode, distance=d, distance_threshold=distance_threshold)
+                                       stuff_area=stuff_area, mode=mode, distance=d,
+                                       distance_threshold=distance_threshold)
                     for p, d in zip(probabilities, distances)]

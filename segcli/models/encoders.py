@@ -46,9 +46,10 @@ class TorchvisionEncoder(nn.Module):
         # torchvision on first use: importing it loads torch._dynamo, a second or more before any image
         import torchvision.models as tvm
 
-        # Weights to load: built on the meta device (no random initialisation to pay for), then the tensors are assigned.
+        dilated = {"dilated": True} if dilate and name.startswith("mobilenet") else {}
+        # Weights to load: build on the meta device (no random initialisation to pay for), then assign the tensors.
         with torch.device("meta" if load else "cpu"):
-            net = getattr(tvm, name)(weights=None, **({"dilated": True} if dilate and name.startswith("mobilenet") else {}))
+            net = getattr(tvm, name)(weights=None, **dilated)
         if dilate and name.startswith("resnet"):
             _dilate(net.layer4)
         weights_enum = hub.torchvision_weights(name)
@@ -59,7 +60,8 @@ class TorchvisionEncoder(nn.Module):
         preset = weights_enum.transforms()
         self.mean, self.std = tuple(preset.mean), tuple(preset.std)
         if name.startswith("resnet"):
-            blocks = [nn.Sequential(net.conv1, net.bn1, net.relu), net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4]
+            blocks = [nn.Sequential(net.conv1, net.bn1, net.relu), net.maxpool,
+                      net.layer1, net.layer2, net.layer3, net.layer4]
         else:
             blocks = list(net.features)
         self.blocks = nn.ModuleList(blocks)
@@ -108,8 +110,8 @@ def _dilate(stage: nn.Module) -> None:
                 module.dilation, module.padding = (2, 2), (2, 2)
 
 
-def build_encoder(encoder: str | None, *, in_channels: int = 3, width: int = 16, depth: int = 4, max_stride: int | None = None,
-                  weights: str | None = "imagenet") -> nn.Module:
+def build_encoder(encoder: str | None, *, in_channels: int = 3, width: int = 16, depth: int = 4,
+                  max_stride: int | None = None, weights: str | None = "imagenet") -> nn.Module:
     """The zoo's small encoder (`encoder=None`, the default), or a torchvision ImageNet one by name."""
     if encoder is None:
         return Encoder(in_channels, width, depth=depth, max_stride=max_stride)

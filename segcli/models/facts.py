@@ -1,4 +1,5 @@
-"""Facts about a model that explain its design: parameters, GFLOPs, receptive field, the multiple its input sizes are padded to.
+"""Facts about a model that explain its design: parameters, GFLOPs, receptive field, the multiple its input sizes
+are padded to.
 
 The *theoretical* receptive field is computed from the layers, whatever their wiring (skips,
 concatenations, upsampling): a float64 copy of the model gets strictly positive averaging
@@ -57,7 +58,8 @@ def _positive_copy(model: nn.Module) -> nn.Module:
             module.reset_parameters()
             module.reset_running_stats()
         elif isinstance(module, nn.MaxPool2d):
-            _replace(probe, name, nn.AvgPool2d(module.kernel_size, module.stride, module.padding, ceil_mode=module.ceil_mode))
+            _replace(probe, name, nn.AvgPool2d(module.kernel_size, module.stride, module.padding,
+                                               ceil_mode=module.ceil_mode))
         elif isinstance(module, nn.AdaptiveMaxPool2d):
             _replace(probe, name, nn.AdaptiveAvgPool2d(module.output_size))
     return probe
@@ -69,7 +71,8 @@ def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _influence_extent(model: nn.Module, size: int, in_channels: int, threshold: float, dtype: torch.dtype) -> tuple[int, bool]:
+def _influence_extent(model: nn.Module, size: int, in_channels: int, threshold: float,
+                      dtype: torch.dtype) -> tuple[int, bool]:
     """Side of the box of input pixels whose gradient for the centre output exceeds threshold * max,
     and whether that box touches the input border (then the true field may be larger)."""
     x = torch.ones(1, in_channels, size, size, dtype=dtype) if dtype == torch.float64 else \

@@ -192,7 +192,8 @@ def fuse_concat_conv(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 
 def _first_conv_relu(up: Up) -> ConvReLU | None:
     unit = up.conv[0]
-    if isinstance(unit, nn.Sequential) and len(unit) == 1 and isinstance(unit[0], ConvReLU) and unit[0].conv.groups == 1:
+    lone_conv_relu = isinstance(unit, nn.Sequential) and len(unit) == 1 and isinstance(unit[0], ConvReLU)
+    if lone_conv_relu and unit[0].conv.groups == 1:
         return unit[0]
     return None
 

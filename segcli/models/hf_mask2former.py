@@ -64,7 +64,8 @@ class HFMask2Former(SegModel):
         inputs = self.processor(images=list(images.float()), do_rescale=False, return_tensors="pt")
         outputs = self.net(pixel_values=inputs["pixel_values"].to(images.device),
                            pixel_mask=inputs["pixel_mask"].to(images.device))
-        raw = {"class_queries_logits": outputs.class_queries_logits, "masks_queries_logits": outputs.masks_queries_logits}
+        raw = {"class_queries_logits": outputs.class_queries_logits,
+               "masks_queries_logits": outputs.masks_queries_logits}
         # The processor's class scores (B, C, h, w) at its own resolution: what tiling blends (inference.py).
         scores = self.processor.post_process_semantic_segmentation(_namespace(raw), return_segmentation_scores=True)
         size = torch.tensor([list(images.shape[-2:])] * len(images), device=images.device)
@@ -81,7 +82,8 @@ class HFMask2Former(SegModel):
         Thresholds of other model families (e.g. Mask R-CNN's stuff_area) do not apply and are ignored."""
         results = []
         for i, (h, w) in enumerate(outputs["image_size"].tolist()):
-            raw = _namespace({k: outputs[k][i : i + 1].float() for k in ("class_queries_logits", "masks_queries_logits")})
+            raw = _namespace({k: outputs[k][i : i + 1].float()
+                              for k in ("class_queries_logits", "masks_queries_logits")})
             size = _postprocess_size((h, w), max(raw.class_queries_logits.shape[1:]))
             if self.task == "semantic":
                 labels = self.processor.post_process_semantic_segmentation(raw, target_sizes=[size])[0]
@@ -109,7 +111,8 @@ class HFMask2Former(SegModel):
             return Prediction(instances=instances)
         # Score thresholds were applied per tile; stuff fills what no instance claims (segcli's fusion).
         panoptic, segments = combine_semantic_and_instances(semantic, instances, self.label_space.isthing,
-                                                            overlap_threshold=1 - overlap_threshold, score_threshold=0.0)
+                                                            overlap_threshold=1 - overlap_threshold,
+                                                            score_threshold=0.0)
         return Prediction(semantic=semantic, instances=instances, panoptic=panoptic, segments=segments)
 
     def _instances(self, result: dict, shape: tuple[int, int]) -> list[Instance]:

@@ -91,7 +91,8 @@ def _reference(name: str) -> tuple[str, bool]:
 
 
 def modes_of(name: str) -> tuple[str, ...]:
-    """The zoo's modes for its checkpoints; for others what the name says (…-panoptic, -instance, -semantic), else all."""
+    """The zoo's modes for its checkpoints; for others what the name says (…-panoptic, -instance, -semantic),
+    else all."""
     if name in ZOO:
         return ZOO[name].modes
     lowered = name.lower()

@@ -116,7 +116,8 @@ class MaskRCNNModel(SegModel):
     modes = MODES
     dense = False
 
-    def __init__(self, net: tvdet.MaskRCNN, num_classes: int, thing_classes: list[int], class_names: list[str] | None = None) -> None:
+    def __init__(self, net: tvdet.MaskRCNN, num_classes: int, thing_classes: list[int],
+                 class_names: list[str] | None = None) -> None:
         super().__init__()
         self.net = net
         self.num_classes = num_classes
@@ -153,7 +154,8 @@ class MaskRCNNModel(SegModel):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.training:
-            raise RuntimeError("Mask R-CNN detects in eval mode: call model.eval() first (training uses compute_losses)")
+            raise RuntimeError("Mask R-CNN detects in eval mode: call model.eval() first "
+                               "(training uses compute_losses)")
         size = tuple(images.shape[-2:])
         image_list, _, features = self._features(images)
         proposals, _ = self.net.rpn(image_list, features)
@@ -169,7 +171,8 @@ class MaskRCNNModel(SegModel):
             "scores": torch.cat([d["scores"] for d in detections]),
             "labels": self.to_class[torch.cat([d["labels"] for d in detections])],
             "masks": torch.cat([d["masks"][:, 0] for d in detections]),
-            "batch_index": torch.cat([torch.full((len(d["boxes"]),), i, device=images.device) for i, d in enumerate(detections)]),
+            "batch_index": torch.cat([torch.full((len(d["boxes"]),), i, device=images.device)
+                                      for i, d in enumerate(detections)]),
         }
 
     def _to_torchvision(self, target: dict) -> dict[str, torch.Tensor]:
@@ -183,8 +186,10 @@ class MaskRCNNModel(SegModel):
         if boxes is None:
             boxes = masks_to_boxes(masks)
         boxes = boxes.float().to(labels.device)
-        keep = (labels > 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & masks.flatten(1).any(1).to(labels.device)
-        return {"boxes": boxes[keep], "labels": labels[keep], "masks": masks[keep].to(device=labels.device, dtype=torch.uint8)}
+        has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = (labels > 0) & has_area & masks.flatten(1).any(1).to(labels.device)
+        return {"boxes": boxes[keep], "labels": labels[keep],
+                "masks": masks[keep].to(device=labels.device, dtype=torch.uint8)}
 
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """torchvision's five Mask R-CNN losses, plus "loss_semantic" when the targets carry "semantic" maps."""
@@ -202,16 +207,17 @@ class MaskRCNNModel(SegModel):
                 self.semantic_trained.fill_(True)
         return losses
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, score_threshold: float = 0.05,
-                    mask_threshold: float = 0.5, overlap_threshold: float = 0.5, stuff_area: int = 64,
-                    fusion_score_threshold: float = 0.5) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC,
+                    score_threshold: float = 0.05, mask_threshold: float = 0.5, overlap_threshold: float = 0.5,
+                    stuff_area: int = 64, fusion_score_threshold: float = 0.5) -> list[Prediction]:
         """One `Prediction` per image: instances scoring at least `score_threshold` (masks cut at
         `mask_threshold`), and for `mode` panoptic the semantic head's argmax and their fusion (`assemble`)."""
         keep = outputs["scores"] >= score_threshold
         detections = {k: v[keep].detach().cpu() for k, v in outputs.items() if k != "semantic"}
         return [
-            self.assemble(logits, _instances(detections, b, mask_threshold), mode=mode, overlap_threshold=overlap_threshold,
-                          stuff_area=stuff_area, fusion_score_threshold=fusion_score_threshold)
+            self.assemble(logits, _instances(detections, b, mask_threshold), mode=mode,
+                          overlap_threshold=overlap_threshold, stuff_area=stuff_area,
+                          fusion_score_threshold=fusion_score_threshold)
             for b, logits in enumerate(outputs["semantic"])
         ]
 
@@ -270,7 +276,8 @@ def _identity_normalisation(in_channels: int = 3) -> dict:
     return {"image_mean": [0.0] * in_channels, "image_std": [1.0] * in_channels}
 
 
-@register_model("maskrcnn_small", modes=MODES, description="Mask R-CNN on the zoo encoder + FPN, narrow heads: trains on a CPU")
+@register_model("maskrcnn_small", modes=MODES,
+                description="Mask R-CNN on the zoo encoder + FPN, narrow heads: trains on a CPU")
 def maskrcnn_small(num_classes: int = 2, in_channels: int = 3, width: int = 16, thing_classes: list[int] | None = None,
                    fpn_channels: int = 64, min_size: int = 128, max_size: int = 512) -> MaskRCNNModel:
     """Images are resized so their short side is `min_size` (long side at most `max_size`); anchors
@@ -288,16 +295,19 @@ def maskrcnn_small(num_classes: int = 2, in_channels: int = 3, width: int = 16, 
         EncoderFPN(in_channels, width, fpn_channels), num_classes=None, min_size=min_size, max_size=max_size,
         **_identity_normalisation(in_channels),
         rpn_anchor_generator=anchors, rpn_head=RPNHead(fpn_channels, 3),
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
         box_head=TwoMLPHead(fpn_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, k),
         box_batch_size_per_image=128, box_detections_per_img=50,
-        mask_head=MaskRCNNHeads(fpn_channels, [fpn_channels] * 2, 1), mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, k),
+        mask_head=MaskRCNNHeads(fpn_channels, [fpn_channels] * 2, 1),
+        mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, k),
     )
     return MaskRCNNModel(net, num_classes, things)
 
 
 def _freeze_batchnorm(module: nn.Module, eps: float) -> None:
-    """Replace every BatchNorm2d under `module` by FrozenBatchNorm2d (how torchvision builds pretrained v1 backbones)."""
+    """Replace every BatchNorm2d under `module` by FrozenBatchNorm2d (how torchvision builds pretrained v1
+    backbones)."""
     from torchvision.ops import FrozenBatchNorm2d
 
     for name, child in module.named_children():
@@ -307,8 +317,9 @@ def _freeze_batchnorm(module: nn.Module, eps: float) -> None:
             _freeze_batchnorm(child, eps)
 
 
-def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: int | None, thing_classes: list[int] | None,
-                 pretrained: bool, weights: str | None, min_size: int, max_size: int) -> MaskRCNNModel:
+def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: int | None,
+                 thing_classes: list[int] | None, pretrained: bool, weights: str | None, min_size: int,
+                 max_size: int) -> MaskRCNNModel:
     """torchvision's architecture as its pretrained builder makes it; COCO weights loaded when `pretrained` (or
     `weights` names a file), then new box and mask predictors when the thing classes are not COCO's (fine-tuning)."""
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -318,12 +329,13 @@ def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: i
     categories = list(weights_enum.meta["categories"])  # 91 names, index 0 = "__background__"
     num_classes = num_classes or len(categories)
     things = resolve_thing_classes(thing_classes, num_classes)
-    net = builder(weights=None, weights_backbone=None, num_classes=len(categories), min_size=min_size, max_size=max_size,
-                  **_identity_normalisation())
+    net = builder(weights=None, weights_backbone=None, num_classes=len(categories), min_size=min_size,
+                  max_size=max_size, **_identity_normalisation())
     if frozen_bn_eps is not None:
         _freeze_batchnorm(net.backbone.body, frozen_bn_eps)
     if pretrained or weights:
-        load_into(net, pretrained_state_dict(weights_enum, weights, model=f"tv_{name}"), str(weights or weights_enum.url))
+        state = pretrained_state_dict(weights_enum, weights, model=f"tv_{name}")
+        load_into(net, state, str(weights or weights_enum.url))
         # Only pretrained layers are frozen: stem and layer1 (torchvision's trainable_backbone_layers=3).
         for param_name, parameter in net.backbone.body.named_parameters():
             parameter.requires_grad_(param_name.startswith(("layer2", "layer3", "layer4")))
@@ -336,9 +348,11 @@ def _tv_maskrcnn(name: str, builder, frozen_bn_eps: float | None, num_classes: i
     return MaskRCNNModel(net, num_classes, things, class_names=names)
 
 
-@register_model("tv_maskrcnn_resnet50_fpn", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN, COCO (80 thing classes)")
-def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
-                             weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
+@register_model("tv_maskrcnn_resnet50_fpn", modes=MODES,
+                description="torchvision Mask R-CNN ResNet-50 FPN, COCO (80 thing classes)")
+def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list[int] | None = None,
+                             pretrained: bool = True, weights: str | None = None, min_size: int = 800,
+                             max_size: int = 1333) -> MaskRCNNModel:
     from torchvision.models import detection as tvdet
 
     # COCO_V1 was trained with frozen batch norm of eps 0 (torchvision's overwrite_eps).
@@ -346,9 +360,11 @@ def tv_maskrcnn_resnet50_fpn(num_classes: int | None = None, thing_classes: list
                         num_classes, thing_classes, pretrained, weights, min_size, max_size)
 
 
-@register_model("tv_maskrcnn_resnet50_fpn_v2", modes=MODES, description="torchvision Mask R-CNN ResNet-50 FPN v2, COCO (default for --mode instance and panoptic)")
-def tv_maskrcnn_resnet50_fpn_v2(num_classes: int | None = None, thing_classes: list[int] | None = None, pretrained: bool = True,
-                                weights: str | None = None, min_size: int = 800, max_size: int = 1333) -> MaskRCNNModel:
+@register_model("tv_maskrcnn_resnet50_fpn_v2", modes=MODES,
+                description="torchvision Mask R-CNN ResNet-50 FPN v2, COCO (default for --mode instance and panoptic)")
+def tv_maskrcnn_resnet50_fpn_v2(num_classes: int | None = None, thing_classes: list[int] | None = None,
+                                pretrained: bool = True, weights: str | None = None, min_size: int = 800,
+                                max_size: int = 1333) -> MaskRCNNModel:
     from torchvision.models import detection as tvdet
 
     return _tv_maskrcnn("maskrcnn_resnet50_fpn_v2", tvdet.maskrcnn_resnet50_fpn_v2, None,

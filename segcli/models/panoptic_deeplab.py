@@ -33,7 +33,8 @@ def resolve_thing_classes(thing_classes: list[int] | None, num_classes: int) -> 
     things = list(range(1, num_classes)) if thing_classes is None else sorted({int(c) for c in thing_classes})
     wrong = [c for c in things if not 0 <= c < num_classes]
     if wrong:
-        raise ModelError(f"thing_classes {wrong} are not class indices 0..{num_classes - 1}; list the indices of the thing classes")
+        raise ModelError(f"thing_classes {wrong} are not class indices 0..{num_classes - 1}; "
+                         "list the indices of the thing classes")
     return things
 
 
@@ -94,7 +95,8 @@ class PanopticDeepLab(SegModel):
         """Maps predicted at another scale -> `size`; offsets are distances in pixels, so they scale with the image."""
         h, w = outputs["offset"].shape[-2:]
         resized = {k: upsample_maps(v, size) for k, v in outputs.items()}
-        resized["offset"] = resized["offset"] * resized["offset"].new_tensor([size[0] / h, size[1] / w]).view(1, 2, 1, 1)
+        scale = resized["offset"].new_tensor([size[0] / h, size[1] / w]).view(1, 2, 1, 1)  # (dy, dx) factors
+        resized["offset"] = resized["offset"] * scale
         return resized
 
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -109,7 +111,8 @@ class PanopticDeepLab(SegModel):
             losses = self._semantic_losses(outputs["semantic"], semantic, 1.0)
             losses["semantic"] = losses["semantic"] + untouched
             return losses
-        per_image = [panoptic_targets({**t, "semantic": s}, self.thing_classes, self.target_config) for t, s in zip(targets, semantic)]
+        per_image = [panoptic_targets({**t, "semantic": s}, self.thing_classes, self.target_config)
+                     for t, s in zip(targets, semantic)]
         built = {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]}
         return {
             **self._semantic_losses(outputs["semantic"], semantic, built["semantic_weight"]),
@@ -119,12 +122,14 @@ class PanopticDeepLab(SegModel):
                 (outputs["offset"] - built["offset"]).abs(), built["offset_weight"][:, None]),
         }
 
-    def _semantic_losses(self, logits: torch.Tensor, target: torch.Tensor, pixel_weight: torch.Tensor | float) -> dict[str, torch.Tensor]:
-        return dense_losses(logits, target, name="semantic", class_weights=self.class_weights, pixel_weight=pixel_weight,
-                            dice_weight=self.dice_weight)
+    def _semantic_losses(self, logits: torch.Tensor, target: torch.Tensor,
+                         pixel_weight: torch.Tensor | float) -> dict[str, torch.Tensor]:
+        return dense_losses(logits, target, name="semantic", class_weights=self.class_weights,
+                            pixel_weight=pixel_weight, dice_weight=self.dice_weight)
 
-    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC, center_threshold: float = 0.1,
-                    nms_kernel: int = 7, top_k: int = 200, stuff_area: int = 64) -> list[Prediction]:
+    def postprocess(self, outputs: dict[str, torch.Tensor], *, mode: Mode = Mode.PANOPTIC,
+                    center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = 200,
+                    stuff_area: int = 64) -> list[Prediction]:
         """One `Prediction` per image: semantic map, instances (by score) and panoptic map, as far as `mode` needs.
 
         Thresholds as in `segcli.models.postprocess.bottom_up_prediction`.

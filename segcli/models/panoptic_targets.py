@@ -69,7 +69,8 @@ def offset_map(masks: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor
     return offsets, covered
 
 
-def panoptic_targets(target: dict, thing_classes: list[int], config: TargetConfig = TargetConfig()) -> dict[str, torch.Tensor]:
+def panoptic_targets(target: dict, thing_classes: list[int],
+                     config: TargetConfig = TargetConfig()) -> dict[str, torch.Tensor]:
     """Targets of one image from its contract dict ("semantic", "masks", "labels").
 
     Returns "center" (1, H, W), "center_weight" (H, W) (0 on ignored pixels), "offset" (2, H, W),

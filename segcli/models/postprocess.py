@@ -94,7 +94,8 @@ def group_pixels(centers: torch.Tensor, offsets: torch.Tensor, thing_mask: torch
     ids = torch.zeros(h * w, dtype=torch.int64, device=offsets.device)
     if len(centers) == 0:
         return ids.view(h, w)
-    ys, xs = torch.meshgrid(torch.arange(h, device=offsets.device), torch.arange(w, device=offsets.device), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=offsets.device), torch.arange(w, device=offsets.device),
+                            indexing="ij")
     pointed = torch.stack([ys + offsets[0], xs + offsets[1]], dim=-1).reshape(-1, 2).float()
     where = thing_mask.reshape(-1).nonzero()[:, 0]
     centers = centers.float()
@@ -104,7 +105,8 @@ def group_pixels(centers: torch.Tensor, offsets: torch.Tensor, thing_mask: torch
     return ids.view(h, w)
 
 
-def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_instances: int, num_classes: int) -> torch.Tensor:
+def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_instances: int,
+                    num_classes: int) -> torch.Tensor:
     """(K,) int64: the most frequent class of each instance's pixels (ids 1..K), one bincount for all."""
     inside = instance_ids > 0
     joint = (instance_ids[inside] - 1) * num_classes + semantic[inside].long()
@@ -112,7 +114,8 @@ def majority_labels(semantic: torch.Tensor, instance_ids: torch.Tensor, num_inst
     return votes.argmax(1)
 
 
-def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, offsets: torch.Tensor, thing_classes: list[int],
+def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, offsets: torch.Tensor,
+                         thing_classes: list[int],
                          *, center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = MAX_CENTERS,
                          stuff_area: int = 64, mode: Mode = Mode.PANOPTIC) -> Prediction:
     """One image's Panoptic-DeepLab outputs -> `Prediction` (semantic map, instances by score, panoptic map;
@@ -164,7 +167,8 @@ def bottom_up_prediction(semantic_logits: torch.Tensor, center: torch.Tensor, of
 
 
 def _paste_disjoint(semantic: np.ndarray, ids: np.ndarray, count: int, kept: list[tuple[int, int]],
-                    instances: list[Instance], isthing: list[bool], stuff_area: int) -> tuple[np.ndarray, list[Segment]]:
+                    instances: list[Instance], isthing: list[bool],
+                    stuff_area: int) -> tuple[np.ndarray, list[Segment]]:
     """`paste_segments` for instances that cannot overlap (ids 1..count of one map; `kept` (id, area) pairs in
     paste order): instance segments renumbered by one lookup, then the stuff classes as there."""
     lookup = np.zeros(count + 1, np.int32)
@@ -317,7 +321,8 @@ def _instances_from_ids(ids: np.ndarray, semantic: np.ndarray, class_probabiliti
     if count == 0:
         return []
     flat = ids.ravel()
-    votes = np.bincount(flat * num_classes + semantic.ravel(), minlength=(count + 1) * num_classes).reshape(count + 1, num_classes)
+    votes = np.bincount(flat * num_classes + semantic.ravel(), minlength=(count + 1) * num_classes)
+    votes = votes.reshape(count + 1, num_classes)
     labels = votes.argmax(1)
     order = np.argsort(flat, kind="stable")
     starts = np.searchsorted(flat[order], np.arange(count + 2))
@@ -340,7 +345,8 @@ MAX_STAR_CANDIDATES = 3000
 
 
 def ray_angles(n_rays: int) -> np.ndarray:
-    """The directions of a star-convex polygon's rays, radians from +x towards +y (rows grow down: clockwise as shown)."""
+    """The directions of a star-convex polygon's rays, radians from +x towards +y (rows grow down: clockwise as
+    shown)."""
     return np.arange(n_rays) * (2 * np.pi / n_rays)
 
 

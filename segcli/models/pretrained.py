@@ -35,7 +35,8 @@ def required_weights(model: str, args: dict) -> list:
     return needed
 
 
-def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None, *, model: str | None = None) -> dict[str, torch.Tensor]:
+def pretrained_state_dict(weights_enum, weights_file: str | Path | None = None, *,
+                          model: str | None = None) -> dict[str, torch.Tensor]:
     """torchvision weights from `weights_file`, else from the hub cache; a clear error when neither exists."""
     if weights_file is not None:
         return load_state_dict(Path(weights_file))
@@ -52,6 +53,6 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
         raise ModelError(f"{source}: weights do not fit this model ({first.strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
-            f"{source}: weights do not fit this model (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
-            "check that the file belongs to this model and class count"
+            f"{source}: weights do not fit this model (missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}); check that the file belongs to this model and class count"
         )

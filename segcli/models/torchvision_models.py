@@ -74,9 +74,11 @@ def _build(name: str, num_classes: int | None, pretrained: bool, weights: str | 
     num_classes = num_classes or len(categories)
     has_aux = name != "lraspp_mobilenet_v3_large"
     # torchvision's published files carry the auxiliary head: it is always built, so every checkpoint has one layout.
-    net = builder(weights=None, weights_backbone=None, num_classes=len(categories), **({"aux_loss": True} if has_aux else {}))
+    aux_loss = {"aux_loss": True} if has_aux else {}
+    net = builder(weights=None, weights_backbone=None, num_classes=len(categories), **aux_loss)
     if pretrained or weights:
-        load_into(net, pretrained_state_dict(weights_enum, weights, model=f"tv_{name}"), str(weights or weights_enum.url))
+        state = pretrained_state_dict(weights_enum, weights, model=f"tv_{name}")
+        load_into(net, state, str(weights or weights_enum.url))
     if num_classes == len(categories):
         return TorchvisionSemantic(net, weights_enum, categories)
     if has_aux:
@@ -92,7 +94,8 @@ def _entry(name: str, description: str) -> None:
     """Register torchvision.models.segmentation's `name` as tv_`name`."""
 
     @register_model(f"tv_{name}", modes=(Mode.SEMANTIC,), description=description)
-    def build(num_classes: int | None = None, pretrained: bool = True, weights: str | None = None) -> TorchvisionSemantic:
+    def build(num_classes: int | None = None, pretrained: bool = True,
+              weights: str | None = None) -> TorchvisionSemantic:
         return _build(name, num_classes, pretrained, weights)
 
     build.__name__ = f"tv_{name}"
