@@ -104,7 +104,8 @@ def dense_forward(model, batch: torch.Tensor, options: InferenceOptions) -> dict
     """Raw dense outputs for a (B, 3, H, W) batch at its own size (padded for the stride, cropped back)."""
     x, (h, w) = _pad_to(batch, model.size_multiple)
     # A model prepared in bfloat16 takes bfloat16 images; the cast and the layout in one copy.
-    x = x.to(_weights_dtype(model), memory_format=torch.channels_last if options.channels_last else torch.preserve_format)
+    layout = torch.channels_last if options.channels_last else torch.preserve_format
+    x = x.to(_weights_dtype(model), memory_format=layout)
     views = _tta_views(options)
     with torch.inference_mode(), _autocast(x.device, options.dtype):
         outputs: dict[str, torch.Tensor] = {}
@@ -138,7 +139,8 @@ def gaussian_weight(size: tuple[int, int], sigma_scale: float = 1 / 8) -> torch.
     h, w = size
     ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
     xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
-    g = torch.exp(-(ys[:, None] ** 2) / (2 * (h * sigma_scale) ** 2) - (xs[None, :] ** 2) / (2 * (w * sigma_scale) ** 2))
+    g = torch.exp(-(ys[:, None] ** 2) / (2 * (h * sigma_scale) ** 2)
+                  - (xs[None, :] ** 2) / (2 * (w * sigma_scale) ** 2))
     return (g / g.max()).clamp(min=1e-3)
 
 
@@ -158,7 +160,8 @@ class TileBlend:
         h, w = size
         tile, self.size, self.device = options.tile, (h, w), device
         self.weight = gaussian_weight((min(tile, h), min(tile, w))).to(device)
-        self.tiles = [(y, x) for y in tile_starts(h, tile, options.overlap) for x in tile_starts(w, tile, options.overlap)]
+        rows, columns = tile_starts(h, tile, options.overlap), tile_starts(w, tile, options.overlap)
+        self.tiles = [(y, x) for y in rows for x in columns]
         self.sums: dict[str, torch.Tensor] = {}
         self.total = torch.zeros((h, w), device=device)
 
@@ -250,7 +253,8 @@ def postprocess_options(model, card: dict | None, given: dict | None = None, mod
     if wrong:
         name = (card or {}).get("model", type(model).__name__)
         takes = ", ".join(f"--{k.replace('_', '-')}" for k in accepted) or "none"
-        raise UsageError(f"--{wrong[0].replace('_', '-')} does not apply to {name}; its post-processing options: {takes}")
+        raise UsageError(f"--{wrong[0].replace('_', '-')} does not apply to {name}; "
+                         f"its post-processing options: {takes}")
     by_mode = ((card or {}).get("postprocess_by_mode") or {}).get(Mode(mode).value if mode else None) or {}
     recorded = {k: v for k, v in {**((card or {}).get("postprocess") or {}), **by_mode}.items() if k in accepted}
     return {**recorded, **given}
@@ -292,8 +296,8 @@ def input_rescale(card: dict | None, pixel_size: float | None = None, object_siz
         if trained is None:
             hint = f" (its training objects are {diameter:.0f} px across)" if diameter else ""
             raise UsageError(f"--pixel-size: {name}'s card records no pixel size for its training data; give "
-                             f"--object-size PX instead, a typical object's diameter in your images{hint} (with --measure it "
-                             "gives the measurements' µm)")
+                             f"--object-size PX instead, a typical object's diameter in your images{hint} "
+                             "(with --measure it gives the measurements' µm)")
         factor, option = pixel_size / trained, f"--pixel-size {pixel_size:g}"
     else:
         if diameter is None:
@@ -325,9 +329,9 @@ def scale_mismatch(card: dict | None, diameters: list[float]) -> str | None:
     if MISMATCH[0] <= ratio <= MISMATCH[1]:
         return None
     name = (card or {}).get("name") or (card or {}).get("model", "the model")
-    return (f"the objects found are {found:.0f} px across (median of {len(diameters)}), {ratio:.2f}x the {trained:.0f} px "
-            f"of {name}'s training objects: if the images are at another scale, rerun with --object-size {found:.0f} "
-            "(or --pixel-size UM) to resample them to the model's")
+    return (f"the objects found are {found:.0f} px across (median of {len(diameters)}), {ratio:.2f}x the "
+            f"{trained:.0f} px of {name}'s training objects: if the images are at another scale, rerun with "
+            f"--object-size {found:.0f} (or --pixel-size UM) to resample them to the model's")
 
 
 def scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
@@ -368,7 +372,8 @@ def resample_prediction(prediction: Prediction, size: tuple[int, int]) -> Predic
         for s in prediction.segments:
             if areas[s.id]:
                 x0, y0, x1, y1 = (float(v) for v in boxes[s.id - 1])
-                segments.append(Segment(s.id, s.label, int(areas[s.id]), (x0, y0, x1 - x0, y1 - y0), s.iscrowd, s.score))
+                box = (x0, y0, x1 - x0, y1 - y0)
+                segments.append(Segment(s.id, s.label, int(areas[s.id]), box, s.iscrowd, s.score))
     return Prediction(semantic=semantic, instances=instances, panoptic=panoptic, segments=segments)
 
 
@@ -420,7 +425,8 @@ def dense_outputs(model, card: dict | None, images: list[np.ndarray], device: to
 
 
 @torch.inference_mode()
-def finish_outputs(model, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], thresholds: dict) -> list[Prediction]:
+def finish_outputs(model, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]],
+                   thresholds: dict) -> list[Prediction]:
     """Post-process a batch's dense outputs and bring each prediction to its image's size."""
     return [resample_prediction(p, size) for p, size in zip(model.postprocess(outputs, **thresholds), sizes)]
 

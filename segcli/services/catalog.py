@@ -54,15 +54,17 @@ def list_catalog(mode: str | None = None) -> list[dict]:
     for checkpoint in hf_zoo.ZOO.values():  # --model hf:ORG/NAME also opens any other compatible checkpoint
         if mode is None or mode in checkpoint.modes:
             cached = hf_zoo.available() and hf_zoo.is_cached(checkpoint.name)
-            rows.append({"name": checkpoint.name, "modes": list(checkpoint.modes), "description": checkpoint.description,
+            weights = {"file": checkpoint.repo, "url": f"https://huggingface.co/{checkpoint.repo}",
+                       "cached": cached, "size_mb": checkpoint.download_mb}
+            rows.append({"name": checkpoint.name, "modes": list(checkpoint.modes),
+                         "description": checkpoint.description,
                          "default_for": [m for m, name in defaults.items() if name == checkpoint.name],
-                         "weights": [{"file": checkpoint.repo, "url": f"https://huggingface.co/{checkpoint.repo}",
-                                      "cached": cached, "size_mb": checkpoint.download_mb}]})
+                         "weights": [weights]})
     for name in ENCODERS:
         if mode is None:
-            rows.append({"name": name, "modes": [], "description": "ImageNet encoder (torchvision): segcli train --model "
-                         f"{encoder_models()} --encoder {name}", "default_for": [],
-                         "weights": [_weights_row(hub.torchvision_weights(name))]})
+            usage = f"segcli train --model {encoder_models()} --encoder {name}"
+            rows.append({"name": name, "modes": [], "description": f"ImageNet encoder (torchvision): {usage}",
+                         "default_for": [], "weights": [_weights_row(hub.torchvision_weights(name))]})
     rows += [row for row in map(_bundled_row, bundled_names()) if mode is None or mode in row["modes"]]
     return rows
 
@@ -76,7 +78,8 @@ STUFF_HEADLINE = (("mIoU", "semantic", "miou"),)
 
 def headline(metrics: dict, has_things: bool) -> str:
     """'things PQ 0.668, mask AP50 0.763': the test metrics a model is judged by, labelled ('' if none recorded)."""
-    shown = [f"{label} {metrics[mode][key]:.3f}" for label, mode, key in (THING_HEADLINE if has_things else STUFF_HEADLINE)
+    labelled = THING_HEADLINE if has_things else STUFF_HEADLINE
+    shown = [f"{label} {metrics[mode][key]:.3f}" for label, mode, key in labelled
              if isinstance(metrics.get(mode), dict) and isinstance(metrics[mode].get(key), (int, float))]
     return ", ".join(shown)
 
@@ -150,7 +153,8 @@ def weights_summary(row: dict) -> str:
 
 
 def fetch_models(names: list[str], *, progress: bool = True) -> list[tuple[str, list[Path]]]:
-    """Download every named model's (or ImageNet encoder's) library weights into the cache now (`segcli models --fetch`)."""
+    """Download every named model's (or ImageNet encoder's) library weights into the cache now
+    (`segcli models --fetch`)."""
     fetched = []
     for name in names:
         if bundled_checkpoint(name) is not None:

@@ -135,7 +135,8 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> CompareR
         read_card(path)  # a missing or foreign checkpoint is named before the data is made
     unknown = sorted(set(config.weights) - set(approaches))
     if unknown:
-        raise UsageError(f"--weights {unknown[0]}=...: {unknown[0]} is not one of --approaches ({', '.join(approaches)})")
+        raise UsageError(f"--weights {unknown[0]}=...: {unknown[0]} is not one of --approaches "
+                         f"({', '.join(approaches)})")
     preset = _preset(config)
     device = resolve_device(config.device)
     io.prepare_out_dir(config.out)
@@ -152,8 +153,8 @@ def compare(config: CompareConfig, callback: Callback | None = None) -> CompareR
     for label, name in approaches.items():
         runs = []
         for seed in ([None] if label in config.weights else seeds):
-            model, card, train_seconds, split_sizes, reused = _train_or_load(label, name, seed, config, preset, data_path,
-                                                                             callback)
+            model, card, train_seconds, split_sizes, reused = _train_or_load(
+                label, name, seed, config, preset, data_path, callback)
             if val_samples is None:
                 val_samples = _validation_samples(data_path, config)
                 results.train_images, results.val_images = split_sizes[0], len(val_samples)
@@ -307,8 +308,9 @@ def _score(model, card, samples, device) -> tuple[dict, list]:
 
     Per image: the confusion matrix, per-class hits and totals deep inside objects, and boundary F1
     at eval's default tolerance and at BOUNDARY_TOLERANCES_PX; when the classes are several things and stuff,
-    also of the objects' outlines alone (thing vs stuff), which a cow taken for a goat does not move. The dataset's mIoU is the summed
-    matrix's (as eval computes it), its boundary F1 the mean over images (Csurka et al., as eval).
+    also of the objects' outlines alone (thing vs stuff), which a cow taken for a goat does not move. The
+    dataset's mIoU is the summed matrix's (as eval computes it), its boundary F1 the mean over images
+    (Csurka et al., as eval).
     """
     from segcli.inference import predict_arrays
     from segcli.metrics import ConfusionMatrix, boundary_f1
@@ -386,7 +388,8 @@ def _sliding_naive_vs_dense(model, size: int, device: torch.device) -> SlidingIn
             model.inference = kind
             # One naive pass takes seconds: no warm-up pass is needed to time it, and it would double the cost.
             naive = kind == "naive"
-            times[kind] = latency_ms(model, size, device, repeats=1 if naive else 5, warmup=0 if naive else 1, max_seconds=120)
+            times[kind] = latency_ms(model, size, device, repeats=1 if naive else 5, warmup=0 if naive else 1,
+                                     max_seconds=120)
             with torch.inference_mode():
                 outputs[kind] = model(x)["semantic"]
     finally:

@@ -96,12 +96,14 @@ def image_metrics(images: ImageCounts) -> dict:
     a = _arrays(images)
     ones = np.ones((1, a["confusion"].shape[0]))
     out = {name: _nan_to_none(_metric(name, a, ones)[0]) for name in SEED_METRICS}
-    out["boundary_f1_px"] = {k: _nan_to_none(_metric(f"boundary_f1@{k}px", a, ones)[0]) for k in a["boundary"] if k != "default"}
+    tolerances = [k for k in a["boundary"] if k != "default"]
+    out["boundary_f1_px"] = {k: _nan_to_none(_metric(f"boundary_f1@{k}px", a, ones)[0]) for k in tolerances}
     return out
 
 
 def majority(images: ImageCounts, names: list[str]) -> dict:
-    """The most predicted class and its share; `collapsed` when it is nearly all a model predicts but not all the truth."""
+    """The most predicted class and its share; `collapsed` when it is nearly all a model predicts but not all
+    the truth."""
     m = np.asarray(images.confusion, np.float64).sum(0)
     classes = m.shape[0]
     predicted, truth = m[:, :classes].sum(0), m.sum(1)
@@ -113,7 +115,9 @@ def majority(images: ImageCounts, names: list[str]) -> dict:
 
 
 def _nan_to_none(value) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) or np.isnan(value) else float(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or np.isnan(value):
+        return None
+    return float(value)
 
 
 def seed_summary(runs: list[Run]) -> dict:
@@ -271,7 +275,8 @@ def _context_claim(results: CompareResults, unet: str, sliding: str) -> Claim:
                 f"from a class boundary, class-balanced): {parts[1].text}{shown[1]}. Most of all inside "
                 f"(the lead inside minus the lead in class-balanced accuracy over all pixels): {parts[2].text}"
                 f"{shown[2]}.")
-    return _claim("A sliding window has no global context: it loses to an encoder-decoder, most of all inside large objects.",
+    return _claim("A sliding window has no global context: it loses to an encoder-decoder, "
+                  "most of all inside large objects.",
                   _combine([p.verdict for p in parts]), evidence, reason)
 
 
@@ -318,7 +323,8 @@ def _fullres_claim(results: CompareResults, fullres: str, unet: str) -> Claim:
     ratio = full.latency_ms[largest] / enc.latency_ms[largest]
     parts = [
         HELD if full.receptive_field < enc.receptive_field else NOT_HELD,
-        # About proportional to the pixel count (1 = proportional): held from 0.7 (room for fixed costs), failed below 0.45.
+        # About proportional to the pixel count (1 = proportional): held from 0.7 (room for fixed costs),
+        # failed below 0.45.
         UNDECIDED if slope is None else _timing_verdict(slope, 0.7 / TIMING_TOLERANCE),
         _timing_verdict(ratio, 1.0),
     ]
@@ -332,7 +338,8 @@ def _fullres_claim(results: CompareResults, fullres: str, unet: str) -> Claim:
         _combine(parts),
         f"Receptive field: {fullres} {full.receptive_field} px vs {unet} {enc.receptive_field} px"
         f"{_shown(parts[0], reason)}. {fullres} latency grows with pixel count with log-log slope "
-        f"{'-' if slope is None else f'{slope:.2f}'} (1 = proportional; at least 0.7 needed){_shown(parts[1], reason)}; "
+        f"{'-' if slope is None else f'{slope:.2f}'} (1 = proportional; at least 0.7 needed)"
+        f"{_shown(parts[1], reason)}; "
         f"at {largest} px {fullres} {full.latency_ms[largest]:.0f} ms vs {unet} {enc.latency_ms[largest]:.0f} ms, "
         f"{ratio:.2f}x{_shown(parts[2], reason)}, decided beyond a factor {TIMING_TOLERANCE} of timing noise.",
         reason)
@@ -346,7 +353,8 @@ def _boundary_claim(results: CompareResults, unet: str, fcn: str) -> Claim:
     evidence = f"{main.text} (eval's tolerance, 2% of the image diagonal)."
     if others:
         evidence += " At fixed tolerances: " + "; ".join(others) + "."
-    return _claim("Skip connections from the early high-resolution layers recover boundaries (U-Net vs FCN's coarse upsampling).",
+    return _claim("Skip connections from the early high-resolution layers recover boundaries "
+                  "(U-Net vs FCN's coarse upsampling).",
                   main.verdict, evidence, reason)
 
 
@@ -437,7 +445,8 @@ def terminal_tables(results: CompareResults) -> list[tuple[str, list[dict]]]:
     """The summary split in two narrow tables (quality, cost) so that both fit a terminal."""
     quality, cost = [], []
     for name, r in results.approaches.items():
-        quality.append({"approach": name, "mIoU": _with_spread(r, "miou"), "inside acc": _with_spread(r, "interior_accuracy"),
+        quality.append({"approach": name, "mIoU": _with_spread(r, "miou"),
+                        "inside acc": _with_spread(r, "interior_accuracy"),
                         "boundary F1": _with_spread(r, "boundary_f1"), "RF px": r.receptive_field,
                         "params M": round(r.params / 1e6, 2), "train s/seed": round(r.train_seconds, 1)})
         row = {"approach": name, "GFLOPs": round(r.gflops, 2)}
@@ -488,8 +497,9 @@ def _header(results: CompareResults) -> str:
 
 
 RULE = (f"A claim **held** when the favoured approach's worst seed beats the other's best seed *and* the paired "
-        f"bootstrap {INTERVAL:.0%} interval over validation images of the mean margin lies above zero; **did not hold** "
-        f"the other way round; **not decided** otherwise; **not judged** when the run cannot support a verdict.")
+        f"bootstrap {INTERVAL:.0%} interval over validation images of the mean margin lies above zero; "
+        f"**did not hold** the other way round; **not decided** otherwise; **not judged** when the run cannot "
+        f"support a verdict.")
 
 
 def _verdict_lines(items: list[Claim], markdown: bool) -> list[str]:
@@ -527,7 +537,8 @@ def write_html_report(path: Path, results: CompareResults) -> Path:
     from segcli.html_page import Page, figure, heading, items, paragraph, table
 
     page = Page(title="segcli compare", subtitle=_header(results).replace("`", ""))
-    page.cards = [(f"{name} mIoU", "–" if r.miou is None else f"{r.miou:.3f}") for name, r in results.approaches.items()]
+    page.cards = [(f"{name} mIoU", "–" if r.miou is None else f"{r.miou:.3f}")
+                  for name, r in results.approaches.items()]
     blocks = page.section("results", "Results")
     blocks.append(paragraph(f"Command: {results.command or 'segcli compare'}", note=True))
     for title, rows in terminal_tables(results):
@@ -572,12 +583,13 @@ def _stability_lines(results: CompareResults, heading: str = "## {}") -> list[st
     table = seed_stability(results)
     if table is None:
         return []
-    return [heading.format("Do the verdicts rest on one seed?"), "", "Each verdict judged again with one seed left out:",
-            "", table, ""]
+    return [heading.format("Do the verdicts rest on one seed?"), "",
+            "Each verdict judged again with one seed left out:", "", table, ""]
 
 
 def readme_section(results: CompareResults, folder: str) -> str:
-    """The docs' view of a run (docs/comparing.md): the two narrow tables, each claim's verdict, the three plots in `folder`."""
+    """The docs' view of a run (docs/comparing.md): the two narrow tables, each claim's verdict, the three plots
+    in `folder`."""
     lines = [_header(results), ""]
     for title, rows in terminal_tables(results):
         lines += [f"**{title}**", "", _markdown_table(rows), ""]

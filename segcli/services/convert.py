@@ -65,7 +65,8 @@ def convert_dataset(*, source: Path, to: str, out: Path, data_format: str = "aut
 def _check_out(out: Path) -> None:
     """A new or empty folder: writing into another dataset would mix the two."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: {'not a folder' if not out.is_dir() else 'not empty'}; name a new or empty folder")
+        problem = "not a folder" if not out.is_dir() else "not empty"
+        raise UsageError(f"--out {out}: {problem}; name a new or empty folder")
     io.prepare_out_dir(out)
 
 

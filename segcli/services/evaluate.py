@@ -150,7 +150,8 @@ def evaluate_instance(gt: Path, pred: Path, details: ScoreDetails | None = None)
     if not isinstance(gt_data, dict) or not {"images", "annotations", "categories"} <= set(gt_data):
         raise DataError(f"--gt {gt}: not a COCO instances json (needs images, annotations and categories)")
     if not isinstance(results, list):
-        raise DataError(f"--pred {pred}: expected a COCO results list ([{{image_id, category_id, segmentation, score}}, ...])")
+        raise DataError(f"--pred {pred}: expected a COCO results list "
+                        "([{image_id, category_id, segmentation, score}, ...])")
     for number, ann in enumerate(gt_data["annotations"]):
         missing = {"image_id", "category_id", "segmentation"} - set(ann) if isinstance(ann, dict) else {"(a dict)"}
         if missing:
@@ -188,13 +189,13 @@ _FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px", "pixel_size
 
 
 def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_dir: Path | None = None,
-             pred_dir: Path | None = None, data: Path | None = None, model: str | None = None, weights: Path | None = None,
-             data_format: str | None = None, split: str | None = None, num_classes: int | None = None,
-             ignore_index: int | None = None, classes: Path | None = None, boundary_px: float | None = None,
-             workers: int | None = None, device: str | None = None, thresholds: dict | None = None,
-             tta: bool | None = None, pixel_size: float | None = None, object_size: float | None = None,
-             callback: Callable[..., None] | None = None, report: Path | None = None, worst: int | None = None,
-             images: Path | None = None) -> dict:
+             pred_dir: Path | None = None, data: Path | None = None, model: str | None = None,
+             weights: Path | None = None, data_format: str | None = None, split: str | None = None,
+             num_classes: int | None = None, ignore_index: int | None = None, classes: Path | None = None,
+             boundary_px: float | None = None, workers: int | None = None, device: str | None = None,
+             thresholds: dict | None = None, tta: bool | None = None, pixel_size: float | None = None,
+             object_size: float | None = None, callback: Callable[..., None] | None = None,
+             report: Path | None = None, worst: int | None = None, images: Path | None = None) -> dict:
     """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given.
     `thresholds`: post-processing options of the model, `tta`: test-time augmentation as predict's (--data only).
     `report`: also write the report folder (eval_report.py) with the `worst` images, found in `images` (files)."""
@@ -209,7 +210,8 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
     if unused:
         flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unused)
         how = "with --data (predict, then score)" if route == "data" else "when scoring files (--gt/--pred)"
-        raise UsageError(f"{flags}: not used by eval --mode {mode} {how}; leave {'them' if len(unused) > 1 else 'it'} out")
+        pronoun = "them" if len(unused) > 1 else "it"
+        raise UsageError(f"{flags}: not used by eval --mode {mode} {how}; leave {pronoun} out")
     folder = _report_folder(report, worst, images)  # refused before any work
     details = ScoreDetails() if folder is not None else None
     if route == "data":
@@ -225,7 +227,8 @@ def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_
             _write_report(folder, mode, scored.result, details, scored.space, scored.pictures(), source, worst)
         return scored.result
     if gt is None or pred is None:
-        raise UsageError("give --gt and --pred (files to score), or --data with --model/--weights (predict, then score)")
+        raise UsageError("give --gt and --pred (files to score), "
+                         "or --data with --model/--weights (predict, then score)")
     if mode == "semantic":
         result = evaluate_semantic(gt, pred, num_classes, IGNORE_INDEX if ignore_index is None else ignore_index,
                                    classes, boundary_px, workers, details)
@@ -282,8 +285,9 @@ class Scored:
         return picture
 
 
-def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None, data_format: str = "auto",
-                   split: str = "val", device: str = "auto", boundary_px: float | None = None, num_classes: int | None = None,
+def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Path | None = None,
+                   data_format: str = "auto", split: str = "val", device: str = "auto",
+                   boundary_px: float | None = None, num_classes: int | None = None,
                    ignore_index: int | None = None, classes: Path | None = None, thresholds: dict | None = None,
                    tta: bool = False, pixel_size: float | None = None, object_size: float | None = None,
                    callback: Callable[..., None] | None = None) -> dict:

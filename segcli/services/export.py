@@ -61,12 +61,14 @@ def export_onnx(weights: Path, out: Path | None = None, opset: int = 17, size: i
     dims = {0: "batch", 2: "height", 3: "width"}
     out = Path(out) if out is not None else checkpoint_paths(weights)[0].with_suffix(".onnx")
     with io.atomic_path(out) as tmp, warnings.catch_warnings():
-        # The exporter warns that it is deprecated and that shape checks in forward become constants (see the module doc).
+        # The exporter warns that it is deprecated and that shape checks in forward become constants
+        # (see the module doc).
         warnings.simplefilter("ignore")
         _export(wrapper, example, tmp, opset, names, dims)
         graph = onnx.load(str(tmp))
         norm = card.get("normalization", {})
-        metadata = {"segcli_card": card, "mean": norm.get("mean"), "std": norm.get("std"), "label_space": card["label_space"]}
+        metadata = {"segcli_card": card, "mean": norm.get("mean"), "std": norm.get("std"),
+                    "label_space": card["label_space"]}
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=json.dumps(value))
         onnx.save(graph, str(tmp))

@@ -127,7 +127,8 @@ def _objects(path: Path, values: np.ndarray, kind: str, classes: LabelSpace | No
             raise DataError(f"{path}: a panoptic PNG is RGB (id = R + 256 G + 256^2 B); this one has one channel")
         return _panoptic(path, io.read_panoptic_png(path), classes)
     if values.ndim != 2:
-        raise DataError(f"{path}: {kind} labels have one channel; this image has {values.shape[2]} (use --kind panoptic)")
+        raise DataError(f"{path}: {kind} labels have one channel; this image has {values.shape[2]} "
+                        "(use --kind panoptic)")
     if np.issubdtype(values.dtype, np.floating):
         if not np.array_equal(values, np.round(values)):
             raise DataError(f"{path}: labels are whole numbers; this image holds fractions")

@@ -107,9 +107,9 @@ class PredictConfig:
     backend: str = "torch"  # torch | onnxruntime (a dense checkpoint's forward pass, CPU float32)
     max_pixels: int | None = None  # refuse larger images before decoding (None: io.DEFAULT_MAX_PIXELS)
     readers: int = 2  # threads decoding images ahead of the model
-    pixel_size: float | None = None  # the inputs' µm per pixel: resampled to the card's pixel_size_um; measurements in µm
-    object_size: float | None = None  # a typical object's diameter in the inputs, px: resampled to the card's object_diameter
-    thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None keeps the card's
+    pixel_size: float | None = None  # inputs' µm per pixel: resampled to the card's pixel_size_um; measurements in µm
+    object_size: float | None = None  # inputs' typical object diameter, px: resampled to the card's object_diameter
+    thresholds: dict = field(default_factory=dict)  # post-processing options (center_threshold=...); None: the card's
     measure: bool = False  # objects.csv (and objects.parquet with pyarrow): one row per object, --json counts per class
     exports: list[str] = field(default_factory=list)  # any of geojson, imagej, yolo (segcli.exports), per image
     stdin: TextIO | None = None  # where "-" reads paths (None: sys.stdin)
@@ -224,8 +224,10 @@ def _backend(config: PredictConfig, net, device: torch.device, options: Inferenc
         return prepare_model(net, options)
     from segcli.services.onnx_runtime import onnxruntime_model
 
-    # A bundled model is a checkpoint like any other: its file is exported as --weights' would be.
-    weights = config.weights if config.weights is not None else bundled_checkpoint(config.model) if config.model else None
+    weights = config.weights
+    if weights is None and config.model:
+        # A bundled model is a checkpoint like any other: its file is exported as --weights' would be.
+        weights = bundled_checkpoint(config.model)
     return onnxruntime_model(net, weights, device, options.dtype)
 
 
@@ -406,7 +408,8 @@ class _Run:
 
     def __init__(self, config: PredictConfig, net, card: dict, device: torch.device, options: InferenceOptions,
                  notify: Callback, channels: io.Channels = io.RGB, settings: dict | None = None) -> None:
-        self.config, self.net, self.card, self.device, self.options, self.notify = config, net, card, device, options, notify
+        self.config, self.net, self.card = config, net, card
+        self.device, self.options, self.notify = device, options, notify
         self.settings = settings  # recorded in every part
         self.label_space = card_label_space(card)
         self.wanted = object_outputs(config)

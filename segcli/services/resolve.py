@@ -37,7 +37,8 @@ DEFAULT_MODELS = {
 
 
 def weights_dirs() -> list[Path]:
-    """Where bundled checkpoints are looked for: $SEGCLI_WEIGHTS, then the installed package's, then the repository's."""
+    """Where bundled checkpoints are looked for: $SEGCLI_WEIGHTS, then the installed package's, then the
+    repository's."""
     dirs = [Path(p) for p in os.environ.get("SEGCLI_WEIGHTS", "").split(os.pathsep) if p]
     return dirs + [INSTALLED_WEIGHTS, REPO_WEIGHTS]
 
@@ -63,7 +64,8 @@ def unknown_model(name: str) -> ModelError:
     bundled, zoo = bundled_names(), [entry.name for entry in list_models()]
     close = close_names(name, [*bundled, *zoo, *hf_zoo.ZOO])
     guess = f"did you mean {' or '.join(close)}? " if close else ""
-    return ModelError(f"unknown model {name!r}; {guess}bundled: {', '.join(bundled) or '(none)'}; zoo: {', '.join(zoo)}; "
+    return ModelError(f"unknown model {name!r}; {guess}bundled: {', '.join(bundled) or '(none)'}; "
+                      f"zoo: {', '.join(zoo)}; "
                       "or hf:ORG/NAME, a Hugging Face checkpoint (segcli models lists them all)")
 
 
@@ -161,12 +163,14 @@ def _from_file(mode: str, model: str | None, weights: Path, device) -> tuple[tor
     if card_path.is_file():
         net, card = load_checkpoint(weights, device=device)
         if model is not None and model != card["model"]:
-            raise UsageError(f"--weights {weights} is a {card['model']} checkpoint (its card says so), not --model {model}")
+            raise UsageError(f"--weights {weights} is a {card['model']} checkpoint (its card says so), "
+                             f"not --model {model}")
         _check_mode(card["model"], mode)
         return net, card
     if model is None or not library_name(model):
         raise ModelError(f"{card_path}: checkpoint card missing; a segcli checkpoint is NAME.safetensors beside "
-                         "NAME.json, and a torchvision state dict (.pth/.safetensors) needs --model tv_* to say what it is")
+                         "NAME.json, and a torchvision state dict (.pth/.safetensors) needs --model tv_* "
+                         "to say what it is")
     _check_mode(model, mode)
     net = build_model(model, weights=str(weights)).to(device).eval()
     return net, _library_card(model, net, mode, source=str(weights))

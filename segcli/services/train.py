@@ -111,7 +111,8 @@ def _fine_tuning(config: TrainConfig) -> TrainConfig:
     start = bundled or Path(config.weights)
     card = read_card(start)
     if has_card and config.model != card["model"]:
-        raise UsageError(f"--weights {start} is a {card['model']} checkpoint (its card says so), not --model {config.model}")
+        raise UsageError(f"--weights {start} is a {card['model']} checkpoint (its card says so), "
+                         f"not --model {config.model}")
     width = card["model_args"].get("width") if config.width is None else config.width
     return replace(config, model=card["model"], weights=None, init=start, width=width)
 
@@ -137,7 +138,8 @@ def _model_args(config: TrainConfig, label_space, channels: int = 3) -> dict:
         args["in_channels"] = channels
     if config.width is not None:
         if "width" not in accepted:
-            raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; leave --width out")
+            raise UsageError(f"--width: {config.model} has a fixed architecture with no width to set; "
+                             "leave --width out")
         args["width"] = config.width
     for name in MODEL_OPTIONS:
         if getattr(config, name) is not None:
@@ -206,44 +208,50 @@ def train(config: TrainConfig, callback: Callback | None = None) -> TrainResult:
 
 def _check_config(config: TrainConfig, device: torch.device) -> None:
     if config.mode not in get_model_entry(config.model).modes:
-        raise ModelError(f"{config.model} cannot do --mode {config.mode}; models that can: {', '.join(models_for_mode(config.mode))}")
+        capable = ", ".join(models_for_mode(config.mode))
+        raise ModelError(f"{config.model} cannot do --mode {config.mode}; models that can: {capable}")
     if config.epochs is not None and config.steps is not None:
         raise UsageError("give --epochs or --steps, not both")
     if config.img_size is not None and (config.crop is not None or config.scale is not None):
         raise UsageError("--img-size (resize training) or --crop/--scale (windows at a fixed scale): choose one")
     if config.img_size is not None and (config.zoom or config.rotate or config.invert or config.stain):
-        raise UsageError("--zoom, --rotate, --invert and --stain augment crop training; --img-size training has its own "
-                         "augmentation (leave them out)")
+        raise UsageError("--zoom, --rotate, --invert and --stain augment crop training; --img-size training has "
+                         "its own augmentation (leave them out)")
     if config.scale is not None and not 0.05 <= config.scale <= 8:
         raise UsageError(f"--scale {config.scale}: a factor between 0.05 and 8 (1 = the images' own pixels)")
     if config.amp and device.type != "cuda":
         raise UsageError("--amp (float16 with gradient scaling) needs CUDA; on a CPU use --bf16")
     _check_numbers(config)
     check_log(config.log)
-    if config.resume:
-        training_state_paths(_out_dir(config) / "last")  # before the plan is written into a folder with nothing to resume
+    if config.resume:  # refused before the plan is written into a folder with nothing to resume
+        training_state_paths(_out_dir(config) / "last")
 
 
 def _check_numbers(config: TrainConfig) -> None:
     """Counts, sizes and weights outside their range are refused before any file is written (--steps -3 trained
     nothing and exited 0; --batch-size 0 or --workers -1 crashed after the plan was written)."""
-    check_minimums(("--epochs", config.epochs, 1), ("--steps", config.steps, 1), ("--batch-size", config.batch_size, 1),
-                   ("--img-size", config.img_size, MIN_SIDE), ("--crop", config.crop, MIN_SIDE), ("--width", config.width, 1),
-                   ("--warmup", config.warmup, 0), ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
+    check_minimums(("--epochs", config.epochs, 1), ("--steps", config.steps, 1),
+                   ("--batch-size", config.batch_size, 1), ("--img-size", config.img_size, MIN_SIDE),
+                   ("--crop", config.crop, MIN_SIDE), ("--width", config.width, 1), ("--warmup", config.warmup, 0),
+                   ("--val-every", config.val_every, 0), ("--patience", config.patience, 1),
                    ("--workers", config.workers, 0), ("--val-limit", config.val_limit, 1),
-                   ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0), ("--clip", config.clip, 0),
-                   ("--lr", config.lr, 0), ("--zoom", config.zoom, 0))  # --lr 0 is allowed: a frozen model (the patience test uses it)
+                   ("--boundary-width", config.boundary_width, 1), ("--dice", config.dice, 0),
+                   ("--clip", config.clip, 0),
+                   ("--lr", config.lr, 0),  # --lr 0 is allowed: a frozen model (the patience test uses it)
+                   ("--zoom", config.zoom, 0))
     check_minimums(("--center-sigma", config.center_sigma, 0), ("--contact-weight", config.contact_weight, 0),
                    ("--pixel-size", config.pixel_size, 0), above=True)
     if config.ema is not None and not 0 < config.ema < 1:
-        raise UsageError(f"--ema {config.ema}: the decay per step lies between 0 and 1, e.g. 0.999 (leave it out: no average)")
+        raise UsageError(f"--ema {config.ema}: the decay per step lies between 0 and 1, e.g. 0.999 "
+                         "(leave it out: no average)")
 
 
 def _model(config: TrainConfig, train_set, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The zoo model with the loss options of the config, and the builder arguments that rebuild it."""
     label_space = train_set.label_space
     model_args = _model_args(config, label_space, train_set.channels.count)
-    fetch_weights(config.model, model_args)  # pretrained weights into the library's cache first: builders never download
+    # Pretrained weights into the library's cache first: builders never download.
+    fetch_weights(config.model, model_args)
     model = build_model(config.model, **model_args).to(device)
     if model.dense:
         model = model.to(memory_format=TRAINING_LAYOUT)  # the Trainer's batches follow
@@ -256,7 +264,8 @@ def _set_loss_options(model: torch.nn.Module, config: TrainConfig, train_set) ->
     without one (Mask R-CNN) refuses them rather than record options it would not use."""
     for option, wanted in (("--dice", bool(config.dice)), ("--class-weights auto", config.class_weights == "auto")):
         if wanted and not model.class_loss:
-            raise UsageError(f"{option}: {config.model} has no per-pixel class loss to weight; leave {option.split()[0]} out")
+            raise UsageError(f"{option}: {config.model} has no per-pixel class loss to weight; "
+                             f"leave {option.split()[0]} out")
     if config.dice:
         model.dice_weight = config.dice
     if config.class_weights == "auto":
@@ -290,8 +299,9 @@ def _card(config: TrainConfig, model: torch.nn.Module, model_args: dict, train_s
 
 
 def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fingerprint]:
-    """The run's settings: the plan from the data's fingerprint, each choice replaced by its option where one is given.
-    Returns the config with every planned setting filled in, the plan (with each setting's source) and the fingerprint."""
+    """The run's settings: the plan from the data's fingerprint, each choice replaced by its option where one is
+    given. Returns the config with every planned setting filled in, the plan (with each setting's source) and the
+    fingerprint."""
     if train_set is None:
         train_set = _datasets(config)[0]
     print_ = fingerprint(train_set)
@@ -316,13 +326,14 @@ def plan_run(config: TrainConfig, train_set=None) -> tuple[TrainConfig, Plan, Fi
             setattr(plan, name, getattr(config, name))
             plan.source[name] = option
     if config.dark_ground is None and config.init is not None:  # fine-tuning: the input the weights learnt on
-        plan.dark_ground, plan.source["dark_ground"] = card_scaling(read_card(config.init)).dark_ground, "--model/--weights"
+        plan.dark_ground = card_scaling(read_card(config.init)).dark_ground
+        plan.source["dark_ground"] = "--model/--weights"
     for name in MODEL_OPTIONS:
         if getattr(config, name) is not None:
             plan.model_args[name] = getattr(config, name)
             plan.source[name] = f"--{name.replace('_', '-')}"
-    resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights, zoom=plan.zoom, rotate=plan.rotate,
-                       invert=plan.invert, stain=plan.stain, dark_ground=plan.dark_ground,
+    resolved = replace(config, batch_size=plan.batch_size, class_weights=plan.class_weights, zoom=plan.zoom,
+                       rotate=plan.rotate, invert=plan.invert, stain=plan.stain, dark_ground=plan.dark_ground,
                        **{name: plan.model_args.get(name) for name in MODEL_OPTIONS})
     if config.img_size is None:
         resolved = replace(resolved, crop=plan.crop, scale=plan.scale)
@@ -380,5 +391,6 @@ def _train(config: TrainConfig, device: torch.device, notify: Callback) -> Train
         logger.close()
     result = TrainResult(out, out / "best.safetensors", out / "last.safetensors", state.best_metrics or state.metrics,
                          state.step, trainer.seconds, len(train_set), len(val_set))
-    notify("done", out=str(out), best=str(result.best), metrics=result.metrics, steps=state.step, seconds=trainer.seconds)
+    notify("done", out=str(out), best=str(result.best), metrics=result.metrics, steps=state.step,
+           seconds=trainer.seconds)
     return result

@@ -161,7 +161,8 @@ def _start_and_grid(net, card: dict, mode: str, grid: dict[str, list[float]] | N
     if grid is None:
         grid = {k: list(v) for k, v in DEFAULT_GRIDS.items() if k in defaults}
         if not grid:
-            raise UsageError(f"no default grid for {name}'s thresholds ({', '.join(defaults)}); give --grid NAME=V1,V2,...")
+            raise UsageError(f"no default grid for {name}'s thresholds ({', '.join(defaults)}); "
+                             "give --grid NAME=V1,V2,...")
     typed = {}
     for key, values in grid.items():
         if key not in defaults:

@@ -107,11 +107,13 @@ def visualize(config: VisualizeConfig, callback: Callback | None = None) -> Visu
 
 def _check_options(config: VisualizeConfig) -> None:
     if (config.pred is None) == (config.mask is None):
-        raise UsageError("give exactly one of --pred DIR (a segcli predict output folder) or --mask FILE (one label PNG)")
+        raise UsageError("give exactly one of --pred DIR (a segcli predict output folder) "
+                         "or --mask FILE (one label PNG)")
     if config.mask is not None and config.mode is not None:
         raise UsageError("--mode picks a prediction of a --pred folder; with --mask use --mask-kind")
     if config.pred is not None and config.mask_kind is not None:
-        raise UsageError("--mask-kind says what --mask holds; a --pred folder knows its predictions: pick one with --mode")
+        raise UsageError("--mask-kind says what --mask holds; a --pred folder knows its predictions: "
+                         "pick one with --mode")
     if config.mode is not None:
         parse_mode(config.mode)
     if config.mask_kind is not None:
@@ -122,13 +124,15 @@ def _check_options(config: VisualizeConfig) -> None:
         raise UsageError(f"--cols {config.cols}: use at least one column")
     if config.ext not in ("png", "jpg"):
         raise UsageError(f"--ext {config.ext}: choose png or jpg")
-    for option, path in (("--pred", config.pred), ("--mask", config.mask), ("--gt", config.gt), ("--classes", config.classes)):
+    paths = (("--pred", config.pred), ("--mask", config.mask), ("--gt", config.gt), ("--classes", config.classes))
+    for option, path in paths:
         if path is not None and not Path(path).exists():
             raise UsageError(f"{option} {path}: no such file or folder")
     for option, path, kind in (("--pred", config.pred, "folder"), ("--mask", config.mask, "file"),
                                ("--classes", config.classes, "file")):
         if path is not None and Path(path).is_dir() != (kind == "folder"):
-            raise UsageError(f"{option} {path}: expected a {kind}, this is {'a folder' if kind == 'file' else 'a file'}")
+            found = "a folder" if kind == "file" else "a file"
+            raise UsageError(f"{option} {path}: expected a {kind}, this is {found}")
 
 
 def _is_file(path: Path | None) -> bool:
@@ -154,9 +158,11 @@ def _source(config: VisualizeConfig) -> _Source:
     pred = Path(config.pred)
     present = outputs.modes_present(pred)  # the richest prediction a folder holds is drawn
     if not present:
-        raise UsageError(f"--pred {pred}: not a segcli predict output folder (no semantic/, instance/ or panoptic/ inside)")
+        raise UsageError(f"--pred {pred}: not a segcli predict output folder "
+                         "(no semantic/, instance/ or panoptic/ inside)")
     if config.mode is not None and config.mode not in present:
-        raise UsageError(f"--pred {pred} has no {config.mode}/ predictions; it has {', '.join(present)} (choose with --mode)")
+        raise UsageError(f"--pred {pred} has no {config.mode}/ predictions; it has {', '.join(present)} "
+                         "(choose with --mode)")
     source = _Source(mode=config.mode or present[0], pred=pred, categories=outputs.read_categories(pred))
     if source.mode == "panoptic":
         source.panoptic, source.categories = outputs.read_panoptic(pred)
@@ -218,7 +224,8 @@ def _read_panoptic(png: Path, annotation: dict, space: LabelSpace) -> LabelMap:
     classes = {}
     for segment in annotation.get("segments_info", []):
         if segment["category_id"] not in space.category_ids:
-            raise DataError(f"{png}: segment {segment['id']} has category_id {segment['category_id']}, which no category lists")
+            raise DataError(f"{png}: segment {segment['id']} has category_id {segment['category_id']}, "
+                            "which no category lists")
         classes[int(segment["id"])] = space.index_of_category(segment["category_id"])
     unknown = sorted(set(np.unique(values).tolist()) - set(classes) - {0})
     if unknown:
@@ -241,7 +248,8 @@ def _read_mask(path: Path, kind: str) -> LabelMap:
 
 def _two_dimensional(values: np.ndarray, path: Path, what: str) -> np.ndarray:
     if values.ndim != 2:
-        raise DataError(f"{path}: an RGB colour image, not a {what} PNG; write one value per pixel (grey or palette PNG)")
+        raise DataError(f"{path}: an RGB colour image, not a {what} PNG; "
+                        "write one value per pixel (grey or palette PNG)")
     return values
 
 
@@ -255,7 +263,8 @@ def _class_indices(values: np.ndarray, path: Path) -> np.ndarray:
 
 def _ground_truth(gt: Path, path: Path, stem: str, mode: str, space: LabelSpace) -> LabelMap:
     """--gt for one image, read as the prediction's mode reads labels; panoptic also takes a class-index PNG."""
-    png = gt if gt.is_file() else next((gt / f"{s}.png" for s in (stem, path.stem) if (gt / f"{s}.png").is_file()), None)
+    candidates = (gt / f"{name}.png" for name in (stem, path.stem))
+    png = gt if gt.is_file() else next((c for c in candidates if c.is_file()), None)
     if png is None:
         raise InputError(f"{path}: no ground truth {gt / (stem + '.png')}")
     if mode == "semantic":

@@ -24,8 +24,10 @@ class TrainConfig:
     crop: int | None = None  # crop training: random windows of this side at `scale` (validation: whole images)
     scale: float | None = None  # crop training: the images' scale (1 = their own pixels); recorded in the card
     # No size option at all (img_size, crop, scale): crop training with the plan's scale and crop (training/plan.py).
-    zoom: float | None = None  # crop training: windows zoomed by a random factor in [1/(1+zoom), 1+zoom] (None: the plan's)
-    rotate: bool | None = None  # crop training: vertical flips and quarter turns too (None: the plan's, data without an up)
+    # crop training: windows zoomed by a random factor in [1/(1+zoom), 1+zoom] (None: the plan's)
+    zoom: float | None = None
+    # crop training: vertical flips and quarter turns too (None: the plan's, data without an up)
+    rotate: bool | None = None
     invert: bool | None = None  # crop training: half the windows' intensities inverted (None: the plan's, off)
     stain: bool | None = None  # crop training: H&E stain jitter (None: the plan's, on for stained histology)
     dark_ground: bool | None = None  # images on bright ground inverted, in training and at inference (None: the plan's)
@@ -45,7 +47,8 @@ class TrainConfig:
     warmup: int | None = None  # warm-up steps (default 5% of the run)
     clip: float = 1.0  # gradient norm clipping (0: off)
     ema: float | None = None  # decay of an exponential moving average of the weights, which is validated and saved
-    val_every: int | None = None  # validate every N steps (None: auto, validation <= 10% of the time; 0: only at the end)
+    # validate every N steps (None: auto, validation <= 10% of the time; 0: only at the end)
+    val_every: int | None = None
     patience: int | None = None  # stop after this many validations without improvement
     bf16: bool = False  # bfloat16 autocast (CPUs with AVX-512 BF16, recent GPUs)
     amp: bool = False  # float16 autocast with gradient scaling on CUDA
@@ -58,7 +61,8 @@ class TrainConfig:
     images: Path | None = None
     masks: Path | None = None
     pretrained: bool = True  # start from the library's weights (tv_* COCO, --encoder ImageNet), fetched on first use
-    weights: Path | None = None  # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
+    # starting weights: a segcli checkpoint with its card, or for tv_* a torchvision state dict
+    weights: Path | None = None
     init: Path | None = None  # the segcli checkpoint training starts from (a bundled --model, or --weights with a card)
     encoder: str | None = None  # ImageNet encoder under a model that takes one (segcli models), e.g. resnet34
     log: str = "tensorboard"  # where to log for watching: tensorboard, mlflow, both (comma-separated) or none

@@ -1,4 +1,5 @@
-"""Datasets as torch Datasets, the sampler that seeds every sample, and the collate function every model's training takes."""
+"""Datasets as torch Datasets, the sampler that seeds every sample, and the collate function every model's
+training takes."""
 
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ def fingerprint(dataset) -> Fingerprint:
         object_diameter={space.names[c]: round(float(np.median(d)), 1) for c, d in diameters.items() if d},
         objects_per_image=float(np.median(objects)) if objects else 0.0,
         class_frequency={space.names[c]: round(float(counts[c]) / total, 4) for c in range(space.num_classes)},
-        grey_share=round(grey / max(1, len(picks)), 3), bright_ground_share=_share(grounds, lambda g: g > BRIGHT_GROUND),
+        grey_share=round(grey / max(1, len(picks)), 3),
+        bright_ground_share=_share(grounds, lambda g: g > BRIGHT_GROUND),
         mid_grey_share=_share(grounds, lambda g: DARK_GROUND <= g <= BRIGHT_GROUND),
         stained_share=round(stained / max(1, len(picks)), 3), channels=channels,
         channel_names=_channel_names(dataset, picks, channels))

@@ -41,7 +41,8 @@ def restore_rng(state: dict) -> None:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The loader generator's seed for one epoch: its sample order and worker seeds depend on (seed, epoch, rank)
     alone, so a resumed run replays any epoch without knowing how far the generator had advanced."""
-    entropy = [seed % 2**32, epoch] + ([rank] if rank else [])  # single-process runs: (seed, epoch), as measured in docs
+    # Single-process runs: (seed, epoch), as measured in docs.
+    entropy = [seed % 2**32, epoch] + ([rank] if rank else [])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 

@@ -180,7 +180,8 @@ class Trainer:
 
     def _build_loader(self, train_set) -> None:
         config = self.config
-        transform = build_transform(config.mode, True, config.img_size, *map(tuple, self.card["normalization"].values()),
+        mean, std = (tuple(self.card["normalization"][key]) for key in ("mean", "std"))
+        transform = build_transform(config.mode, True, config.img_size, mean, std,
                                     crop=config.crop, scale=config.scale or 1.0,
                                     zoom=config.zoom or 0.0, rotate=bool(config.rotate),
                                     invert=bool(config.invert), stain=bool(config.stain))
@@ -219,7 +220,8 @@ class Trainer:
             warmup = config.warmup if config.warmup is not None else max(1, self.total // 20)
             self.scheduler = lr_schedule(self.optimizer, self.total, warmup, config.schedule)
         else:
-            self.scheduler = lr_schedule(self.optimizer, self.total, config.warmup or 0, config.schedule, clock=self.progress)
+            self.scheduler = lr_schedule(self.optimizer, self.total, config.warmup or 0, config.schedule,
+                                         clock=self.progress)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
     # ------------------------------------------------------------------ resume
@@ -252,8 +254,9 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         data = self.card["data"]  # the run's record of its data: image counts of both splits
-        self.emit("start", out=str(self.out), total_steps=self.budget_steps, epochs=self.budget_epochs, time=self.config.time, train_images=data["train_images"],
-                  val_images=data["val_images"], device=str(self.device), model=self.config.model, resumed_at=state.step)
+        self.emit("start", out=str(self.out), total_steps=self.budget_steps, epochs=self.budget_epochs,
+                  time=self.config.time, train_images=data["train_images"], val_images=data["val_images"],
+                  device=str(self.device), model=self.config.model, resumed_at=state.step)
         self.began = time.perf_counter() - state.seconds
         self._validation = (time.perf_counter(), 0.0)
         self.model.train()
@@ -336,7 +339,8 @@ class Trainer:
             losses = self.loss_module(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise ModelError(f"the loss became {float(loss)} at step {state.step}; lower --lr (now {config.lr}) or check the labels")
+            raise ModelError(f"the loss became {float(loss)} at step {state.step}; "
+                             f"lower --lr (now {config.lr}) or check the labels")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if config.clip:
@@ -423,7 +427,8 @@ class Trainer:
         # Whole images at the card's scale, tiled where large, as predict runs them (a prepared copy); in the
         # training's precision.
         options = InferenceOptions(tile=DEFAULT_TILE, dtype=torch.bfloat16 if self.config.bf16 else torch.float32)
-        predictions = predict_arrays(self.evaluated, self.card, [s.image for s in samples], device=self.device, options=options)
+        predictions = predict_arrays(self.evaluated, self.card, [s.image for s in samples], device=self.device,
+                                     options=options)
         self.examples = list(zip(samples[:EXAMPLE_IMAGES], predictions[:EXAMPLE_IMAGES]))
         # Ground truth travels between ranks without pixels: an (H, W, 0) image keeps only the size.
         light = [(Sample(image=np.empty((*s.image.shape[:2], 0), np.uint8), name=s.name, semantic=s.semantic,
@@ -456,9 +461,11 @@ class Trainer:
         weights = {k: v.detach().clone() for k, v in getattr(self.model, "module", self.model).state_dict().items()}
         ema = {} if self.ema is None else {"ema": {k: v.detach().clone() for k, v in self.ema.state_dict().items()}}
         save_training_state(out / "last", {
-            **ema, "model": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_states,
-            "step": state.step, "seconds": self.elapsed(), "best": state.best, "best_metrics": state.best_metrics, "stale": state.stale,
-            "epoch": state.epoch + 1 if finished else state.epoch, "epoch_batches": 0 if finished else state.epoch_batches})
+            **ema, "model": weights, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_states,
+            "step": state.step, "seconds": self.elapsed(), "best": state.best, "best_metrics": state.best_metrics,
+            "stale": state.stale, "epoch": state.epoch + 1 if finished else state.epoch,
+            "epoch_batches": 0 if finished else state.epoch_batches})
         _append_log(out / "metrics.jsonl", {"step": state.step, "epoch": epoch_done,
                                             "seconds": round(time.perf_counter() - self.began, 1),
                                             "validation_seconds": round(self.validation_seconds, 3),
@@ -480,7 +487,8 @@ def _rank_sync(model: torch.nn.Module) -> dict:
     if not distributed.is_distributed():
         return {}
     digests = distributed.gather_objects(distributed.weights_digest(model))
-    return {"distributed": {"world_size": len(digests), "backend": torch.distributed.get_backend(), "rank_weight_sha256": digests}}
+    return {"distributed": {"world_size": len(digests), "backend": torch.distributed.get_backend(),
+                            "rank_weight_sha256": digests}}
 
 
 def _append_log(path: Path, record: dict) -> None:
