@@ -78,7 +78,8 @@ def run(rounds: int = 5) -> dict:
     onnx = importlib.util.find_spec("onnxruntime") is not None
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("unet", "fcn", "deeplab") if onnx else ():
-            functions[f"{name}_onnxruntime float32"], flops[f"{name}_onnxruntime float32"] = _onnxruntime(name, x, Path(tmp))
+            key = f"{name}_onnxruntime float32"
+            functions[key], flops[key] = _onnxruntime(name, x, Path(tmp))
     seconds = interleaved(functions, rounds=rounds)
     rate = {key: flops[key] / seconds[key] for key in functions}
     result: dict = {"size": SIZE, "rounds": rounds}

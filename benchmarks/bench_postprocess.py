@@ -65,8 +65,9 @@ def run() -> dict:
     return {"forward_ms": round(seconds["forward"] * 1e3, 1), "trained_ms": round(seconds["trained"] * 1e3, 1),
             "untrained_ms": round(seconds["untrained"] * 1e3, 1), "trained_instances": found["trained"],
             "untrained_instances": found["untrained"], "max_centers": MAX_CENTERS,
-            "checks": [check("panoptic post-processing, trained model, 512 px: share of the forward time", f"{share:.2f}",
-                             f"< {TARGET}", share < TARGET),
-                       check(f"untrained model (<= {MAX_CENTERS} centres): forward + post-processing vs a trained model's",
+            "checks": [check("panoptic post-processing, trained model, 512 px: share of the forward time",
+                             f"{share:.2f}", f"< {TARGET}", share < TARGET),
+                       check(f"untrained model (<= {MAX_CENTERS} centres): "
+                             "forward + post-processing vs a trained model's",
                              f"{ratio:.2f}x ({found['untrained']} instances)", f"<= {UNTRAINED_BOUND}x",
                              ratio <= UNTRAINED_BOUND and found["untrained"] <= MAX_CENTERS)]}

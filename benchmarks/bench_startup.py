@@ -32,5 +32,6 @@ def run() -> dict:
     torch = _median_seconds(["-c", "import torch"], 3)
     met = max(version, help_) < TARGET_S
     return {"version_s": round(version, 3), "help_s": round(help_, 3), "import_torch_s": round(torch, 3),
-            "name": "segcli start-up", "measured": f"--version {version:.2f} s, --help {help_:.2f} s (import torch {torch:.2f} s)",
+            "name": "segcli start-up",
+            "measured": f"--version {version:.2f} s, --help {help_:.2f} s (import torch {torch:.2f} s)",
             "target": f"--version and --help < {TARGET_S} s", "met": met, "verdict": "PASS" if met else "FAIL"}

@@ -108,8 +108,9 @@ def segcli_train(folder: Path, out: Path) -> float:
         if event == "step":
             times.append(time.perf_counter())
 
-    train(TrainConfig(data=folder, model="unet", width=WIDTH, img_size=SIZE, batch_size=BATCH, steps=WARMUP_STEPS + STEPS,
-                      val_every=0, val_limit=1, out=out, pretrained=False), callback=on_event)
+    config = TrainConfig(data=folder, model="unet", width=WIDTH, img_size=SIZE, batch_size=BATCH,
+                         steps=WARMUP_STEPS + STEPS, val_every=0, val_limit=1, out=out, pretrained=False)
+    train(config, callback=on_event)
     return _steps_per_second(times)
 
 

@@ -92,4 +92,5 @@ def conv_ceiling(dtype: torch.dtype, backward: bool = False) -> tuple[Callable[[
 
 def check(name: str, measured: str, target: str, met: bool) -> dict:
     """One line of `make bench`'s table."""
-    return {"name": name, "measured": measured, "target": target, "met": bool(met), "verdict": "PASS" if met else "FAIL"}
+    return {"name": name, "measured": measured, "target": target, "met": bool(met),
+            "verdict": "PASS" if met else "FAIL"}

@@ -34,7 +34,8 @@ class PlainUNet(nn.Module):
         widths = [base, 2 * base, 4 * base, 8 * base, 8 * base]  # the bottom halved: the bilinear variant
         self.inc = _double(3, base)
         self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), _double(a, b)) for a, b in zip(widths, widths[1:]))
-        self.ups = nn.ModuleList([Up(16 * base, 4 * base), Up(8 * base, 2 * base), Up(4 * base, base), Up(2 * base, base)])
+        self.ups = nn.ModuleList(
+            [Up(16 * base, 4 * base), Up(8 * base, 2 * base), Up(4 * base, base), Up(2 * base, base)])
         self.outc = nn.Conv2d(base, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ RESULTS = Path(__file__).with_name("results.json")
 
 
 def environment() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor())
+    model_names = (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name"))
+    cpu = next(model_names, platform.processor())
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -55,8 +56,9 @@ def checks_of(result: dict) -> list[dict]:
     if "checks" in result:
         return result["checks"]
     if "met" in result:
-        return [{"name": result.get("name", ""), "measured": result.get("measured", ""), "target": result.get("target", ""),
-                 "met": bool(result["met"]), "verdict": "PASS" if result["met"] else "FAIL"}]
+        return [{"name": result.get("name", ""), "measured": result.get("measured", ""),
+                 "target": result.get("target", ""), "met": bool(result["met"]),
+                 "verdict": "PASS" if result["met"] else "FAIL"}]
     return []
 
 
@@ -92,7 +94,8 @@ def main(selected: list[str]) -> int:
     print(f"\n{'verdict':7}  {'target':<75} measured")
     for _name, line in table:
         print(f"{line['verdict']:7}  {(line['name'] + ' ' + line['target'])[:75]:<75} {line['measured']}")
-    print(f"\nwrote {RESULTS} in {results['_environment']['total_seconds']} s; {failed} of {len(table)} target(s) missed")
+    total_seconds = results["_environment"]["total_seconds"]
+    print(f"\nwrote {RESULTS} in {total_seconds} s; {failed} of {len(table)} target(s) missed")
     return 1 if failed else 0
 
 

@@ -50,8 +50,8 @@ def _cell(values: list[float]) -> str:
 
 
 def table(found: list[dict]) -> str:
-    lines = ["| data | steps | seeds | tolerance | U-Net boundary F1 | FCN-8s boundary F1 | margin | 90% interval (images) "
-             "| verdict | mIoU U-Net / FCN |", "|" + "---|" * 10]
+    lines = ["| data | steps | seeds | tolerance | U-Net boundary F1 | FCN-8s boundary F1 | margin "
+             "| 90% interval (images) | verdict | mIoU U-Net / FCN |", "|" + "---|" * 10]
     for r in found:
         lines.append(f"| {r['data']} | {r['steps']} | {r['seeds']} | {r['tolerance']} | {_cell(r['unet'])} | "
                      f"{_cell(r['fcn'])} | {r['margin']:+.3f} | [{r['interval'][0]:+.3f}, {r['interval'][1]:+.3f}] | "
@@ -94,7 +94,8 @@ def main(out: str, plot_path: str, *run_dirs: str) -> None:
     if BEGIN not in text or END not in text:
         sys.exit(f"{out}: the markers {BEGIN} and {END} are missing")
     section = table(found) + f"\n\n![boundary F1 against budget]({Path(plot_path).name})"
-    doc.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{section}\n{END}", text, flags=re.S))
+    between_markers = re.escape(BEGIN) + ".*?" + re.escape(END)
+    doc.write_text(re.sub(between_markers, lambda _: f"{BEGIN}\n{section}\n{END}", text, flags=re.S))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ ABOUT = {
         "notes": "published nucleus segmenters (StarDist, Cellpose, the DSB 2018 winners' U-Net + watershed) reach "
                  "about 0.85 matched accuracy at IoU 0.5 on this kind of data; this model's is {accuracy:.2f} on the "
                  "test split ({tp} of {objects} nuclei matched, {fp} false detections; scripts/instance_errors.py), "
-                 "and {merged} of the {fn} missed nuclei lie in predictions that merge touching nuclei (docs/training.md)",
+                 "and {merged} of the {fn} missed nuclei lie in predictions that merge touching nuclei "
+                 "(docs/training.md)",
     },
     "nuclei_he": {
         "summary": "cell nuclei in H&E-stained histology, 40x (one thing class on background)",

@@ -53,7 +53,8 @@ def downscale(source: Path, out: Path, split: str, factor: float, data_format: s
         names.append(sample.name)
     (out / "splits" / f"{split}.txt").write_text("\n".join(names) + "\n")
     space = dataset.label_space  # the source's class names, so the copy's classes read as the model's
-    (out / "classes.txt").write_text("".join(f"{n} {'thing' if t else 'stuff'}\n" for n, t in zip(space.names, space.isthing)))
+    class_lines = (f"{n} {'thing' if t else 'stuff'}\n" for n, t in zip(space.names, space.isthing))
+    (out / "classes.txt").write_text("".join(class_lines))
     return len(names)
 
 

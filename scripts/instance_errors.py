@@ -12,7 +12,8 @@ and each unmatched prediction is
 - spurious: less than half of it lies on any ground-truth object (a false foreground),
 - badly outlined: otherwise.
 With the counts comes the PQ the model would have without each kind of error (those objects left out of the
-count on both sides), which says which part of the pipeline (foreground, separation of touching objects, outlines) to fix first.
+count on both sides), which says which part of the pipeline (foreground, separation of touching objects,
+outlines) to fix first.
 Used for docs/training.md's nuclei analysis.
 """
 

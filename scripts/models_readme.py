@@ -153,9 +153,9 @@ def main(out: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> No
     lines += [
         "",
         f"All weights together: {total / 1e6:.1f} MB. Latency: median of 10 `predict_arrays` calls (forward pass and "
-        f"post-processing of the model's own mode, float32 channels-last, batch 1) on one test image at the native size, "
-        f"{torch.get_num_threads()} torch threads, {platform.machine()} CPU, torch {torch.__version__}; measured while "
-        "other jobs shared the machine, so treat it as an upper bound.",
+        "post-processing of the model's own mode, float32 channels-last, batch 1) on one test image at the "
+        f"native size, {torch.get_num_threads()} torch threads, {platform.machine()} CPU, torch {torch.__version__}; "
+        "measured while other jobs shared the machine, so treat it as an upper bound.",
         "",
         *[f"Trained on data for non-commercial use only: `{name}` ({card_licences(read_card(bundled_checkpoint(name)))}"
           "); its weights carry that licence." for name in bundled_names()

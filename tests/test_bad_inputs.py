@@ -38,7 +38,8 @@ def _declared_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def _photo() -> np.ndarray:
@@ -103,7 +104,8 @@ def test_max_pixels_refuses_large_images_and_raises_the_limit(tiny_checkpoint, t
     assert small.exit_code == 1
     (line,) = _failure_lines(small.stderr)
     assert str(image) in line and "--max-pixels" in line
-    enough = _predict(str(image), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--max-pixels", "560")
+    enough = _predict(str(image), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "b"),
+                      "--max-pixels", "560")
     assert enough.exit_code == 0 and (tmp_path / "b" / "semantic" / "photo.png").is_file()
 
 
@@ -141,7 +143,8 @@ def test_a_folder_where_a_file_was_expected(command, tmp_path):
     io.write_class_png(folder / "x.png", np.zeros((8, 8), np.uint8), [(0, 0, 0)])
     image = tmp_path / "img.png"
     io.write_image(image, _photo())
-    args = [a.replace("{img}", str(image)).replace("{dir}", str(folder)).replace("{tmp}", str(tmp_path)) for a in command]
+    args = [a.replace("{img}", str(image)).replace("{dir}", str(folder)).replace("{tmp}", str(tmp_path))
+            for a in command]
     result = runner.invoke(app, [*args, "--quiet"])
     assert result.exit_code == 2, result.output
     (line,) = _failure_lines(result.stderr)

@@ -58,7 +58,8 @@ def test_installed_console_script_runs_and_debug_shows_traceback():
     assert failed.returncode == 2 and failed.stdout == "" and "nope" in failed.stderr
     assert "Traceback" not in failed.stderr
 
-    debug = subprocess.run([str(SEGCLI), "models", "--info", "nope", "--debug"], capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([str(SEGCLI), "models", "--info", "nope", "--debug"],
+                           capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 

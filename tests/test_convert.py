@@ -71,7 +71,8 @@ def _read(path: Path) -> dict[str, tuple[list, np.ndarray]]:
     return found
 
 
-HOLDS = [(source, target) for source in ("folder", "coco", "coco-panoptic") for target in ("coco", "coco-panoptic", "folder")]
+HOLDS = [(source, target) for source in ("folder", "coco", "coco-panoptic")
+         for target in ("coco", "coco-panoptic", "folder")]
 HOLDS += [("idmap", target) for target in TARGETS] + [("yolo", t) for t in ("coco", "coco-panoptic", "yolo", "folder")]
 
 
@@ -92,9 +93,10 @@ def test_converted_datasets_read_back_to_the_same_masks(source, target, sources,
 @pytest.mark.parametrize("source, target, message", [
     ("folder", "yolo", "--to yolo holds objects only; {src} (folder) has 3 stuff classes (sky, ground, water) with no "
                        "place there; convert to folder or coco-panoptic"),
-    ("coco-panoptic", "idmap", "--to idmap holds one thing class; {src} (coco-panoptic) has 3 (circle, square, triangle)"
-                               "; convert to coco, yolo or folder"),
-    ("yolo", "idmap", "--to idmap holds one thing class; {src} (yolo) has 2 (person, ball); convert to coco, yolo or folder"),
+    ("coco-panoptic", "idmap", "--to idmap holds one thing class; {src} (coco-panoptic) has 3 "
+                               "(circle, square, triangle); convert to coco, yolo or folder"),
+    ("yolo", "idmap", "--to idmap holds one thing class; {src} (yolo) has 2 (person, ball); "
+                      "convert to coco, yolo or folder"),
 ])
 def test_a_target_that_cannot_hold_the_data_is_refused_in_one_line(source, target, message, sources, tmp_path):
     out = tmp_path / "out"

@@ -303,7 +303,8 @@ def _coco(root: Path, name: str = "instances_train.json", file_names=("a.png", "
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 5, "segmentation": [_box_polygon(2, 2, 12, 10)], "iscrowd": 0},
             {"id": 2, "image_id": 1, "category_id": 9, "segmentation": mask_to_rle(disc), "iscrowd": 0},
-            {"id": 3, "image_id": 1, "category_id": 9, "segmentation": {"size": [H, W], "counts": counts}, "iscrowd": 1},
+            {"id": 3, "image_id": 1, "category_id": 9, "segmentation": {"size": [H, W], "counts": counts},
+             "iscrowd": 1},
             {"id": 4, "image_id": 2, "category_id": 20, "segmentation": [_box_polygon(0, 0, 32, 12)], "iscrowd": 0},
         ],
     }
@@ -386,7 +387,8 @@ def _panoptic(root: Path, json_path: Path, png_dir: Path) -> np.ndarray:
     ids[22:, 30:] = 0  # void
     io.write_image(root / "images" / "p.jpg", _image())
     io.write_panoptic_png(png_dir / "p.png", ids)
-    segments = [{"id": int(v), "category_id": c, "iscrowd": int(v == 5), "area": int((ids == v).sum()), "bbox": [0, 0, 1, 1]}
+    segments = [{"id": int(v), "category_id": c, "iscrowd": int(v == 5), "area": int((ids == v).sum()),
+                 "bbox": [0, 0, 1, 1]}
                 for v, c in ((1000, 11), (2000, 12), (70000, 3), (5, 3))]
     io.write_json(json_path, {
         "images": [{"id": 1, "file_name": "p.jpg", "height": H, "width": W}],
@@ -400,7 +402,8 @@ def _panoptic(root: Path, json_path: Path, png_dir: Path) -> np.ndarray:
 @pytest.mark.parametrize("layout", ["annotations", "flat"])
 def test_coco_panoptic(tmp_path, layout):
     if layout == "annotations":  # panopticapi's convention: PNGs in the folder named like the json
-        ids = _panoptic(tmp_path, tmp_path / "annotations" / "panoptic_train.json", tmp_path / "annotations" / "panoptic_train")
+        annotations = tmp_path / "annotations"
+        ids = _panoptic(tmp_path, annotations / "panoptic_train.json", annotations / "panoptic_train")
     else:  # a json and a panoptic/ folder beside it, as in panopticapi's sample data
         ids = _panoptic(tmp_path, tmp_path / "examples.json", tmp_path / "panoptic")
     assert detect_format(tmp_path) == "coco-panoptic"
@@ -507,6 +510,7 @@ def test_synth_folder_is_read_with_all_three_ground_truths(tmp_path):
             assert (a.semantic == b.semantic).all()
             assert len(a.instances) == len(b.instances) == len(c.instances) > 0
             masks = {inst.mask.tobytes() for inst in b.instances}
-            assert {inst.mask.tobytes() for inst in a.instances} == masks == {inst.mask.tobytes() for inst in c.instances}
+            assert ({inst.mask.tobytes() for inst in a.instances} == masks
+                    == {inst.mask.tobytes() for inst in c.instances})
             assert sorted((s.label, s.area) for s in a.segments) == sorted((s.label, s.area) for s in b.segments)
             _assert_consistent(a, folder.label_space)

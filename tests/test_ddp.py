@@ -37,8 +37,8 @@ def _train_args(data, out, epochs: int) -> list[str]:
     # 8 steps: with seed 0 the model learns (mIoU 0.25); seed 1 happens to stay near a constant one (0.07) since
     # augmentation is seeded per sample (seeds 0, 2, 3: 0.25, 0.17, 0.35).
     return _LAUNCH + ["train", "--data", str(data), "--model", "unet", "--epochs", str(epochs), "--batch-size", "2",
-                      "--img-size", "32", "--width", "8", "--lr", "0.01", "--warmup", "1", "--seed", "0", "--out", str(out),
-                      "--device", "cpu"]
+                      "--img-size", "32", "--width", "8", "--lr", "0.01", "--warmup", "1", "--seed", "0",
+                      "--out", str(out), "--device", "cpu"]
 
 
 def _torchrun(command: list[str], cwd) -> subprocess.CompletedProcess:

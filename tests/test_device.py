@@ -69,7 +69,8 @@ print(json.dumps({"ms": 1e3 * statistics.median(cpu_while_sleeping() for _ in ra
 
 def _spin(first: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | env
-    out = subprocess.run([sys.executable, "-c", _SPIN, first], capture_output=True, text=True, check=True, env=clean).stdout
+    out = subprocess.run([sys.executable, "-c", _SPIN, first],
+                         capture_output=True, text=True, check=True, env=clean).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -1,4 +1,5 @@
-"""`train --ema`: a moving average of the weights is what validation scores and checkpoints hold, and resume keeps it."""
+"""`train --ema`: a moving average of the weights is what validation scores and checkpoints hold, and resume
+keeps it."""
 
 from __future__ import annotations
 

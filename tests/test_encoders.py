@@ -100,13 +100,15 @@ def test_train_with_encoder_records_it_and_reloads_without_the_cache(tmp_path, t
     served = serve_torchvision(monkeypatch, tmp_path / "served", "resnet18", tvm.resnet18(weights=None).state_dict())
     data = generate("shapes", tmp_path / "shapes", n=4, size=64)
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", "unet", "--encoder", "resnet18", "--steps", "2",
-                                      "--batch-size", "2", "--img-size", "64", "--out", str(run), "--quiet"])
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", "unet", "--encoder", "resnet18",
+                                      "--steps", "2", "--batch-size", "2", "--img-size", "64", "--out", str(run),
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     for file in torch_home.iterdir():
         file.unlink()  # the checkpoint carries the encoder: no ImageNet file is needed to load it
     model, card = load_checkpoint(run / "best")
     assert card["model_args"]["encoder"] == "resnet18" and card["model_args"]["encoder_weights"] == "imagenet"
-    assert card["pretrained"] == {"from": "ImageNet encoder", "encoder": "resnet18", "file": served.url.rsplit("/", 1)[1]}
+    served_file = served.url.rsplit("/", 1)[1]
+    assert card["pretrained"] == {"from": "ImageNet encoder", "encoder": "resnet18", "file": served_file}
     assert card["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert isinstance(model.body.encoder, TorchvisionEncoder)

@@ -97,7 +97,8 @@ def test_coco_sample_with_one_segment_removed(coco_sample, tmp_path):
 def test_coco_sample_removing_a_category_s_only_segment(coco_sample, tmp_path):
     gt_json, gt_dir, data = coco_sample
     counts = _non_crowd_counts(data)
-    victim = next(s for s in data["annotations"][1]["segments_info"] if not s["iscrowd"] and counts[s["category_id"]] == 1)
+    segments = data["annotations"][1]["segments_info"]
+    victim = next(s for s in segments if not s["iscrowd"] and counts[s["category_id"]] == 1)
     pred_json, pred_dir = _remove_segment(data, gt_dir, tmp_path, 1, victim)
     result = evaluate_panoptic(gt_json, pred_json, gt_dir=gt_dir, pred_dir=pred_dir)
     n = len(counts)  # that category still counts (one FN): PQ 0 / (0 + 0.5) = 0 in a mean over n
@@ -126,7 +127,8 @@ def test_panoptic_mismatches_name_file_and_id(coco_sample, tmp_path):
         scored(pred)
     pred = copy.deepcopy(data)
     pred["annotations"][0]["segments_info"].append({"id": 4242, "category_id": 1})
-    with pytest.raises(DataError, match=r"000000142238\.png.*\[4242\] are in the json's segments_info but not in the PNG"):
+    with pytest.raises(DataError, match=r"000000142238\.png.*\[4242\] are in the json's segments_info "
+                                        r"but not in the PNG"):
         scored(pred)
     with pytest.raises(DataError, match=r"000000142238\.png: missing predicted panoptic PNG for image 142238"):
         scored(data, pred_dir=tmp_path)
@@ -184,7 +186,8 @@ def _write_masks(folder, masks: dict[str, np.ndarray]):
 
 def test_semantic_folders_against_a_hand_count(tmp_path):
     gt = _write_masks(tmp_path / "gt", {"a": np.array([[0, 0, 1, 1], [0, 255, 1, 1]]), "b": np.array([[2, 2, 0, 0]])})
-    pred = _write_masks(tmp_path / "pred", {"a": np.array([[0, 3, 1, 0], [0, 1, 1, 255]]), "b": np.array([[2, 1, 0, 0]])})
+    pred = _write_masks(tmp_path / "pred", {"a": np.array([[0, 3, 1, 0], [0, 1, 1, 255]]),
+                                            "b": np.array([[2, 1, 0, 0]])})
     (tmp_path / "classes.txt").write_text("bg\nbox\ndisc\nring\nstar\n")
     result = evaluate_semantic(gt, pred, classes=tmp_path / "classes.txt", boundary_px=1)
     rows = {row["name"]: row for row in result["per_class"]}
@@ -230,7 +233,8 @@ def test_semantic_mismatches(synth, tmp_path):
     shutil.copy(first, one / first.name)
     with pytest.raises(DataError, match=rf"{first.stem}\.png: prediction is 12x10 px, ground truth .* is 48x48"):
         evaluate_semantic(one, pred)
-    with pytest.raises(DataError, match=rf"{first.name}: class \d but only 1 classes \(0\.\.0\); pass the right --num-classes"):
+    with pytest.raises(DataError, match=rf"{first.name}: class \d but only 1 classes \(0\.\.0\); "
+                                        r"pass the right --num-classes"):
         evaluate_semantic(one, one, num_classes=1)
     ids = tmp_path / "ids"
     ids.mkdir()
@@ -269,7 +273,8 @@ def test_instance_polygon_results_score_like_their_rle(tmp_path):
           "categories": [{"id": 1, "name": "box"}]}  # no area, no iscrowd: filled in as COCOeval needs
     gt_json, pred = tmp_path / "gt.json", tmp_path / "pred.json"
     io.write_json(gt_json, gt)
-    io.write_json(pred, [{"image_id": 1, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]], "score": 1.0}])
+    io.write_json(pred, [{"image_id": 1, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]],
+                          "score": 1.0}])
     assert evaluate_instance(gt_json, pred)["ap"] == pytest.approx(1.0)
 
 
@@ -311,7 +316,8 @@ def test_cli_eval_panoptic_writes_json_and_csv(synth, tmp_path):
 
 
 def test_cli_eval_semantic_table_and_instance_json(synth, tmp_path):
-    result = runner.invoke(app, ["eval", "--mode", "semantic", "--gt", str(synth / "masks"), "--pred", str(synth / "masks"),
+    masks = str(synth / "masks")
+    result = runner.invoke(app, ["eval", "--mode", "semantic", "--gt", masks, "--pred", masks,
                                  "--classes", str(synth / "classes.txt"), "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()

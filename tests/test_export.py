@@ -32,7 +32,8 @@ def checkpoint(request, tmp_path_factory) -> Path:
 
 
 def _export(*args) -> object:
-    return runner.invoke(app, ["export", "--format", "onnx", "--size", str(TRACE_SIZE), "--device", "cpu", *map(str, args)])
+    return runner.invoke(app, ["export", "--format", "onnx", "--size", str(TRACE_SIZE), "--device", "cpu",
+                               *map(str, args)])
 
 
 def test_export_writes_graph_with_named_outputs_and_card(checkpoint, tmp_path):

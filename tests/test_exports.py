@@ -85,7 +85,8 @@ def test_geojson_is_what_qupath_reads_and_fills_back(tmp_path):
         assert feature["type"] == "Feature"
         properties, geometry = feature["properties"], feature["geometry"]
         assert properties["objectType"] == "detection"
-        assert set(properties["classification"]) == {"name", "color"} and len(properties["classification"]["color"]) == 3
+        classification = properties["classification"]
+        assert set(classification) == {"name", "color"} and len(classification["color"]) == 3
         assert geometry["type"] in ("Polygon", "MultiPolygon")
         polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
         for polygon in polygons:

@@ -96,7 +96,8 @@ def test_maskrcnn_panoptic_with_coco_weights_is_things_and_void_on_every_load(tm
         model = build_model("tv_maskrcnn_resnet50_fpn_v2", weights=str(weights), min_size=96, max_size=96).eval()
         model.net.roi_heads.score_thresh, model.net.roi_heads.detections_per_img = 0.0, 5
         with torch.no_grad():
-            (prediction,) = model.postprocess(model(image), score_threshold=0.0, fusion_score_threshold=0.0, stuff_area=1)
+            (prediction,) = model.postprocess(model(image), score_threshold=0.0, fusion_score_threshold=0.0,
+                                              stuff_area=1)
         results.append(prediction)
     first, second = results
     assert first.segments and np.array_equal(first.panoptic, second.panoptic)
@@ -124,8 +125,8 @@ def test_maskrcnn_trained_by_segcli_uses_its_semantic_head(tmp_path):
 
     model.train().compute_losses(images, targets)["loss_semantic"].backward()
     assert bool(model.semantic_trained)
-    card = make_card("maskrcnn_small", {"num_classes": shapes.num_classes, "thing_classes": shapes.thing_indices, "width": 8},
-                     "panoptic", shapes)
+    model_args = {"num_classes": shapes.num_classes, "thing_classes": shapes.thing_indices, "width": 8}
+    card = make_card("maskrcnn_small", model_args, "panoptic", shapes)
     save_checkpoint(tmp_path / "m", model, card)
     loaded, _ = load_checkpoint(tmp_path / "m")
     assert bool(loaded.semantic_trained)

@@ -42,9 +42,9 @@ def save_tiny(folder: Path, names: list[str]) -> Path:
 
     backbone = SwinConfig(image_size=64, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
                           out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, num_queries=8, encoder_layers=1, decoder_layers=2,
-                               feature_size=32, mask_feature_size=32, dim_feedforward=64, encoder_feedforward_dim=64,
-                               num_attention_heads=2, id2label=dict(enumerate(names)),
+    config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, num_queries=8, encoder_layers=1,
+                               decoder_layers=2, feature_size=32, mask_feature_size=32, dim_feedforward=64,
+                               encoder_feedforward_dim=64, num_attention_heads=2, id2label=dict(enumerate(names)),
                                label2id={n: i for i, n in enumerate(names)}, use_pretrained_backbone=False)
     torch.manual_seed(2)
     net = Mask2FormerForUniversalSegmentation(config).eval()
@@ -117,7 +117,8 @@ def _check_instances(out: Path, lines: list[dict]) -> list[dict]:
         assert [s["id"] for s in segments] == list(range(1, len(segments) + 1))
         assert [s["score"] for s in segments] == sorted((s["score"] for s in segments), reverse=True)
         for number, entry in enumerate([r for r in results if r["image_id"] == stem], 1):
-            mask = mask_utils.decode({**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}).astype(bool)
+            rle = {**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}
+            mask = mask_utils.decode(rle).astype(bool)
             assert entry["area"] == int(mask.sum()) and entry["bbox"] == list(mask_to_xywh(mask))
             assert not (ids == number)[~mask].any()  # the PNG shows an instance only inside its own mask
     return results
@@ -303,7 +304,8 @@ def test_visualize_draws_hf_predictions_with_the_checkpoints_names(tiny, photos,
     pred = tmp_path / "pred"
     _predict([photos, "--model", f"hf:{tiny}", "--mode", mode, "--out", pred, *LOW])
     pictures = tmp_path / "pictures"
-    result = runner.invoke(app, ["visualize", str(photos), "--pred", str(pred), "--side-by-side", "--out", str(pictures)])
+    result = runner.invoke(app, ["visualize", str(photos), "--pred", str(pred), "--side-by-side",
+                                 "--out", str(pictures)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in pictures.iterdir()) == ["a.png", "b.png"]
     labels = _prediction(_source(VisualizeConfig(inputs=[str(photos)], pred=pred)), photos / "a.png", "a", None)

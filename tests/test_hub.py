@@ -72,7 +72,8 @@ def test_offline_refuses_before_any_network_call(tmp_path, torch_home, no_networ
 def test_cli_offline_default_model_lists_what_works_offline(tmp_path, torch_home, no_network):
     image = tmp_path / "photo.png"
     io.write_image(image, np.zeros((32, 32, 3), np.uint8))
-    result = runner.invoke(app, ["predict", str(image), "--mode", "semantic", "--offline", "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["predict", str(image), "--mode", "semantic", "--offline",
+                                 "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "usable offline here" in lines[0] and "deeplabv3_resnet50_coco" in lines[0]
@@ -132,9 +133,9 @@ def test_model_tv_with_weights_file_predicts_evaluates_and_trains(tmp_path, torc
     assert 0.0 <= json.loads(metrics.read_text())["pixel_accuracy"] <= 1.0
 
     run = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--data", str(data), "--model", "tv_lraspp_mobilenet_v3_large", "--weights",
-                                 str(state_path), "--steps", "2", "--batch-size", "2", "--img-size", "64", "--lr", "1e-4",
-                                 "--out", str(run), "--quiet"])
+    result = runner.invoke(app, ["train", "--data", str(data), "--model", "tv_lraspp_mobilenet_v3_large",
+                                 "--weights", str(state_path), "--steps", "2", "--batch-size", "2", "--img-size", "64",
+                                 "--lr", "1e-4", "--out", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
     from segcli.checkpoint import load_checkpoint
 

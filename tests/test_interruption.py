@@ -49,7 +49,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
     run = tmp_path / "run"
     steps = 200  # about 30 ms each here: the kill comes near step 30, with seconds to spare on a loaded machine
     command = [*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", str(steps),
-               "--val-every", "3", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet", "--device", "cpu"]
+               "--val-every", "3", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
+               "--device", "cpu"]
     build_model("unet", num_classes=2, width=4)  # the loop's first load must not pay for the imports (2 s loaded)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     _wait_for(run / "last.state.json", process)
@@ -89,8 +90,8 @@ def _outputs_complete(out: Path, stems: list[str]) -> None:
 
 def test_kill_9_during_predict_then_skip_existing(folder, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
-    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--json", "--quiet",
-               "--device", "cpu"]
+    command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--json",
+               "--quiet", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     for _ in range(3):
         assert json.loads(process.stdout.readline())["ok"]
@@ -139,9 +140,10 @@ def test_a_stale_temporary_file_of_a_dead_process_is_removed_and_a_live_ones_kep
 def test_sigint_during_training_is_exit_130_and_one_line(tmp_path):
     data = generate("shapes", tmp_path / "shapes", n=8, size=32, seed=0)
     run = tmp_path / "run"
-    process = subprocess.Popen([*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "2000",
-                                "--val-every", "5", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
-                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    command = [*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "2000",
+               "--val-every", "5", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
+               "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     _wait_for(run / "last.json", process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

@@ -38,7 +38,8 @@ def test_maskrcnn_small_trains_on_cpu_and_predicts_instances(tmp_path):
     # A stuff "instance" in the targets is not something Mask R-CNN can learn: it must be ignored, not crash.
     targets[0] = {**targets[0], "masks": torch.cat([targets[0]["masks"], torch.ones(1, 64, 64, dtype=torch.uint8)]),
                   "labels": torch.cat([targets[0]["labels"], torch.tensor([0])])}
-    model = build_model("maskrcnn_small", num_classes=SHAPES.num_classes, thing_classes=SHAPES.thing_indices, width=8).train()
+    model = build_model("maskrcnn_small", num_classes=SHAPES.num_classes, thing_classes=SHAPES.thing_indices,
+                        width=8).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     first = None
     for _ in range(12):
@@ -48,7 +49,8 @@ def test_maskrcnn_small_trains_on_cpu_and_predicts_instances(tmp_path):
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
-    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg", "loss_semantic"} <= set(losses)
+    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg",
+            "loss_semantic"} <= set(losses)
     assert float(total) < first
 
     model.eval()
@@ -69,10 +71,12 @@ def test_maskrcnn_small_trains_on_cpu_and_predicts_instances(tmp_path):
             assert inst.mask.shape == (64, 64) and inst.mask.dtype == bool and inst.mask.any()
             assert inst.label in SHAPES.thing_indices and len(inst.bbox) == 4
         assert prediction.semantic.shape == (64, 64) and prediction.panoptic.dtype == np.int32
-        assert sorted(np.unique(prediction.panoptic[prediction.panoptic > 0]).tolist()) == sorted(s.id for s in prediction.segments)
+        panoptic_ids = np.unique(prediction.panoptic[prediction.panoptic > 0]).tolist()
+        assert sorted(panoptic_ids) == sorted(s.id for s in prediction.segments)
 
     # The checkpoint round trip rebuilds the same model.
-    card = make_card("maskrcnn_small", {"num_classes": 6, "thing_classes": SHAPES.thing_indices, "width": 8}, "instance", SHAPES)
+    model_args = {"num_classes": 6, "thing_classes": SHAPES.thing_indices, "width": 8}
+    card = make_card("maskrcnn_small", model_args, "instance", SHAPES)
     save_checkpoint(tmp_path / "m", model, card)
     loaded, _ = load_checkpoint(tmp_path / "m")
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Metrics against hand counts and the reference implementations (pycocotools, panopticapi's definition, torchmetrics)."""
+"""Metrics against hand counts and the reference implementations (pycocotools, panopticapi's definition,
+torchmetrics)."""
 
 from __future__ import annotations
 
@@ -205,7 +206,8 @@ CATS = {1: {"name": "thing", "isthing": 1}, 2: {"name": "other", "isthing": 1}, 
 
 
 def _segments(ids: np.ndarray, spec: dict[int, tuple[int, int]]) -> dict[int, dict]:
-    return {sid: {"category_id": cat, "iscrowd": crowd, "area": int((ids == sid).sum())} for sid, (cat, crowd) in spec.items()}
+    return {sid: {"category_id": cat, "iscrowd": crowd, "area": int((ids == sid).sum())}
+            for sid, (cat, crowd) in spec.items()}
 
 
 def test_pq_hand_built_void_crowd_and_category_mismatch():
@@ -352,7 +354,8 @@ def _reference_stats(gt, gt_segs, pred, pred_segs) -> dict[int, list]:
     for p, p_info in pred_segs.items():
         if p in matched_pred:
             continue
-        crowd = np.isin(gt, [g for g, i in gt_segs.items() if i["iscrowd"] and i["category_id"] == p_info["category_id"]])
+        crowd = np.isin(gt, [g for g, i in gt_segs.items()
+                             if i["iscrowd"] and i["category_id"] == p_info["category_id"]])
         p_mask = pred == p
         if ((void | crowd) & p_mask).sum() / p_mask.sum() <= 0.5:
             stats[p_info["category_id"]][2] += 1

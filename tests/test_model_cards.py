@@ -31,7 +31,8 @@ def mixed(tmp_path_factory) -> Path:
     root = generate("shapes", tmp_path_factory.mktemp("cards") / "mixed", n=6, size=64, seed=2)
     stems = sorted(p.stem for p in (root / "images").glob("*.png"))
     groups = ["fluorescence_64x64", "he_stained_64x64"]
-    (root / "metadata.csv").write_text("image_id,group\n" + "".join(f"{s},{groups[i % 2]}\n" for i, s in enumerate(stems)))
+    rows = "".join(f"{s},{groups[i % 2]}\n" for i, s in enumerate(stems))
+    (root / "metadata.csv").write_text("image_id,group\n" + rows)
     return root
 
 
@@ -53,8 +54,8 @@ def test_scores_per_kind_of_image_and_the_whole_set_as_eval_scores_it(mixed):
     rows = bundle_model.score_rows(bundled_checkpoint("shapes"), f"{mixed}:all", ["instance", "panoptic"])
     assert [(r["kind"], r["n_images"]) for r in rows] == [("all", 6), ("H&E", 3), ("fluorescence", 3)]
     assert all({"ap50", "ap", "things_pq", "pq"} <= set(r) and r["test_set"] == "mixed all" for r in rows)
-    result = runner.invoke(app, ["eval", "--data", str(mixed), "--split", "all", "--model", "shapes", "--mode", "instance",
-                                 "--json", "-", "--device", "cpu", "-q"])
+    result = runner.invoke(app, ["eval", "--data", str(mixed), "--split", "all", "--model", "shapes",
+                                 "--mode", "instance", "--json", "-", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert rows[0]["ap50"] == pytest.approx(json.loads(result.stdout)["ap50"], abs=1e-4)  # eval reproduces the row
     assert rows[1]["ap50"] != rows[2]["ap50"]  # the kinds are scored apart

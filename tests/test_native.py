@@ -181,11 +181,14 @@ def test_contour_targets_and_grouping_separate_touching_objects():
                for p, g in zip(sorted(prediction.instances, key=lambda i: i.bbox[0]), sample.instances))
     assert (prediction.semantic == sample.semantic).all()  # boundary pixels count for the object's class
     model = build_model("unet_contour", num_classes=2, width=4)
-    losses = model.compute_losses(torch.zeros(1, 3, 40, 40), [{"semantic": torch.from_numpy(sample.semantic).long(),
-                                                                "masks": masks.to(torch.uint8), "labels": torch.tensor([1, 1])}])
+
+    def target(target_masks: torch.Tensor) -> dict:
+        return {"semantic": torch.from_numpy(sample.semantic).long(), "masks": target_masks,
+                "labels": torch.tensor([1, 1])}
+
+    losses = model.compute_losses(torch.zeros(1, 3, 40, 40), [target(masks.to(torch.uint8))])
     assert set(losses) == {"semantic"} and torch.isfinite(losses["semantic"])
-    assert (model._target({"semantic": torch.from_numpy(sample.semantic).long(), "masks": masks, "labels": torch.tensor([1, 1])})
-            == 2).sum() == edge.sum()
+    assert (model._target(target(masks)) == 2).sum() == edge.sum()
 
 
 def test_contact_weight_falls_on_the_seam_between_touching_objects_only():
@@ -245,10 +248,10 @@ def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, 
 
     seen = []
     forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward", lambda model, batch, options: seen.append(tuple(batch.shape[-2:]))
-                        or forward(model, batch, options))
-    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=4, batch_size=2,
-                         crop=32, scale=0.5, width=4, val_every=0, seed=0, device="cpu")
+    monkeypatch.setattr(segcli.inference, "dense_forward",
+                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
+    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=4,
+                         batch_size=2, crop=32, scale=0.5, width=4, val_every=0, seed=0, device="cpu")
     result = train(config)
     card = read_card(result.best)
     assert card["scale"] == 0.5 and card["crop"] == 32
@@ -307,8 +310,8 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
 
     from segcli.cli import app
 
-    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=6, batch_size=2,
-                         crop=32, width=4, val_every=0, seed=0, device="cpu")
+    config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=6,
+                         batch_size=2, crop=32, width=4, val_every=0, seed=0, device="cpu")
     best = train(config).best
     assert read_card(best)["postprocess"] == {"interior_threshold": 0.5, "min_area": 10, "stuff_area": 64}
     runner = CliRunner()
@@ -319,19 +322,22 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
     counts = []
     for area in ("1", "100000"):
         result = runner.invoke(app, ["predict", str(shapes / "images"), "--weights", str(best), "--mode", "instance",
-                                     "--min-area", area, "--out", str(tmp_path / area), "--json", "--no-overlay", "--device", "cpu"])
+                                     "--min-area", area, "--out", str(tmp_path / area), "--json", "--no-overlay",
+                                     "--device", "cpu"])
         assert result.exit_code == 0, result.output
         counts.append(sum(len(json.loads(line)["segments"]) for line in result.stdout.splitlines()))
     assert counts[1] == 0 <= counts[0]  # nothing is 100000 px: the option reached the post-processing
     scored = evaluate_model(shapes, "panoptic", weights=best, device="cpu", thresholds={"min_area": 100000})
     assert scored["things"]["pq"] in (0.0, None)
-    flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--min-area", "5"])
+    flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json",
+                                  "--min-area", "5"])
     assert flagged.exit_code == 2 and "goes with --data" in flagged.output
     # eval --data --tta scores what predict --tta writes: the option reaches the inference (and only with --data).
     import segcli.inference as inference
 
     forward, used = inference.dense_forward, []
-    monkeypatch.setattr(inference, "dense_forward", lambda m, x, options: used.append(options.tta) or forward(m, x, options))
+    monkeypatch.setattr(inference, "dense_forward",
+                        lambda m, x, options: used.append(options.tta) or forward(m, x, options))
     for extra in ([], ["--tta"]):
         result = runner.invoke(app, ["eval", "--mode", "semantic", "--data", str(shapes), "--weights", str(best),
                                      *extra, "--json", "-", "--device", "cpu", "-q"])
@@ -349,11 +355,13 @@ def test_a_mode_post_processes_with_its_own_thresholds_when_the_card_has_them(mo
     space = synth_label_space("shapes")
     things = [i for i, thing in enumerate(space.isthing) if thing]
     model = build_model("unet_contour", num_classes=space.num_classes, width=4, thing_classes=things)
-    card = make_card("unet_contour", {"num_classes": space.num_classes, "width": 4, "thing_classes": things}, "panoptic", space,
+    model_args = {"num_classes": space.num_classes, "width": 4, "thing_classes": things}
+    card = make_card("unet_contour", model_args, "panoptic", space,
                      postprocess={"interior_threshold": 0.5, "min_area": 40, "stuff_area": 64},
                      postprocess_by_mode={"instance": {"interior_threshold": 0.5, "min_area": 20, "stuff_area": 64}})
     assert postprocess_options(model, card, mode=Mode.INSTANCE)["min_area"] == 20
-    assert postprocess_options(model, card, mode="panoptic")["min_area"] == 40 == postprocess_options(model, card)["min_area"]
+    panoptic_min_area = postprocess_options(model, card, mode="panoptic")["min_area"]
+    assert panoptic_min_area == 40 == postprocess_options(model, card)["min_area"]
     assert postprocess_options(model, card, {"min_area": 5}, mode=Mode.INSTANCE)["min_area"] == 5  # the option wins
     used = []
     real = contour.contour_prediction
@@ -431,9 +439,11 @@ def test_the_plan_turns_grey_images_and_keeps_photos_upright(tmp_path):
     resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64))
     assert resolved.rotate is False and resolved.zoom == 0.0  # resize training has its own scale augmentation
     with pytest.raises(UsageError, match="augment crop training"):
-        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, rotate=True, out=tmp_path / "r"))
+        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, rotate=True,
+                          out=tmp_path / "r"))
     with pytest.raises(UsageError, match="augment crop training"):
-        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, invert=True, out=tmp_path / "i"))
+        train(TrainConfig(data=grey, model="unet_contour", mode="instance", img_size=64, invert=True,
+                          out=tmp_path / "i"))
     resolved, plan, _ = plan_run(TrainConfig(data=grey, model="unet_contour", mode="instance", invert=True))
     assert resolved.invert is True and ("invert", "yes", "--invert") in plan.rows()
 

@@ -40,7 +40,8 @@ def test_loaded_moments_take_their_parameters_layout_and_training_continues_exac
     _train(model, optimizer, 2)
     # A checkpoint stores contiguous (NCHW) tensors, as segcli.checkpoint writes them.
     saved = optimizer.state_dict()
-    saved["state"] = {k: {name: v.clone(memory_format=torch.contiguous_format) for name, v in s.items()} for k, s in saved["state"].items()}
+    saved["state"] = {k: {name: v.clone(memory_format=torch.contiguous_format) for name, v in s.items()}
+                      for k, s in saved["state"].items()}
     resumed = _model()
     resumed.load_state_dict(model.state_dict())
     restored = adamw(resumed, 1e-2, 0.0)

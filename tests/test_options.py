@@ -66,16 +66,21 @@ def test_eval_data_uses_or_refuses_every_option(shapes, fcn_run, tmp_path):
     assert named["miou"] == plain["miou"]
     code, same, _ = _eval_data(shapes, fcn_run, "--num-classes", str(len(plain["per_class"])))
     assert code == 0 and same["miou"] == plain["miou"]
-    for extra, named_option in ((["--num-classes", "99"], "--num-classes 99"), (["--classes", "/no/such/file"], "/no/such/file"),
-                                (["--workers", "2"], "--workers"), (["--gt-dir", str(tmp_path)], "--gt-dir"),
+    for extra, named_option in ((["--num-classes", "99"], "--num-classes 99"),
+                                (["--classes", "/no/such/file"], "/no/such/file"),
+                                (["--workers", "2"], "--workers"),
+                                (["--gt-dir", str(tmp_path)], "--gt-dir"),
                                 (["--gt", str(tmp_path)], "--gt")):
         code, _, output = _eval_data(shapes, fcn_run, *extra)
         assert code == 2 and named_option in output and "Traceback" not in output, extra
 
 
 def test_eval_files_refuse_options_of_other_modes(tmp_path):
-    for mode, extra in (("instance", ["--num-classes", "3"]), ("panoptic", ["--classes", "x.txt"]),
-                        ("semantic", ["--gt-dir", "x"]), ("semantic", ["--model", "unet"]), ("instance", ["--workers", "2"])):
+    for mode, extra in (("instance", ["--num-classes", "3"]),
+                        ("panoptic", ["--classes", "x.txt"]),
+                        ("semantic", ["--gt-dir", "x"]),
+                        ("semantic", ["--model", "unet"]),
+                        ("instance", ["--workers", "2"])):
         result = runner.invoke(app, ["eval", "--mode", mode, "--gt", str(tmp_path), "--pred", str(tmp_path), *extra])
         assert result.exit_code == 2 and extra[0] in result.output and "not used" in result.output, (mode, extra)
 
@@ -92,7 +97,8 @@ def test_models_info_gflops_follow_size_for_a_detector():
 
 
 def test_class_weights_act_in_panoptic_mode(shapes, tmp_path):
-    base = dict(data=shapes, model="unet_panoptic", mode="panoptic", steps=2, batch_size=2, img_size=32, width=4, seed=1)
+    base = dict(data=shapes, model="unet_panoptic", mode="panoptic", steps=2, batch_size=2, img_size=32, width=4,
+                seed=1)
     plain = train(TrainConfig(**base, out=tmp_path / "plain"))
     weighted = train(TrainConfig(**base, out=tmp_path / "weighted", class_weights="auto"))
     a, b = load_file(str(plain.last)), load_file(str(weighted.last))
@@ -105,7 +111,8 @@ def test_class_weights_act_in_panoptic_mode(shapes, tmp_path):
     (["--model", "tv_lraspp_mobilenet_v3_large", "--width", "8"], "--width"),
 ])
 def test_train_refuses_options_the_model_cannot_use(shapes, tmp_path, options, refused):
-    result = runner.invoke(app, ["train", "--data", str(shapes), *options, "--steps", "1", "--out", str(tmp_path / "r")])
+    result = runner.invoke(app, ["train", "--data", str(shapes), *options, "--steps", "1",
+                                 "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and refused in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "r" / "last.safetensors").exists()
 
@@ -113,8 +120,9 @@ def test_train_refuses_options_the_model_cannot_use(shapes, tmp_path, options, r
 @pytest.mark.parametrize("option", ["--val", "--images", "--masks"])
 def test_train_refuses_coco_path_options_for_a_folder_dataset(shapes, tmp_path, option):
     # Before: ignored, even for paths that do not exist (exit 0, a model trained without them).
-    result = runner.invoke(app, ["train", "--data", str(shapes), "--format", "folder", "--model", "unet", option,
-                                 str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--format", "folder", "--model", "unet",
+                                 option, str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "r"),
+                                 "--device", "cpu"])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{option} {tmp_path / 'nowhere'}" in lines[0] and "folder" in lines[0], result.stderr
@@ -149,7 +157,8 @@ def test_the_card_says_exactly_what_was_pretrained(shapes, tmp_path):
                                      "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         assert read_card(tmp_path / name / "best")["pretrained"] == {"from": "nothing"}
-    result = runner.invoke(app, ["train", "--model", "shapes", "--mode", "panoptic", *common, "--out", str(tmp_path / "ft")])
+    result = runner.invoke(app, ["train", "--model", "shapes", "--mode", "panoptic", *common,
+                                 "--out", str(tmp_path / "ft")])
     assert result.exit_code == 0, result.output
     start = bundled_checkpoint("shapes")
     assert read_card(tmp_path / "ft" / "best")["pretrained"] == {

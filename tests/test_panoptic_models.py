@@ -1,4 +1,5 @@
-"""Bottom-up panoptic models: targets from masks, every registered head model runs, unet_panoptic learns through `train`."""
+"""Bottom-up panoptic models: targets from masks, every registered head model runs, unet_panoptic learns through
+`train`."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ SHAPES = synth_label_space("shapes")
 def _target(sample) -> dict[str, torch.Tensor]:
     h, w = sample.semantic.shape
     masks = np.stack([i.mask for i in sample.instances]) if sample.instances else np.zeros((0, h, w), bool)
-    return {"semantic": torch.from_numpy(sample.semantic.astype(np.int64)), "masks": torch.from_numpy(masks.astype(np.uint8)),
+    return {"semantic": torch.from_numpy(sample.semantic.astype(np.int64)),
+            "masks": torch.from_numpy(masks.astype(np.uint8)),
             "labels": torch.tensor([i.label for i in sample.instances], dtype=torch.int64)}
 
 
@@ -60,7 +62,8 @@ def test_targets_from_masks():
 
 def test_targets_of_an_image_without_things():
     semantic = torch.ones(8, 8, dtype=torch.int64)
-    out = panoptic_targets({"semantic": semantic, "masks": torch.zeros(0, 8, 8), "labels": torch.zeros(0, dtype=torch.int64)}, [2])
+    no_things = {"semantic": semantic, "masks": torch.zeros(0, 8, 8), "labels": torch.zeros(0, dtype=torch.int64)}
+    out = panoptic_targets(no_things, [2])
     assert out["center"].abs().sum() == 0 and out["offset_weight"].sum() == 0
 
 
@@ -86,7 +89,8 @@ def test_forward_losses_and_predictions(name):
     for prediction in predictions:
         assert prediction.semantic.shape == (48, 48) and prediction.semantic.dtype == np.uint8
         assert prediction.panoptic.shape == (48, 48) and prediction.panoptic.dtype == np.int32
-        assert sorted(np.unique(prediction.panoptic[prediction.panoptic > 0]).tolist()) == sorted(s.id for s in prediction.segments)
+        panoptic_ids = np.unique(prediction.panoptic[prediction.panoptic > 0]).tolist()
+        assert sorted(panoptic_ids) == sorted(s.id for s in prediction.segments)
         assert all(inst.label in SHAPES.thing_indices for inst in prediction.instances)
         scores = [inst.score for inst in prediction.instances]
         assert scores == sorted(scores, reverse=True)
@@ -106,7 +110,9 @@ def test_trainer_options_dice_and_class_weights_act_on_the_semantic_loss(tmp_pat
               callback=lambda event, **info: steps.append(info["losses"]) if event == "step" else None)
         return steps[0]
 
-    plain, dice, weighted = first_losses("plain"), first_losses("dice", dice=0.5), first_losses("cw", class_weights="auto")
+    plain = first_losses("plain")
+    dice = first_losses("dice", dice=0.5)
+    weighted = first_losses("cw", class_weights="auto")
     assert "dice" not in plain and dice["dice"] > 0
     assert dice["semantic"] == pytest.approx(plain["semantic"])  # the same batch and weights: only the dice term is new
     assert weighted["semantic"] != pytest.approx(plain["semantic"])  # the classes are weighted

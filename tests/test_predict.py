@@ -36,8 +36,9 @@ def shapes(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(shapes, tmp_path_factory) -> Path:
     """unet_panoptic, width 8, trained for a few steps: one checkpoint for all three modes, with several instances."""
-    config = TrainConfig(data=shapes, model="unet_panoptic", mode="panoptic", out=tmp_path_factory.mktemp("run") / "run",
-                         steps=24, batch_size=4, img_size=48, width=8, val_every=0, seed=0, device="cpu")
+    run = tmp_path_factory.mktemp("run") / "run"
+    config = TrainConfig(data=shapes, model="unet_panoptic", mode="panoptic", out=run, steps=24, batch_size=4,
+                         img_size=48, width=8, val_every=0, seed=0, device="cpu")
     return train(config).best
 
 
@@ -80,12 +81,14 @@ def test_semantic_outputs_are_palette_pngs_and_json_lines_match(shapes, checkpoi
             assert segment["bbox"] == list(mask_to_xywh(labels == label)) and "score" not in segment
         assert io.read_image(out / "overlays" / f"{stem}.jpg").shape[1] > 48  # the image, and a legend beside it
     assert io.read_json(out / "categories.json") == {"categories": space.coco_categories()}
-    assert sorted(p.name for p in out.iterdir()) == [".parts", "categories.json", "overlays", "semantic"]  # only this mode's folders
+    # Only this mode's folders.
+    assert sorted(p.name for p in out.iterdir()) == [".parts", "categories.json", "overlays", "semantic"]
 
 
 def test_instance_png_json_and_coco_results_agree(shapes, checkpoint, tmp_path):
     out = tmp_path / "out"
-    result = _predict([shapes / "images", "--weights", checkpoint, "--out", out, "--mode", "instance", "--json", "--no-overlay"])
+    result = _predict([shapes / "images", "--weights", checkpoint, "--out", out, "--mode", "instance", "--json",
+                       "--no-overlay"])
     assert result.exit_code == 0, result.output
     results = io.read_json(out / "instances.json")
     assert results and not (out / "overlays").exists()
@@ -137,10 +140,12 @@ def test_outputs_score_with_eval_against_the_datasets_ground_truth(shapes, check
     """The val split's paths on stdin; eval matches predict's stems to the ground truth's file names."""
     val = [str(shapes / "images" / f"{stem}.png") for stem in (shapes / "splits" / "val.txt").read_text().split()]
     for mode in ("instance", "panoptic"):
-        result = _predict(["-", "--weights", checkpoint, "--out", tmp_path / mode, "--mode", mode], stdin="\n".join(val) + "\n")
+        result = _predict(["-", "--weights", checkpoint, "--out", tmp_path / mode, "--mode", mode],
+                          stdin="\n".join(val) + "\n")
         assert result.exit_code == 0, result.output
-    instance = evaluate_instance(shapes / "annotations" / "instances_val.json", tmp_path / "instance" / "instances.json")
-    panoptic = evaluate_panoptic(shapes / "annotations" / "panoptic_val.json", tmp_path / "panoptic" / "panoptic.json")
+    annotations = shapes / "annotations"
+    instance = evaluate_instance(annotations / "instances_val.json", tmp_path / "instance" / "instances.json")
+    panoptic = evaluate_panoptic(annotations / "panoptic_val.json", tmp_path / "panoptic" / "panoptic.json")
     assert panoptic["images"] == len(val) == 2
     # predict's files scored by eval equal the same model scored in memory on the same split: nothing is lost
     # or mismatched between the PNGs/json and the metrics (a range check could not tell).
@@ -187,7 +192,8 @@ def test_every_input_kind(kind, nested, checkpoint, tmp_path):
         "globstar": ([f"{nested}/**/*.png"], None, sorted(top + sub)),
         "stdin": (["-"], f"{sub[0]}\n\n{top[1]}\n", [sub[0], top[1]]),
     }[kind]
-    result = _predict([*args, "--weights", checkpoint, "--out", tmp_path / "out", "--json", "--no-overlay"], stdin=stdin)
+    result = _predict([*args, "--weights", checkpoint, "--out", tmp_path / "out", "--json", "--no-overlay"],
+                      stdin=stdin)
     assert result.exit_code == 0, result.output
     assert [Path(line["input"]) for line in _lines(result)] == expected
     assert sorted(p.name for p in (tmp_path / "out" / "semantic").iterdir()) == sorted(p.name for p in expected)
@@ -208,8 +214,8 @@ def test_same_stem_in_two_folders_never_overwrites(shapes, checkpoint, tmp_path)
         shutil.copy(image, tmp_path / folder / "photo.png")
     outputs = {}
     for order in (["a", "b"], ["b", "a"]):
-        result = _predict([*(tmp_path / f / "photo.png" for f in order), "--weights", checkpoint, "--out", tmp_path / "out",
-                           "--json", "--no-overlay", "--overwrite"])
+        result = _predict([*(tmp_path / f / "photo.png" for f in order), "--weights", checkpoint,
+                           "--out", tmp_path / "out", "--json", "--no-overlay", "--overwrite"])
         assert result.exit_code == 0, result.output
         for line in _lines(result):
             outputs.setdefault(line["input"], set()).add(line["outputs"]["semantic"])
@@ -311,7 +317,8 @@ def test_shards_are_disjoint_stable_and_cover_everything(shapes, checkpoint, tmp
         seen.append([line["input"] for line in _lines(result)])
     assert sum(len(s) for s in seen) == len(_images(shapes))
     assert sorted(x for s in seen for x in s) == sorted(map(str, _images(shapes)))
-    again = _predict([shapes / "images", "--weights", checkpoint, "--out", tmp_path / "again", "--shard", "1/3", "--json"])
+    again = _predict([shapes / "images", "--weights", checkpoint, "--out", tmp_path / "again", "--shard", "1/3",
+                      "--json"])
     assert [line["input"] for line in _lines(again)] == seen[1]
     # The last shard to finish assembles the aggregate from every shard's parts.
     assert len(io.read_json(out / "panoptic.json")["annotations"]) == len(_images(shapes))
@@ -389,7 +396,8 @@ def test_tta_is_refused_for_a_detector(shapes, tmp_path):
     args = {"num_classes": space.num_classes, "width": 8, "thing_classes": space.thing_indices}
     weights = save_checkpoint(tmp_path / "maskrcnn", build_model("maskrcnn_small", **args),
                               make_card("maskrcnn_small", args, "instance", space))
-    result = _predict([_images(shapes)[0], "--weights", weights, "--mode", "instance", "--tta", "--out", tmp_path / "out"])
+    result = _predict([_images(shapes)[0], "--weights", weights, "--mode", "instance", "--tta",
+                       "--out", tmp_path / "out"])
     assert result.exit_code == 2 and "--tta" in result.stderr
     from segcli.errors import UsageError
     from segcli.services.evaluate import evaluate_model

@@ -79,7 +79,8 @@ class _Echo(SegModel):
 @given(st.integers(1, 70), st.integers(1, 70), st.integers(4, 40), st.floats(0.0, 0.75))
 def test_tiled_blending_weights_are_normalised(h, w, tile, overlap):
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-    blended = tiled_dense_forward(_Echo(), image, InferenceOptions(tile=tile, overlap=overlap, batch_size=3))["semantic"]
+    options = InferenceOptions(tile=tile, overlap=overlap, batch_size=3)
+    blended = tiled_dense_forward(_Echo(), image, options)["semantic"]
     assert torch.allclose(blended, image, atol=1e-5)
 
 

@@ -59,15 +59,17 @@ def _check_against_skimage(ids: np.ndarray, intensities: np.ndarray, rows: list[
     # Positions in pixel-edge coordinates: scikit-image's pixel-centre indices plus half a pixel.
     assert [row["centroid_x"] for row in rows] == pytest.approx((reference["centroid-1"] + 0.5).tolist())
     assert [row["centroid_y"] for row in rows] == pytest.approx((reference["centroid-0"] + 0.5).tolist())
-    assert [(row["bbox_x"], row["bbox_y"], row["bbox_x"] + row["bbox_w"], row["bbox_y"] + row["bbox_h"]) for row in rows] \
-        == list(zip(*(reference[f"bbox-{k}"].tolist() for k in (1, 0, 3, 2))))
+    boxes = [(row["bbox_x"], row["bbox_y"], row["bbox_x"] + row["bbox_w"], row["bbox_y"] + row["bbox_h"])
+             for row in rows]
+    assert boxes == list(zip(*(reference[f"bbox-{k}"].tolist() for k in (1, 0, 3, 2))))
     channels = intensities.shape[2] if intensities.ndim == 3 else 1
     for channel in range(channels):
         suffix = f"-{channel}" if channels > 1 else ""
         for statistic in ("mean", "std", "min", "max"):
             assert [row[f"ch{channel}_{statistic}"] for row in rows] == pytest.approx(
                 reference[f"intensity_{statistic}{suffix}"].tolist())
-        sums = [float(intensities[ids == row["id"]][..., channel].sum() if channels > 1 else intensities[ids == row["id"]].sum())
+        sums = [float(intensities[ids == row["id"]][..., channel].sum() if channels > 1
+                      else intensities[ids == row["id"]].sum())
                 for row in rows]
         assert [row[f"ch{channel}_integrated"] for row in rows] == pytest.approx(sums)
 
@@ -115,7 +117,8 @@ def test_intensities_of_a_16_bit_image_are_its_own_counts(tmp_path):
     assert row["ch0_integrated"] == 63 * 3000 + 4095
     # Float images keep their values too; alpha is no channel.
     tifffile.imwrite(tmp_path / "float.tif", np.full((32, 32), 0.25, np.float32))
-    assert measure(Objects(ids, {1: 1}), NUCLEUS, "f", io.read_intensities(tmp_path / "float.tif"))[0]["ch0_mean"] == 0.25
+    float_intensities = io.read_intensities(tmp_path / "float.tif")
+    assert measure(Objects(ids, {1: 1}), NUCLEUS, "f", float_intensities)[0]["ch0_mean"] == 0.25
     Image.fromarray(np.full((32, 32, 4), 7, np.uint8), "RGBA").save(tmp_path / "alpha.png")
     assert io.read_intensities(tmp_path / "alpha.png").shape == (32, 32, 3)
 

@@ -92,7 +92,7 @@ def test_pixel_size_resamples_the_input_and_brings_ids_back(shapes, tmp_path, mo
     seen = []
     forward = segcli.inference.dense_forward
     monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda model, batch, options: seen.append(tuple(batch.shape[-2:])) or forward(model, batch, options))
+                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
     results = {}
     for name, extra in (("native", []), ("fine", ["--pixel-size", "0.25"]), ("coarse", ["--pixel-size", "1.0"])):
         seen.clear()
@@ -121,7 +121,7 @@ def test_object_size_resamples_by_the_cards_object_diameter(shapes, tmp_path, mo
     seen = []
     forward = segcli.inference.dense_forward
     monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda model, batch, options: seen.append(tuple(batch.shape[-2:])) or forward(model, batch, options))
+                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
     result = _invoke("predict", shapes / "images", "--weights", weights, "--mode", "instance", "--out", tmp_path / "o",
                      "--object-size", "60")
     assert result.exit_code == 0, result.output
@@ -180,10 +180,12 @@ def test_objects_of_another_size_are_noted_once_with_the_object_size_to_give(sha
     weights = shapes_copy(tmp_path / "n", object_diameter=float(found))
     quiet = _invoke("predict", shapes / "images", "--weights", weights, "--mode", "instance", "--out", tmp_path / "b")
     assert "--object-size" not in quiet.stderr
-    given = _invoke("eval", "--data", shapes, "--split", "all", "--weights", shapes_copy(tmp_path / "o", object_diameter=200.0),
+    given = _invoke("eval", "--data", shapes, "--split", "all",
+                    "--weights", shapes_copy(tmp_path / "o", object_diameter=200.0),
                     "--mode", "instance", "--object-size", "200", "--json", "-")
     assert given.exit_code == 0 and "--object-size" not in given.stderr
-    noted = _invoke("eval", "--data", shapes, "--split", "all", "--weights", shapes_copy(tmp_path / "p", object_diameter=200.0),
+    noted = _invoke("eval", "--data", shapes, "--split", "all",
+                    "--weights", shapes_copy(tmp_path / "p", object_diameter=200.0),
                     "--mode", "instance", "--json", "-")
     assert noted.exit_code == 0 and "rerun with --object-size" in noted.stderr
 
@@ -194,7 +196,8 @@ def test_objects_of_another_size_are_noted_once_with_the_object_size_to_give(sha
 def test_train_records_the_pixel_size_and_the_object_diameter(shapes, tmp_path):
     out = tmp_path / "run"
     result = _invoke("train", "--data", shapes, "--model", "unet_panoptic", "--mode", "panoptic", "--steps", "1",
-                     "--batch-size", "2", "--width", "4", "--val-every", "0", "--out", out, "--pixel-size", "0.25", "-q")
+                     "--batch-size", "2", "--width", "4", "--val-every", "0", "--out", out, "--pixel-size", "0.25",
+                     "-q")
     assert result.exit_code == 0, result.output
     card = read_card(out / "best.safetensors")
     assert card["pixel_size_um"] == 0.25
@@ -206,5 +209,6 @@ def test_train_records_the_pixel_size_and_the_object_diameter(shapes, tmp_path):
 
 def test_modes_without_objects_give_no_note(shapes, tmp_path):
     weights = shapes_copy(tmp_path / "m", object_diameter=200.0)
-    result = _invoke("predict", shapes / "images", "--weights", weights, "--mode", Mode.SEMANTIC.value, "--out", tmp_path / "a")
+    result = _invoke("predict", shapes / "images", "--weights", weights, "--mode", Mode.SEMANTIC.value,
+                     "--out", tmp_path / "a")
     assert result.exit_code == 0 and "--object-size" not in result.stderr

@@ -129,8 +129,8 @@ def test_the_model_trains_saves_and_takes_its_own_options(tmp_path):
     counts = []
     for threshold in ("0.0", "1.0"):
         result = runner.invoke(app, ["predict", str(shapes / "images"), "--weights", str(best), "--mode", "instance",
-                                     "--prob-threshold", threshold, "--min-area", "1", "--out", str(tmp_path / threshold),
-                                     "--json", "--no-overlay", "--device", "cpu"])
+                                     "--prob-threshold", threshold, "--min-area", "1",
+                                     "--out", str(tmp_path / threshold), "--json", "--no-overlay", "--device", "cpu"])
         assert result.exit_code == 0, result.output
         counts.append(sum(len(json.loads(line)["segments"]) for line in result.stdout.splitlines()))
     assert counts[0] > 0 == counts[1]  # no centre is more probable than 1: the option reached the post-processing

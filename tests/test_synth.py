@@ -110,7 +110,8 @@ def test_bad_arguments_are_usage_errors(tmp_path):
 
 
 def test_cli_writes_dataset(tmp_path):
-    result = CliRunner().invoke(app, ["data", "synth", "--kind", "context", "--out", str(tmp_path / "ctx"), "--n", "3", "--size", "48"])
+    result = CliRunner().invoke(app, ["data", "synth", "--kind", "context", "--out", str(tmp_path / "ctx"),
+                                      "--n", "3", "--size", "48"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "ctx" / "images").glob("*.png"))) == 3
     assert "wrote 3 context images" in result.output

@@ -56,7 +56,8 @@ def test_tiled_logits_equal_whole_image_logits_where_the_receptive_field_fits():
 # ---------------------------------------------------------------- objects on a seam
 
 
-def _disks(shape: tuple[int, int], centers: list[tuple[int, int]], radius: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
+def _disks(shape: tuple[int, int], centers: list[tuple[int, int]],
+           radius: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
     masks = []
     for cy, cx in centers:
         yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -104,7 +105,8 @@ def test_dense_model_finds_a_disk_cut_by_every_tile_whole_and_once():
     assert tile_starts(128, 48, 0.25) == [0, 36, 72, 80]
     image, disks = _disks((48, 128), [(24, 42), (24, 100)])
     model = DiskFinder().eval()
-    whole, tiled = (predict_arrays(model, None, [image], "cpu", InferenceOptions(tile=t, overlap=0.25))[0] for t in (None, 48))
+    whole, tiled = (predict_arrays(model, None, [image], "cpu", InferenceOptions(tile=t, overlap=0.25))[0]
+                    for t in (None, 48))
     for prediction in (whole, tiled):
         found = _masks(prediction)
         assert len(found) == 2
@@ -170,7 +172,8 @@ def test_batched_images_give_the_same_predictions_in_input_order():
     torch.manual_seed(0)
     model = build_model("unet", num_classes=3, width=4).eval()
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in [(32, 32, 3)] * 3 + [(40, 24, 3)] + [(32, 32, 3)]]
+    image_shapes = [(32, 32, 3)] * 3 + [(40, 24, 3)] + [(32, 32, 3)]
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in image_shapes]
     one_by_one = [predict_arrays(model, None, [image], "cpu")[0] for image in images]
     batched = predict_arrays(model, None, images, "cpu", InferenceOptions(batch_size=2))
     assert [p.semantic.shape for p in batched] == [i.shape[:2] for i in images]

@@ -95,8 +95,9 @@ def test_models_that_cannot_do_the_mode_are_refused(shapes, tmp_path):
 
 def test_cli_train_and_bad_data(shapes, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "--data", str(shapes), "--model", "fullres", "--steps", "2", "--batch-size", "2",
-                                 "--img-size", "32", "--width", "4", "--out", str(tmp_path / "cli"), "--quiet"])
+    result = runner.invoke(app, ["train", "--data", str(shapes), "--model", "fullres", "--steps", "2",
+                                 "--batch-size", "2", "--img-size", "32", "--width", "4",
+                                 "--out", str(tmp_path / "cli"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "validation" not in result.output  # --quiet: no progress, no tables
     assert (tmp_path / "cli" / "best.safetensors").is_file() and (tmp_path / "cli" / "best.json").is_file()

@@ -72,8 +72,8 @@ def test_bf16_trains_in_bfloat16_and_amp_needs_cuda(shapes, tmp_path):
     _, bf16 = _run(shapes, tmp_path / "bf16", steps=1, val_every=0, bf16=True)
     a, b = plain["step"][0]["loss"], bf16["step"][0]["loss"]
     assert math.isfinite(b) and a != b and b == pytest.approx(a, rel=0.05)  # the same step, rounded to bfloat16
-    amp = runner.invoke(app, ["train", "--data", str(shapes), "--model", "unet", "--amp", "--device", "cpu", "--steps", "1",
-                              "--out", str(tmp_path / "amp")])
+    amp = runner.invoke(app, ["train", "--data", str(shapes), "--model", "unet", "--amp", "--device", "cpu",
+                              "--steps", "1", "--out", str(tmp_path / "amp")])
     assert amp.exit_code == 2 and "--amp" in amp.stderr
 
 
@@ -95,8 +95,8 @@ def test_export_opset_is_the_graphs_opset(tmp_path):
     from segcli.models.registry import build_model
     from segcli.structures import LabelSpace
 
-    weights = save_checkpoint(tmp_path / "unet", build_model("unet", num_classes=2, width=4, depth=2),
-                              make_card("unet", {"num_classes": 2, "width": 4, "depth": 2}, "semantic", LabelSpace(["a", "b"])))
+    card = make_card("unet", {"num_classes": 2, "width": 4, "depth": 2}, "semantic", LabelSpace(["a", "b"]))
+    weights = save_checkpoint(tmp_path / "unet", build_model("unet", num_classes=2, width=4, depth=2), card)
     for opset in (17, 18):
         out = tmp_path / f"m{opset}.onnx"
         result = runner.invoke(app, ["export", "--weights", str(weights), "--format", "onnx", "--opset", str(opset),

@@ -53,7 +53,8 @@ def test_one_threshold_at_a_time_each_value_with_the_others_at_their_best():
         calls.append(dict(values))
         return 1 - abs(values["a"] - peak["a"]) - abs(values["b"] - peak["b"]) / 100
 
-    chosen, best, tried = search_thresholds(score, {"a": 0.5, "b": 10, "c": 1}, {"a": [0.3, 0.5, 0.7], "b": [5, 20]}, "pq")
+    start, grid = {"a": 0.5, "b": 10, "c": 1}, {"a": [0.3, 0.5, 0.7], "b": [5, 20]}
+    chosen, best, tried = search_thresholds(score, start, grid, "pq")
     assert chosen == {"a": 0.3, "b": 20, "c": 1} and best == pytest.approx(1.0)
     assert calls[3] == {"a": 0.3, "b": 5, "c": 1}  # b searched with a at its best so far
     assert len(calls) == len(tried) == 5  # the start's a=0.5 again is not scored twice
@@ -126,7 +127,8 @@ def test_a_bundled_model_is_tuned_into_a_copy_and_its_own_card_never_changes(sha
     refused = _invoke("tune", "--data", shapes, "--model", "shapes", "--grid", "top_k=100")
     assert refused.exit_code == 2 and "--out" in refused.output
     copy = tmp_path / "tuned" / "shapes.safetensors"
-    result = _invoke("tune", "--data", shapes, "--model", "shapes", "--grid", "center_threshold=0.2", "--out", copy, "-q")
+    result = _invoke("tune", "--data", shapes, "--model", "shapes", "--grid", "center_threshold=0.2",
+                     "--out", copy, "-q")
     assert result.exit_code == 0, result.output
     assert copy.read_bytes() == bundled_checkpoint("shapes").read_bytes()
     assert "panoptic" in read_card(copy)["postprocess_search"]

@@ -48,7 +48,8 @@ def test_a_working_checkpoint_predicts(image, tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_a_corrupt_weights_file_is_one_line_and_exit_2(image, tiny_checkpoint, tmp_path, damage):
     data = tiny_checkpoint.read_bytes()
-    tiny_checkpoint.write_bytes({"garbage": os.urandom(len(data)), "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    damaged = {"garbage": os.urandom(len(data)), "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    tiny_checkpoint.write_bytes(damaged)
     result = _predict(image, tiny_checkpoint, tmp_path / "out")
     assert result.exit_code == 2
     one_line(result, str(tiny_checkpoint), "safetensors")
@@ -91,8 +92,9 @@ def test_a_pickle_payload_in_a_pth_never_runs(tmp_path, image):
         with pytest.raises(Exception, match="without unpickling code") as caught:
             load_state_dict(path)
         assert caught.type.__name__ == "ModelError"
-        result = runner.invoke(app, ["predict", str(image), "--model", "tv_lraspp_mobilenet_v3_large", "--weights", str(path),
-                                     "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"])
+        result = runner.invoke(app, ["predict", str(image), "--model", "tv_lraspp_mobilenet_v3_large",
+                                     "--weights", str(path), "--out", str(tmp_path / "o"), "--quiet",
+                                     "--device", "cpu"])
         assert result.exit_code == 2
         one_line(result, str(path.with_suffix("")))
     assert not marker.exists()
@@ -209,7 +211,8 @@ def test_data_synth_out_naming_a_file(tmp_path):
 @pytest.mark.parametrize("command", [["predict", "{img}", "--out", "{tmp}/o"], ["export", "--format", "onnx"],
                                      ["eval", "--mode", "semantic", "--data", "{tmp}", "--json", "-"]])
 def test_weights_naming_a_folder_or_nothing(command, image, tiny_checkpoint, tmp_path):
-    for weights, said in ((tiny_checkpoint.parent, "a folder, not a checkpoint"), (tmp_path / "nope.safetensors", "no such file")):
+    for weights, said in ((tiny_checkpoint.parent, "a folder, not a checkpoint"),
+                          (tmp_path / "nope.safetensors", "no such file")):
         args = [a.replace("{img}", str(image)).replace("{tmp}", str(tmp_path)) for a in command]
         result = runner.invoke(app, [*args, "--weights", str(weights), "--device", "cpu", "--quiet"])
         line = _refused(result, str(weights), said)
@@ -242,7 +245,8 @@ def test_resume_with_nothing_to_resume_leaves_no_file(tmp_path):
 
     data = generate("shapes", tmp_path / "shapes", n=4, size=32, seed=0)
     result = runner.invoke(app, ["train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "1",
-                                 "--img-size", "32", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--device", "cpu"])
+                                 "--img-size", "32", "--out", str(tmp_path / "run"), "--resume", "--quiet",
+                                 "--device", "cpu"])
     _refused(result, str(tmp_path / "run" / "last"), "resume")
     assert not (tmp_path / "run").exists()
 

@@ -1,4 +1,5 @@
-"""`segcli visualize` on a hand-made `segcli predict --out` folder (the layout of segcli.outputs) of three tiny images."""
+"""`segcli visualize` on a hand-made `segcli predict --out` folder (the layout of segcli.outputs) of three tiny
+images."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def panoptic_map() -> np.ndarray:
 def panoptic_annotation(stem: str) -> dict:
     infos = [(1, 7, 0), (2, 26, 1), (3, 26, 1)]
     return {"image_id": stem, "file_name": f"{stem}.png",
-            "segments_info": [{"id": i, "category_id": c, "area": 1, "bbox": [0, 0, 1, 1], "iscrowd": 0} for i, c, _ in infos]}
+            "segments_info": [{"id": i, "category_id": c, "area": 1, "bbox": [0, 0, 1, 1], "iscrowd": 0}
+                              for i, c, _ in infos]}
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ def pred(tmp_path: Path, images: Path) -> Path:
         for score in (0.9, 0.6):  # id 1 is the better one (predict numbers ids by descending score)
             results.append({"image_id": stem, "file_name": f"{stem}.png", "category_id": 26, "score": score})
     io.write_json(out / "instances.json", results)
-    io.write_json(out / "panoptic.json", {"annotations": [panoptic_annotation(s) for s in STEMS], "categories": CATEGORIES})
+    io.write_json(out / "panoptic.json",
+                  {"annotations": [panoptic_annotation(s) for s in STEMS], "categories": CATEGORIES})
     return out
 
 
@@ -198,7 +201,8 @@ def test_instance_gt_scores_the_foreground(tmp_path, images, pred):
 def test_panoptic_gt_png_reads_its_classes_from_the_json_beside_its_folder(tmp_path, images, pred):
     annotations = tmp_path / "annotations"
     io.write_panoptic_png(annotations / "panoptic_val" / "a.png", panoptic_map())
-    io.write_json(annotations / "panoptic_val.json", {"annotations": [panoptic_annotation("a")], "categories": CATEGORIES})
+    io.write_json(annotations / "panoptic_val.json",
+                  {"annotations": [panoptic_annotation("a")], "categories": CATEGORIES})
     summary = run(tmp_path, [images / "a.png"], pred=pred, gt=annotations / "panoptic_val")
     assert summary.ious == {"a": 1.0}
 
@@ -284,7 +288,8 @@ def test_cli_missing_prediction_fails_that_image_and_exits_1(tmp_path, images, p
 def test_cli_bad_option_combinations_exit_2(tmp_path, images, pred, options):
     io.write_class_png(tmp_path / "mask.png", semantic_map(), PALETTE)
     names = {"PRED": str(pred), "MASK": str(tmp_path / "mask.png"), "MISSING": str(tmp_path / "nope")}
-    result = runner.invoke(app, ["visualize", str(images), *(names.get(o, o) for o in options), "--out", str(tmp_path / "o")])
+    result = runner.invoke(app, ["visualize", str(images), *(names.get(o, o) for o in options),
+                                 "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
 
@@ -313,5 +318,6 @@ def test_semantic_predictions_are_named_by_the_categories_predict_writes(pred, i
         source = _source(VisualizeConfig(inputs=[str(images)], pred=pred, mode=mode))
         labels = _prediction(source, images / "a.png", "a", None)
         assert labels.space.names == ["background", "road", "car"], mode
-    semantic = _prediction(_source(VisualizeConfig(inputs=[str(images)], pred=pred, mode="semantic")), images / "a.png", "a", None)
+    source = _source(VisualizeConfig(inputs=[str(images)], pred=pred, mode="semantic"))
+    semantic = _prediction(source, images / "a.png", "a", None)
     assert semantic.space.colors[:3] == PALETTE  # the colours the PNG was drawn with
