@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import child_env, start_interruptible
 
 from segcli import io
 from segcli.checkpoint import load_checkpoint, load_training_state
@@ -18,10 +19,6 @@ from segcli.data.synth import generate
 from segcli.models.registry import build_model
 
 SEGCLI = [sys.executable, "-m", "segcli"]
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def _every_checkpoint_loads(run: Path) -> int:
@@ -52,7 +49,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
                "--val-every", "3", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
                "--device", "cpu"]
     build_model("unet", num_classes=2, width=4)  # the loop's first load must not pay for the imports (2 s loaded)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
     _wait_for(run / "last.state.json", process)
     loads, end = 0, time.monotonic() + 1.0
     while True:  # while it saves every 3 steps, files load at any moment
@@ -67,7 +64,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
     _every_checkpoint_loads(run)
     killed_at = load_training_state(run / "last")["step"]
     assert 0 < killed_at < steps and loads > 0, f"killed at step {killed_at} of {steps}"
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=child_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     _every_checkpoint_loads(run)
     assert load_checkpoint(run / "last")[1]["step"] == steps
@@ -92,7 +89,7 @@ def test_kill_9_during_predict_then_skip_existing(folder, tiny_checkpoint, tmp_p
     out = tmp_path / "out"
     command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--json",
                "--quiet", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
     for _ in range(3):
         assert json.loads(process.stdout.readline())["ok"]
     process.send_signal(signal.SIGKILL)
@@ -104,7 +101,8 @@ def test_kill_9_during_predict_then_skip_existing(folder, tiny_checkpoint, tmp_p
     # A part being written when the kill came stays as a temporary file (removed by the next run), not a finished one.
     finished = [p.stem for p in (out / ".parts" / "semantic").glob("*.json") if io.TEMP_PREFIX not in p.name]
     assert len(finished) >= 3
-    resumed = subprocess.run([*command, "--skip-existing"], capture_output=True, text=True, env=_env(), timeout=300)
+    resumed = subprocess.run([*command, "--skip-existing"], capture_output=True, text=True, env=child_env(),
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     records = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert len(records) == 30 and sum(bool(r.get("skipped")) for r in records) >= len(finished)
@@ -117,8 +115,8 @@ def test_two_skip_existing_runs_on_one_out_never_corrupt_a_file(folder, tiny_che
     out = tmp_path / "out"
     command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out), "--quiet",
                "--device", "cpu", "--skip-existing"]
-    first = subprocess.Popen(command, stderr=subprocess.PIPE, env=_env())
-    second = subprocess.Popen(command, stderr=subprocess.PIPE, env=_env())
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, env=child_env())
+    second = subprocess.Popen(command, stderr=subprocess.PIPE, env=child_env())
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert second.wait(timeout=300) == 0, second.stderr.read()
     _outputs_complete(out, [f"im{i:02d}" for i in range(30)])
@@ -143,7 +141,7 @@ def test_sigint_during_training_is_exit_130_and_one_line(tmp_path):
     command = [*SEGCLI, "train", "--data", str(data), "--model", "unet", "--width", "4", "--steps", "2000",
                "--val-every", "5", "--batch-size", "2", "--img-size", "32", "--out", str(run), "--quiet",
                "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process = start_interruptible(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(run / "last.json", process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

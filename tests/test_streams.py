@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from process_helpers import child_env, start_interruptible
 from typer.testing import CliRunner
 
 from segcli import io
@@ -21,10 +21,6 @@ from segcli.cli import EXIT_BROKEN_PIPE, app
 
 runner = CliRunner()
 SEGCLI = [sys.executable, "-m", "segcli"]
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def test_checkpoint_files_follow_the_umask_like_their_cards(tiny_checkpoint, tmp_path):
@@ -93,7 +89,7 @@ def folder(random_images, tmp_path):
 def test_predict_json_into_a_closed_pipe_stops_with_its_own_code(folder, tiny_checkpoint, tmp_path):
     command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
                "--json", "--quiet", "--device", "cpu", "--no-overlay"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
     first = process.stdout.readline()  # what `| head -1` reads, then it exits
     process.stdout.close()
     stderr = process.stderr.read().decode()
@@ -109,7 +105,7 @@ def test_predict_json_into_a_closed_pipe_stops_with_its_own_code(folder, tiny_ch
 def test_sigint_ends_predict_with_130_and_one_line(folder, tiny_checkpoint, tmp_path):
     command = [*SEGCLI, "predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
                "--json", "--quiet", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process = start_interruptible(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.readline()  # running: one image done
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -124,7 +120,7 @@ def test_help_into_a_closed_pipe_exits_as_sigpipe_would(command):
     # `segcli train --help | head -1`: rich writes the help; its own default was exit code 1, a failure under pipefail.
     read_end, write_end = os.pipe()
     fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the help: the writer waits for the reader
-    process = subprocess.Popen([*SEGCLI, command, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen([*SEGCLI, command, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=child_env())
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
         reader.readline()

@@ -1,8 +1,11 @@
-"""The code's shape: no function in segcli/ longer than a screen (60 lines)."""
+"""The code's shape: no function in segcli/ longer than a screen (60 lines), no line past 120 columns."""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import segcli
@@ -208,3 +211,15 @@ def test_the_model_contract_is_read_as_attributes_and_documented():
     table = ARCHITECTURE.read_text(encoding="utf-8").split("## The model contract", 1)[1].split("\n## ", 1)[0]
     assert [name for name in contract if f"`{name}" not in table] == []
 
+
+
+
+def test_ruff_passes_with_lines_of_at_most_120_columns():
+    """`make lint` inside `make test`, so CI holds the line length (pyproject: line-length 120, E501 not ignored)."""
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    ignored = re.search(r"^ignore = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert "line-length = 120" in pyproject and ignored and "E501" not in ignored.group(1)
+    folders = ["segcli", "tests", "benchmarks", "scripts"]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders], cwd=PACKAGE.parent,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
