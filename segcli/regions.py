@@ -83,8 +83,9 @@ def measure(objects: Objects, space: LabelSpace, image_id: str, intensities: np.
     if not np.isin(np.unique(ids), [0, *present]).all():
         ids = np.where(np.isin(ids, present), ids, 0)  # ids without a class (unlisted segments) are no objects
     channels = _channels(intensities, ids.shape)
-    table = regionprops_table(ids, channels, properties=PROPERTIES
-                              + (tuple(f"intensity_{s}" for s in INTENSITY_STATISTICS) if channels is not None else ()))
+    table = regionprops_table(ids, properties=PROPERTIES)
+    if channels is not None:
+        table |= _intensity_table(ids, channels, table["label"])
     rows = []
     for i, object_id in enumerate(table["label"].tolist()):
         label = objects.labels[object_id]
@@ -120,11 +121,35 @@ def _shape(table: dict, i: int) -> dict:
             for column, prop in SHAPE_COLUMNS.items()}
 
 
+def _intensity_table(ids: np.ndarray, channels: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """regionprops_table's intensity_mean, _std, _min and _max columns (`-C` per channel) for the objects `labels`
+    (ascending, as regionprops_table orders them): the objects' pixels sorted by id once, then each statistic of
+    every object in one numpy reduction. scikit-image cuts every object out once per statistic and channel, which
+    was half of the measuring time on the DSB test images."""
+    flat_ids = ids.ravel()
+    inside = np.flatnonzero(flat_ids)
+    order = inside[np.argsort(flat_ids[inside], kind="stable")]
+    starts = np.searchsorted(flat_ids[order], labels)  # every label is present: regionprops_table found it
+    counts = np.diff(np.append(starts, order.size))
+    planes = channels.reshape(ids.size, -1)
+    table = {}
+    for channel in range(planes.shape[1]):
+        suffix = f"-{channel}" if channels.ndim == 3 else ""
+        values = planes[order, channel].astype(np.float64)  # float64 sums, as numpy's per-object mean and std
+        mean = np.add.reduceat(values, starts) / counts
+        deviations = (values - np.repeat(mean, counts)) ** 2  # centred, as np.std: no cancellation on large counts
+        std = np.sqrt(np.add.reduceat(deviations, starts) / counts)
+        table |= {f"intensity_mean{suffix}": mean, f"intensity_std{suffix}": std,
+                  f"intensity_min{suffix}": np.minimum.reduceat(values, starts),
+                  f"intensity_max{suffix}": np.maximum.reduceat(values, starts)}
+    return table
+
+
 def _intensity(table: dict, i: int, channels: np.ndarray) -> dict:
     row = {}
     whole = np.issubdtype(channels.dtype, np.integer)  # an integer image's minimum and maximum are its own counts
     for channel in range(channels.shape[2] if channels.ndim == 3 else 1):
-        suffix = f"-{channel}" if f"intensity_mean-{channel}" in table else ""
+        suffix = f"-{channel}" if channels.ndim == 3 else ""
         for statistic in INTENSITY_STATISTICS:
             value = float(table[f"intensity_{statistic}{suffix}"][i])
             row[f"ch{channel}_{statistic}"] = int(value) if whole and statistic in ("min", "max") else value
