@@ -87,7 +87,8 @@ def _throughput(folder: Path, weights: Path, paths: list[Path], precision: str) 
             prepared.postprocess(dense_forward(prepared, x, options))
 
     def predict_folder() -> None:
-        predict(PredictConfig(inputs=[str(folder / "images")], weights=weights, out=folder / f"out{next(runs)}",
+        predict(PredictConfig(inputs=[str(folder / "images")], weights=weights,
+                              out=folder / f"out-{precision}-{next(runs)}",
                               precision=precision))
 
     seconds = interleaved({"forward": forward_only, "predict": predict_folder}, rounds=5, warmup=1)
