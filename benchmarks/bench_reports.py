@@ -23,7 +23,7 @@ from benchmarks.bench_train import _step
 from benchmarks.common import check, interleaved
 from segcli import io
 from segcli.checkpoint import make_card
-from segcli.services.evaluate import evaluate
+from segcli.services.evaluate import EvalConfig, evaluate
 from segcli.structures import LabelSpace, Prediction, Sample
 from segcli.training.loggers import make_loggers
 
@@ -101,10 +101,10 @@ def report_cost(root: Path) -> dict[str, float]:
     runs = iter(range(1000))
 
     def plain() -> None:
-        evaluate(mode="semantic", gt=gt, pred=pred, num_classes=6)
+        evaluate(EvalConfig(mode="semantic", gt=gt, pred=pred, num_classes=6))
 
     def reported() -> None:
-        evaluate(mode="semantic", gt=gt, pred=pred, num_classes=6, report=root / f"report{next(runs)}")
+        evaluate(EvalConfig(mode="semantic", gt=gt, pred=pred, num_classes=6, report=root / f"report{next(runs)}"))
 
     return interleaved({"eval": plain, "eval --report": reported}, rounds=2, warmup=0)
 

@@ -901,16 +901,18 @@ def eval_command(
 ) -> None:
     """Score predictions: mIoU/Dice/boundary F1, COCO mask AP, or panoptic quality, as the reference scripts do."""
     _setup(debug, quiet, device, offline)
-    from segcli.services.evaluate import evaluate
+    from segcli.services.evaluate import EvalConfig, evaluate
 
     if thresholds and data is None:
         option = "--" + next(iter(thresholds)).replace("_", "-")
         raise UsageError(f"{option} post-processes a model's outputs: it goes with --data")
-    result = evaluate(mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, data=data, model=model,
-                      weights=weights, data_format=data_format, split=split, num_classes=num_classes,
-                      ignore_index=ignore_index, classes=classes, boundary_px=boundary_px, workers=workers,
-                      device=device, thresholds=thresholds, tta=tta or None, pixel_size=pixel_size,
-                      object_size=object_size, callback=_warnings, report=report, worst=worst, images=images)
+    config = EvalConfig(
+        mode=mode.value, gt=gt, pred=pred, gt_dir=gt_dir, pred_dir=pred_dir, workers=workers, images=images,
+        data=data, model=model, weights=weights, data_format=data_format, split=split, device=device,
+        thresholds=thresholds, tta=tta or None, pixel_size=pixel_size, object_size=object_size,
+        num_classes=num_classes, ignore_index=ignore_index, classes=classes, boundary_px=boundary_px,
+        report=report, worst=worst)
+    result = evaluate(config, callback=_warnings)
     if report is not None:
         _say(f"report: {report / 'report.html'}")
     if json_out and str(json_out) == "-":  # stdout carries the JSON only
@@ -958,13 +960,14 @@ def tune_command(
 ) -> None:
     """Choose a checkpoint's post-processing thresholds on a validation split and write them into its card."""
     _setup(debug, quiet, device)
-    from segcli.services.tune import tune
+    from segcli.services.tune import TuneConfig, tune
 
+    config = TuneConfig(data=data, weights=weights, model=model, mode=mode.value if mode else None,
+                        grid=_parse_grid(grid or []) or None, split=split, out=out, data_format=data_format.value,
+                        device=device)
     progress = _progress()
     try:
-        result = tune(data=data, mode=mode.value if mode else None, weights=weights, model=model, out=out, split=split,
-                      grid=_parse_grid(grid or []) or None, data_format=data_format.value, device=device,
-                      callback=_tune_progress(progress))
+        result = tune(config, callback=_tune_progress(progress))
     finally:
         progress.stop()
     if json_out:

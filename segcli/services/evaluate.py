@@ -8,8 +8,9 @@ sizes, unknown ids) raise a DataError that names the file and the id.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from segcli.metrics import (
 )
 from segcli.metrics.scoring import image_miou
 from segcli.structures import IGNORE_INDEX, LabelSpace, Mode
+
+if TYPE_CHECKING:  # segcli.data imports every dataset reader: it loads only when a split is scored
+    from segcli.data.dataset import SegDataset
 
 # ---------------------------------------------------------------- semantic
 
@@ -170,7 +174,43 @@ def evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None = None, pred_dir
     return pq_compute(gt, pred, gt_dir, pred_dir, workers, details)
 
 
-# Which options each way of scoring reads; any other option given is refused, never silently dropped.
+@dataclass
+class EvalConfig:
+    """`segcli eval`'s options. None means "not given": each way of scoring (files, or --data) and each mode reads
+    some of them, and `evaluate` refuses any other one given rather than drop it."""
+
+    mode: str  # semantic | instance | panoptic
+    # Scoring files on disk (--gt/--pred)
+    gt: Path | None = None  # ground truth: a folder of class-index PNGs, or a COCO (panoptic) json
+    pred: Path | None = None  # predictions, in the same form as gt (predict's output)
+    gt_dir: Path | None = None  # panoptic ground-truth PNGs (None: the json's path without .json)
+    pred_dir: Path | None = None  # panoptic prediction PNGs (None: the json's path without .json)
+    workers: int | None = None  # semantic/panoptic files: worker processes (None: by image count)
+    images: Path | None = None  # with report: the images' folder (None: images/ beside the ground truth)
+    # Predicting a dataset, then scoring it (--data)
+    data: Path | None = None  # a dataset to predict with model or weights, then score (instead of gt/pred)
+    model: str | None = None  # zoo or bundled model name, or library weights (tv_*)
+    weights: Path | None = None  # a segcli checkpoint (or with a tv_* model a torchvision state dict)
+    data_format: str | None = None  # the dataset's format (None: auto)
+    split: str | None = None  # the split scored (None: val)
+    device: str = "auto"  # where the model runs (scoring files ignores it)
+    thresholds: dict | None = None  # post-processing options of the model (center_threshold=...; None: the card's)
+    tta: bool | None = None  # test-time augmentation, as predict's (None: off)
+    pixel_size: float | None = None  # the images' µm per pixel: resampled to the model's scale, as predict's
+    object_size: float | None = None  # the images' typical object diameter, px: resampled as predict's
+    # Semantic scores (num_classes and classes also check a model's classes)
+    num_classes: int | None = None  # number of classes (None: from classes, the model, or the data)
+    ignore_index: int | None = None  # ground-truth label left out of the scores (None: 255)
+    classes: Path | None = None  # classes.txt: one class name per line, in index order
+    boundary_px: float | None = None  # boundary F1 tolerance in px (None: 2% of the image diagonal)
+    # The report folder (eval_report.py)
+    report: Path | None = None  # also write the report folder here
+    worst: int | None = None  # with report: how many of the worst images to draw (None: DEFAULT_WORST)
+
+
+# Which options each way of scoring reads; any other option given is refused, never silently dropped. `mode` and
+# `data` choose the way, `device` has a default, `thresholds` are checked by name (check_thresholds).
+_ALWAYS_READ = {"mode", "data", "device", "thresholds"}
 _REPORT = {"report", "worst"}
 _OPTIONS = {
     ("data", Mode.SEMANTIC): {"model", "weights", "data_format", "split", "num_classes", "ignore_index", "classes",
@@ -188,59 +228,60 @@ _FLAGS = {"data_format": "--format", "boundary_px": "--boundary-px", "pixel_size
           "object_size": "--object-size"}
 
 
-def evaluate(*, mode: str, gt: Path | None = None, pred: Path | None = None, gt_dir: Path | None = None,
-             pred_dir: Path | None = None, data: Path | None = None, model: str | None = None,
-             weights: Path | None = None, data_format: str | None = None, split: str | None = None,
-             num_classes: int | None = None, ignore_index: int | None = None, classes: Path | None = None,
-             boundary_px: float | None = None, workers: int | None = None, device: str | None = None,
-             thresholds: dict | None = None, tta: bool | None = None, pixel_size: float | None = None,
-             object_size: float | None = None, callback: Callable[..., None] | None = None,
-             report: Path | None = None, worst: int | None = None, images: Path | None = None) -> dict:
-    """`segcli eval`: score files on disk (--gt/--pred) or a model on a dataset (--data); None means not given.
-    `thresholds`: post-processing options of the model, `tta`: test-time augmentation as predict's (--data only).
-    `report`: also write the report folder (eval_report.py) with the `worst` images, found in `images` (files)."""
-    given = {k: v for k, v in locals().items()
-             if v is not None and k not in ("mode", "data", "device", "thresholds", "callback")}
-    if thresholds:
+def evaluate(config: EvalConfig, *, callback: Callable[..., None] | None = None) -> dict:
+    """`segcli eval`: score files on disk (`gt`/`pred`) or a model on a dataset (`data`), and with `report` also
+    write the report folder. `callback("warning", message=...)` hears when a model's objects look off its scale."""
+    _check_options(config)
+    folder = _report_folder(config.report, config.worst, config.images)  # refused before any work
+    details = ScoreDetails() if folder is not None else None
+    if config.data is not None:
+        if config.model is None and config.weights is None:
+            raise UsageError("--data needs --model NAME or --weights FILE to predict with")
+        scored = predict_and_score(config, callback=callback, details=details)
+        if folder is not None:
+            source = f"{config.model or config.weights} on {config.data} (split {config.split or 'val'})"
+            _write_report(folder, config.mode, scored.result, details, scored.space, scored.pictures(), source,
+                          config.worst)
+        return scored.result
+    return _evaluate_files(config, folder, details)
+
+
+def _check_options(config: EvalConfig) -> None:
+    """Refuse the thresholds a model does not know and the options the route and mode do not read."""
+    given = {f.name for f in fields(config) if f.name not in _ALWAYS_READ and getattr(config, f.name) is not None}
+    if config.thresholds:
         from segcli.inference import check_thresholds
 
-        check_thresholds(thresholds)  # before the model and the data load: one line, nothing read
-    route = "data" if data is not None else "files"
-    unused = sorted(set(given) - _OPTIONS[(route, mode)])
+        check_thresholds(config.thresholds)  # before the model and the data load: one line, nothing read
+    route = "data" if config.data is not None else "files"
+    unused = sorted(given - _OPTIONS[(route, config.mode)])
     if unused:
         flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unused)
         how = "with --data (predict, then score)" if route == "data" else "when scoring files (--gt/--pred)"
         pronoun = "them" if len(unused) > 1 else "it"
-        raise UsageError(f"{flags}: not used by eval --mode {mode} {how}; leave {pronoun} out")
-    folder = _report_folder(report, worst, images)  # refused before any work
-    details = ScoreDetails() if folder is not None else None
-    if route == "data":
-        if model is None and weights is None:
-            raise UsageError("--data needs --model NAME or --weights FILE to predict with")
-        scored = predict_and_score(data, mode, model=model, weights=weights, data_format=data_format or "auto",
-                                   split=split or "val", device=device or "auto", boundary_px=boundary_px,
-                                   num_classes=num_classes, ignore_index=ignore_index, classes=classes,
-                                   thresholds=thresholds, tta=bool(tta), pixel_size=pixel_size,
-                                   object_size=object_size, callback=callback, details=details)
-        if folder is not None:
-            source = f"{model or weights} on {data} (split {split or 'val'})"
-            _write_report(folder, mode, scored.result, details, scored.space, scored.pictures(), source, worst)
-        return scored.result
+        raise UsageError(f"{flags}: not used by eval --mode {config.mode} {how}; leave {pronoun} out")
+
+
+def _evaluate_files(config: EvalConfig, folder: ReportFolder | None, details: ScoreDetails | None) -> dict:
+    """Score the prediction files `config.pred` against `config.gt` (and write the report)."""
+    gt, pred, mode = config.gt, config.pred, config.mode
     if gt is None or pred is None:
         raise UsageError("give --gt and --pred (files to score), "
                          "or --data with --model/--weights (predict, then score)")
     if mode == "semantic":
-        result = evaluate_semantic(gt, pred, num_classes, IGNORE_INDEX if ignore_index is None else ignore_index,
-                                   classes, boundary_px, workers, details)
+        ignore_index = IGNORE_INDEX if config.ignore_index is None else config.ignore_index
+        result = evaluate_semantic(gt, pred, config.num_classes, ignore_index, config.classes, config.boundary_px,
+                                   config.workers, details)
     elif mode == "instance":
         result = evaluate_instance(gt, pred, details)
     else:
-        result = evaluate_panoptic(gt, pred, gt_dir, pred_dir, workers, details)
+        result = evaluate_panoptic(gt, pred, config.gt_dir, config.pred_dir, config.workers, details)
     if folder is not None:
         from segcli.services import eval_sources
 
-        space, pictures = eval_sources.file_pictures(mode, gt, pred, gt_dir, pred_dir, classes, images, details)
-        _write_report(folder, mode, result, details, space, pictures, f"{pred} against {gt}", worst)
+        space, pictures = eval_sources.file_pictures(mode, gt, pred, config.gt_dir, config.pred_dir, config.classes,
+                                                     config.images, details)
+        _write_report(folder, mode, result, details, space, pictures, f"{pred} against {gt}", config.worst)
     return result
 
 
@@ -297,21 +338,18 @@ def evaluate_model(data: Path, mode: str, model: str | None = None, weights: Pat
     `ignore_index` a ground-truth label to leave out of the semantic scores (255 always is); `pixel_size` /
     `object_size` resample the images to the model's scale (predict's options); `callback("warning", message=...)`
     hears when the objects found look much smaller or larger than the model's."""
-    return predict_and_score(data, mode, model=model, weights=weights, data_format=data_format, split=split,
-                             device=device, boundary_px=boundary_px, num_classes=num_classes, ignore_index=ignore_index,
-                             classes=classes, thresholds=thresholds, tta=tta, pixel_size=pixel_size,
-                             object_size=object_size, callback=callback).result
+    config = EvalConfig(mode=mode, data=data, model=model, weights=weights, data_format=data_format, split=split,
+                        device=device, boundary_px=boundary_px, num_classes=num_classes, ignore_index=ignore_index,
+                        classes=classes, thresholds=thresholds, tta=tta, pixel_size=pixel_size,
+                        object_size=object_size)
+    return predict_and_score(config, callback=callback).result
 
 
-def predict_and_score(data: Path, mode: str, model: str | None = None, weights: Path | None = None,
-                      data_format: str = "auto", split: str = "val", device: str = "auto",
-                      boundary_px: float | None = None, num_classes: int | None = None, ignore_index: int | None = None,
-                      classes: Path | None = None, thresholds: dict | None = None, tta: bool = False,
-                      pixel_size: float | None = None, object_size: float | None = None,
-                      callback: Callable[..., None] | None = None, details: ScoreDetails | None = None) -> Scored:
-    """evaluate_model's work, keeping the samples and predictions (and filling `details`) for a report."""
+def predict_and_score(config: EvalConfig, *, callback: Callable[..., None] | None = None,
+                      details: ScoreDetails | None = None) -> Scored:
+    """evaluate_model's work on `config.data` (the options of eval's --data route), keeping the samples and
+    predictions (and filling `details`) for a report."""
     from segcli.checkpoint import card_label_space
-    from segcli.data.load import load_for_model
     from segcli.device import resolve_device
     from segcli.inference import (
         DEFAULT_TILE,
@@ -324,31 +362,46 @@ def predict_and_score(data: Path, mode: str, model: str | None = None, weights: 
     )
     from segcli.services.resolve import resolve_model
 
-    if classes is not None and not Path(classes).is_file():
-        raise DataError(f"--classes {classes}: no such file (one class name per line, in index order)")
-    net, card = resolve_model(mode=mode, model=model, weights=weights, device=resolve_device(device))
+    mode, tta = config.mode, bool(config.tta)
+    if config.classes is not None and not Path(config.classes).is_file():
+        raise DataError(f"--classes {config.classes}: no such file (one class name per line, in index order)")
+    net, card = resolve_model(mode=mode, model=config.model, weights=config.weights,
+                              device=resolve_device(config.device or "auto"))
     predicted = card_label_space(card).num_classes
-    if num_classes is not None and num_classes != predicted:
-        raise UsageError(f"--num-classes {num_classes}: the model predicts {predicted} classes; leave it out or use "
-                         "a model trained for that many")
-    rescale = input_rescale(card, pixel_size, object_size)
-    dataset = load_for_model(data, card, format=data_format, split=split, classes=classes)
-    if len(dataset) == 0:
-        raise DataError(f"--data {data}: split {split!r} has no images to score; choose another with --split")
-    samples = [dataset[i] for i in range(len(dataset))]
-    if ignore_index is not None and ignore_index != IGNORE_INDEX:
-        for sample in samples:
-            sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
+    if config.num_classes is not None and config.num_classes != predicted:
+        raise UsageError(f"--num-classes {config.num_classes}: the model predicts {predicted} classes; leave it out "
+                         "or use a model trained for that many")
+    rescale = input_rescale(card, config.pixel_size, config.object_size)
+    dataset, samples = _dataset_samples(config, card)
     if tta:
         check_tta(net, card)
     # Only what the mode's metrics read is built.
     inference = InferenceOptions(tile=DEFAULT_TILE, mode=Mode(mode), tta=tta, rescale=rescale)
-    predictions = predict_arrays(net, card, [s.image for s in samples], options=inference, **(thresholds or {}))
+    predictions = predict_arrays(net, card, [s.image for s in samples], options=inference,
+                                 **(config.thresholds or {}))
     note = None
-    if mode != Mode.SEMANTIC and pixel_size is None and object_size is None:
+    if mode != Mode.SEMANTIC and config.pixel_size is None and config.object_size is None:
         isthing = dataset.label_space.isthing
         note = scale_mismatch(card, [d for p in predictions for d in object_diameters(p, isthing)])
     if note and callback is not None:
         callback("warning", message=note)
-    result = score_predictions(list(zip(samples, predictions)), mode, dataset.label_space, boundary_px, details)
+    result = score_predictions(list(zip(samples, predictions)), mode, dataset.label_space, config.boundary_px,
+                               details)
     return Scored(result | {"images": len(samples)}, samples, predictions, dataset.label_space, mode)
+
+
+def _dataset_samples(config: EvalConfig, card: dict) -> tuple[SegDataset, list]:
+    """The dataset's split `config.split` read for the model, and its samples, `config.ignore_index` made 255."""
+    from segcli.data.load import load_for_model
+
+    split = config.split or "val"
+    dataset = load_for_model(config.data, card, format=config.data_format or "auto", split=split,
+                             classes=config.classes)
+    if len(dataset) == 0:
+        raise DataError(f"--data {config.data}: split {split!r} has no images to score; choose another with --split")
+    samples = [dataset[i] for i in range(len(dataset))]
+    ignore_index = config.ignore_index
+    if ignore_index is not None and ignore_index != IGNORE_INDEX:
+        for sample in samples:
+            sample.semantic = np.where(sample.semantic == ignore_index, IGNORE_INDEX, sample.semantic).astype(np.uint8)
+    return dataset, samples

@@ -159,7 +159,7 @@ def _card_section(page: Page, card: dict | None) -> None:
 def _evaluation_sections(page: Page, folder: ReportFolder, run: Path, card: dict | None, data: Path | None,
                          worst: int, device: str) -> tuple[bool, str | None]:
     """The final evaluation and the sample predictions, or one section saying why there are none."""
-    from segcli.services.evaluate import predict_and_score
+    from segcli.services.evaluate import EvalConfig, predict_and_score
 
     note = None
     if card is None or not (run / "best.safetensors").is_file():
@@ -170,8 +170,9 @@ def _evaluation_sections(page: Page, folder: ReportFolder, run: Path, card: dict
     if note is None:
         details = ScoreDetails()
         try:
-            scored = predict_and_score(source, card["mode"], weights=run / "best", data_format=card["data"].get(
-                "format", "auto"), split="val", device=device, details=details)
+            config = EvalConfig(mode=card["mode"], data=source, weights=run / "best",
+                                data_format=card["data"].get("format", "auto"), split="val", device=device)
+            scored = predict_and_score(config, details=details)
         except SegcliError as error:
             note = f"the best checkpoint could not be scored on {source}: {error}"
     if note is not None:

@@ -98,23 +98,37 @@ def record_choice(card: dict, mode: str, chosen: dict, search: dict) -> dict:
     return card
 
 
-def tune(*, data: Path, mode: str | None = None, weights: Path | None = None, model: str | None = None,
-         out: Path | None = None, split: str = "val", grid: dict[str, list[float]] | None = None,
-         data_format: str = "auto", device: str = "auto", callback: Callback | None = None) -> TuneResult:
-    """Search the post-processing thresholds of a checkpoint (--weights FILE, or a bundled --model NAME) on a split
-    of `data` and write the choice into its card, or into a copy at `out` (which a bundled model needs)."""
+@dataclass
+class TuneConfig:
+    """`segcli tune`'s options: which checkpoint, which data, where the tuned card goes."""
+
+    data: Path  # a dataset with the model's classes: its `split` is scored
+    weights: Path | None = None  # the checkpoint to tune: its card is rewritten (or a copy written at `out`)
+    model: str | None = None  # or a bundled model to tune: its tuned copy goes to `out`
+    mode: str | None = None  # the mode to tune for, by its primary metric (None: the card's)
+    grid: dict[str, list[float]] | None = None  # threshold -> values, searched in this order (None: DEFAULT_GRIDS)
+    split: str = "val"  # the split to choose on (keep test for the final score)
+    out: Path | None = None  # write the tuned checkpoint here (weights copied) instead of rewriting the card
+    data_format: str = "auto"  # the dataset's format
+    device: str = "auto"
+
+
+def tune(config: TuneConfig, *, callback: Callback | None = None) -> TuneResult:
+    """Search the post-processing thresholds of a checkpoint (`weights`, or a bundled `model`) on a split of `data`
+    and write the choice into its card, or into a copy at `out` (which a bundled model needs)."""
     from segcli.data.load import load_for_model
     from segcli.device import resolve_device
     from segcli.metrics import PRIMARY_METRIC
     from segcli.services.resolve import resolve_model
 
     notify = callback if callback is not None else (lambda *a, **k: None)
-    source = _source(weights, model, out)
-    mode = parse_mode(mode or read_card(source)["mode"]).value  # default: the card's own mode
-    net, card = resolve_model(mode, weights=source, device=resolve_device(device))
+    data, split, out = config.data, config.split, config.out
+    source = _source(config.weights, config.model, out)
+    mode = parse_mode(config.mode or read_card(source)["mode"]).value  # default: the card's own mode
+    net, card = resolve_model(mode, weights=source, device=resolve_device(config.device))
     metric = PRIMARY_METRIC[Mode(mode)]
-    start, grid = _start_and_grid(net, card, mode, grid)
-    dataset = load_for_model(data, card, format=data_format, split=split)
+    start, grid = _start_and_grid(net, card, mode, config.grid)
+    dataset = load_for_model(data, card, format=config.data_format, split=split)
     samples = [dataset[i] for i in range(len(dataset))]
     notify("start", images=len(samples), settings=1 + sum(len(v) for v in grid.values()), metric=metric, split=split)
     score = _scorer(net, card, samples, mode, dataset.label_space, metric)
