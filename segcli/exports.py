@@ -84,11 +84,10 @@ def _closed(ring: np.ndarray, outer: bool) -> list[list[float]]:
     area = float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
     if (area > 0) != outer:
         ring = ring[::-1]
-    return [[_plain(v) for v in point] for point in (*ring, ring[0])]
-
-
-def _plain(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
+    closed = np.vstack([ring, ring[:1]])
+    if np.array_equal(closed, np.round(closed)):  # pixel corners: whole numbers, written without ".0"
+        return closed.astype(np.int64).tolist()
+    return closed.astype(np.float64).tolist()
 
 
 def geometry(polygons: list[Polygon]) -> dict:

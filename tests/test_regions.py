@@ -274,3 +274,19 @@ def test_measure_tiff_labels_and_bad_inputs(tmp_path):
     assert zero.exit_code == 2 and "--pixel-size 0.0" in zero.stderr
     classes = _invoke("measure", tmp_path / "cells.tif", "--classes", tmp_path / "none.txt")
     assert classes.exit_code == 2 and classes.stderr.startswith("error: --classes")
+
+
+def test_solidity_equals_scikit_images_on_ragged_objects_in_several_parts(rng):
+    """hull_solidity finds the hull with OpenCV: on objects of scattered pixels, several parts and holes, the
+    value is scikit-image's to the last bit."""
+    ids = np.zeros((64, 64), np.int32)
+    for number in range(1, 40):
+        y, x = rng.integers(0, 60, 2)
+        height, width = rng.integers(1, 16, 2)
+        scattered = rng.random((height, width)) < rng.uniform(0.2, 1.0)
+        window = ids[y:y + height, x:x + width]
+        window[scattered[:window.shape[0], :window.shape[1]]] = number
+    reference = regionprops_table(ids, properties=("label", "solidity"))
+    rows = measure(Objects(ids, {int(n): 1 for n in reference["label"]}), NUCLEUS, "ragged")
+    assert len(rows) > 20
+    assert [row["solidity"] for row in rows] == reference["solidity"].tolist()
