@@ -10,6 +10,7 @@ native size, after warm-up, with the threads torch has here. Recipes that ship n
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -133,6 +134,7 @@ def _three_places(value: float) -> str:
 
 def main(out: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> None:
     torch.manual_seed(0)
+    load = os.getloadavg()[0]
     lines = [
         "# Bundled models",
         "",
@@ -155,7 +157,8 @@ def main(out: str = str(MODELS / "README.md"), page: str = str(DOCS_PAGE)) -> No
         f"All weights together: {total / 1e6:.1f} MB. Latency: median of 10 `predict_arrays` calls (forward pass and "
         "post-processing of the model's own mode, float32 channels-last, batch 1) on one test image at the "
         f"native size, {torch.get_num_threads()} torch threads, {platform.machine()} CPU, torch {torch.__version__}; "
-        "measured while other jobs shared the machine, so treat it as an upper bound.",
+        f"load average {load:.1f} when it began ({os.cpu_count()} cores: a load near their number or above means "
+        "other jobs shared the machine, and the times are upper bounds).",
         "",
         *[f"Trained on data for non-commercial use only: `{name}` ({card_licences(read_card(bundled_checkpoint(name)))}"
           "); its weights carry that licence." for name in bundled_names()

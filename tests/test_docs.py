@@ -192,3 +192,17 @@ def test_the_generated_tables_match_their_json_sources():
         "python scripts/docs_compare.py"
     bundled = models.docs_section((ROOT / "models" / "README.md").read_text())
     assert _section(DOCS / "models.md", models.BEGIN, models.END) == bundled, "make models-readme"
+
+
+def test_every_bundled_model_has_its_row_in_models_readme():
+    """models/README.md is written from the cards by `make models-readme`; a model bundled since it last ran (or a
+    card whose scores changed) makes it stale."""
+    from segcli.checkpoint import read_card
+    from segcli.services.resolve import bundled_checkpoint, bundled_names
+
+    models = _script("models_readme")
+    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "models" / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for name in bundled_names():
+        assert name in rows, f"{name}: no row in models/README.md (make models-readme)"
+        assert models._metrics(read_card(bundled_checkpoint(name))) in rows[name], f"{name}: stale scores"
