@@ -69,3 +69,20 @@ def random_images():
         return folder
 
     return write
+
+
+@pytest.fixture
+def model_inputs(monkeypatch) -> list[tuple[torch.Tensor, object]]:
+    """What inference fed the model in this test: (a copy of the batch, the InferenceOptions) of every dense_forward
+    call, the one place every command's forward pass goes through."""
+    import segcli.inference
+
+    calls = []
+    forward = segcli.inference.dense_forward
+
+    def recording(model, batch, options):
+        calls.append((batch.clone(), options))
+        return forward(model, batch, options)
+
+    monkeypatch.setattr(segcli.inference, "dense_forward", recording)
+    return calls

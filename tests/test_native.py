@@ -50,14 +50,8 @@ def test_a_twelve_bit_image_keeps_its_contrast_when_read(tmp_path, rng):
     assert io.to_uint8(np.full((4, 4), 7, np.uint16)).max() == 0  # flat: nothing to stretch, no division by zero
 
 
-def test_a_twelve_bit_image_keeps_its_contrast_through_predict(tmp_path, rng, monkeypatch):
+def test_a_twelve_bit_image_keeps_its_contrast_through_predict(tmp_path, rng, model_inputs):
     """What the model sees of a 12-bit image is what it sees of the same picture in 8 bits, not a black frame."""
-    import segcli.inference
-
-    seen = []
-    forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward", lambda model, batch, options: seen.append(batch.clone()) or
-                        forward(model, batch, options))
     space = synth_label_space("shapes")
     model = build_model("unet", num_classes=space.num_classes, width=4)
     save_checkpoint(tmp_path / "net", model, make_card("unet", {"num_classes": space.num_classes, "width": 4},
@@ -69,8 +63,8 @@ def test_a_twelve_bit_image_keeps_its_contrast_through_predict(tmp_path, rng, mo
         cv2.imencode(".png", image)[1].tofile(str(tmp_path / f"{name}.png"))
     predict(PredictConfig(inputs=[str(tmp_path / "a_eight.png"), str(tmp_path / "b_twelve.png")], mode="semantic",
                           weights=tmp_path / "net.safetensors", out=tmp_path / "out", overlay=False, device="cpu"))
-    assert len(seen) == 2
-    eight_in, twelve_in = seen
+    assert len(model_inputs) == 2
+    (eight_in, _), (twelve_in, _) = model_inputs
     assert (eight_in - twelve_in).abs().max() < 0.05  # normalised units: within a grey level or so
     assert twelve_in.std() > 0.5 * eight_in.std() > 0
     labels = [io.read_label_png(tmp_path / "out" / "semantic" / f"{name}.png") for name in ("a_eight", "b_twelve")]
@@ -243,22 +237,20 @@ def test_distance_seeds_separate_touching_objects_the_boundary_class_missed():
     assert "distance_threshold" not in postprocess_defaults(build_model("unet_contour", num_classes=2, width=4))
 
 
-def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, tmp_path, monkeypatch):
+def test_a_crop_trained_model_is_validated_on_whole_images_at_its_scale(shapes, tmp_path, model_inputs):
     import segcli.inference
 
-    seen = []
-    forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
     config = TrainConfig(data=shapes, model="unet_contour", mode="panoptic", out=tmp_path / "run", steps=4,
                          batch_size=2, crop=32, scale=0.5, width=4, val_every=0, seed=0, device="cpu")
     result = train(config)
     card = read_card(result.best)
     assert card["scale"] == 0.5 and card["crop"] == 32
-    assert seen and set(seen) == {(24, 24)}  # validation: each whole 48 px image at half size, not a 32 px crop
-    seen.clear()
+    sizes = {tuple(batch.shape[-2:]) for batch, _ in model_inputs}
+    assert sizes == {(24, 24)}  # validation: each whole 48 px image at half size, not a 32 px crop
+    model_inputs.clear()
     again = evaluate_model(shapes, "panoptic", weights=result.best, device="cpu")
-    assert set(seen) == {(24, 24)} and again["images"] == result.val_images
+    assert {tuple(batch.shape[-2:]) for batch, _ in model_inputs} == {(24, 24)}
+    assert again["images"] == result.val_images
     assert again["pq"] == pytest.approx(result.metrics["pq"])  # scored against the full-size ground truth, as eval does
     predictions = segcli.inference.predict_arrays(*load_checkpoint(result.best), [np.zeros((48, 50, 3), np.uint8)])
     assert predictions[0].semantic.shape == (48, 50) and predictions[0].panoptic.shape == (48, 50)
@@ -305,7 +297,7 @@ def test_durations_parse():
 # ---------------------------------------------------------------- post-processing options
 
 
-def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(shapes, tmp_path, monkeypatch):
+def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(shapes, tmp_path, model_inputs):
     from typer.testing import CliRunner
 
     from segcli.cli import app
@@ -333,15 +325,12 @@ def test_thresholds_are_options_of_predict_and_eval_and_the_card_records_them(sh
                                   "--min-area", "5"])
     assert flagged.exit_code == 2 and "goes with --data" in flagged.output
     # eval --data --tta scores what predict --tta writes: the option reaches the inference (and only with --data).
-    import segcli.inference as inference
-
-    forward, used = inference.dense_forward, []
-    monkeypatch.setattr(inference, "dense_forward",
-                        lambda m, x, options: used.append(options.tta) or forward(m, x, options))
+    model_inputs.clear()
     for extra in ([], ["--tta"]):
         result = runner.invoke(app, ["eval", "--mode", "semantic", "--data", str(shapes), "--weights", str(best),
                                      *extra, "--json", "-", "--device", "cpu", "-q"])
         assert result.exit_code == 0 and "miou" in json.loads(result.stdout), result.output
+    used = [options.tta for _, options in model_inputs]
     assert used and not any(used[: len(used) // 2]) and all(used[len(used) // 2 :])
     flagged = runner.invoke(app, ["eval", "--mode", "panoptic", "--gt", "a.json", "--pred", "b.json", "--tta"])
     assert flagged.exit_code == 2 and "--tta" in flagged.output
@@ -483,7 +472,8 @@ def test_the_plan_puts_mixed_polarities_on_dark_ground_and_leaves_other_data_alo
     assert resolved.dark_ground is False and ("dark_ground", "no", "--dark-ground") in plan.rows()
 
 
-def test_a_dark_ground_model_sees_every_image_on_dark_ground_in_training_and_at_inference(tmp_path, monkeypatch):
+def test_a_dark_ground_model_sees_every_image_on_dark_ground_in_training_and_at_inference(tmp_path, monkeypatch,
+                                                                                         model_inputs):
     import segcli.inference
     import segcli.training.trainer
     from segcli.inference import predict_arrays
@@ -500,15 +490,13 @@ def test_a_dark_ground_model_sees_every_image_on_dark_ground_in_training_and_at_
     assert card["intensity"]["dark_ground"] is True and card["plan"]["plan"]["dark_ground"] is True
     assert trained_on and max(trained_on) < 64  # brightfield images (ground 220) reached the model as ground 35
     # Inference: the model's input for a bright-ground image is that of its inverse under a plain card.
-    inputs = []
-    forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda net, batch, options: inputs.append(batch.clone()) or forward(net, batch, options))
+    model_inputs.clear()  # from here on: predict only
     brightfield = cv2.imread(str(data / "images" / "1.png"))  # objects 60 on ground 220
     plain = {**card, "intensity": {**card["intensity"], "dark_ground": False}}
     predict_arrays(model, card, [brightfield])
     predict_arrays(model, plain, [255 - brightfield])
     predict_arrays(model, plain, [brightfield])
+    inputs = [batch for batch, _ in model_inputs]
     assert torch.equal(inputs[0], inputs[1]) and not torch.equal(inputs[0], inputs[2])
     # Fine-tuning keeps the polarity the weights learnt, even on data that does not mix polarities.
     dark = _blobs(tmp_path / "dark", n=2, size=64, diameter=10, count=4)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import segcli.inference
 from segcli import io
 from segcli.checkpoint import read_card
 from segcli.cli import app
@@ -87,19 +86,15 @@ def test_objects_smaller_than_a_pixel_of_the_new_grid_are_dropped():
 # ---------------------------------------------------------------- predict and eval
 
 
-def test_pixel_size_resamples_the_input_and_brings_ids_back(shapes, tmp_path, monkeypatch):
+def test_pixel_size_resamples_the_input_and_brings_ids_back(shapes, tmp_path, model_inputs):
     weights = shapes_copy(tmp_path / "m", pixel_size_um=0.5)
-    seen = []
-    forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
     results = {}
     for name, extra in (("native", []), ("fine", ["--pixel-size", "0.25"]), ("coarse", ["--pixel-size", "1.0"])):
-        seen.clear()
+        model_inputs.clear()
         out = tmp_path / name
         result = _invoke("predict", shapes / "images", "--weights", weights, "--mode", "panoptic", "--out", out, *extra)
         assert result.exit_code == 0, result.output
-        results[name] = (out, sorted(set(seen)))
+        results[name] = (out, sorted({tuple(batch.shape[-2:]) for batch, _ in model_inputs}))
     # The model sees the input at its training pixel size: 0.25 µm pixels shrunk to half, 1 µm pixels doubled.
     assert results["native"][1] == [(SIZE, SIZE)]
     assert results["fine"][1] == [(SIZE // 2, SIZE // 2)]
@@ -116,16 +111,13 @@ def test_pixel_size_resamples_the_input_and_brings_ids_back(shapes, tmp_path, mo
                 assert int((ids == info["id"]).sum()) == info["area"]
 
 
-def test_object_size_resamples_by_the_cards_object_diameter(shapes, tmp_path, monkeypatch):
+def test_object_size_resamples_by_the_cards_object_diameter(shapes, tmp_path, model_inputs):
     weights = shapes_copy(tmp_path / "m", object_diameter=30.0)
-    seen = []
-    forward = segcli.inference.dense_forward
-    monkeypatch.setattr(segcli.inference, "dense_forward",
-                        lambda m, x, options: seen.append(tuple(x.shape[-2:])) or forward(m, x, options))
     result = _invoke("predict", shapes / "images", "--weights", weights, "--mode", "instance", "--out", tmp_path / "o",
                      "--object-size", "60")
     assert result.exit_code == 0, result.output
-    assert set(seen) == {(SIZE // 2, SIZE // 2)}  # objects twice the model's: the images halved
+    sizes = {tuple(batch.shape[-2:]) for batch, _ in model_inputs}
+    assert sizes == {(SIZE // 2, SIZE // 2)}  # objects twice the model's: the images halved
     for png in (tmp_path / "o" / "instance").glob("*.png"):
         ids = io.read_label_png(png)
         assert ids.shape == (SIZE, SIZE)
